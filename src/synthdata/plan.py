@@ -1,0 +1,204 @@
+"""The deterministic plan: every sample's label, prompt, variables and seed, before any GPU work.
+
+Each sample is a pure function of (spec, sample index): labels are laid out by exact
+largest-remainder counts and spread over indices by a keyed permutation (a small Feistel
+network), and every random choice comes from a counter-based hash of (seed, index, stream).
+So one sample can be re-derived alone, and planning streams in chunks of constant memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synthdata.spec import Spec
+from synthdata.spec.models import Categorical, IntRange
+
+CHUNK_ROWS = 65_536
+SEED_MASK = (1 << 63) - 1
+_STREAM_SEED, _STREAM_PERM, _STREAM_TEMPLATE = 0, 1, 2
+
+PLAN_SCHEMA = pa.schema([
+    ("index", pa.int64()), ("key", pa.string()), ("label", pa.string()),
+    ("label_index", pa.int32()), ("template_index", pa.int32()), ("prompt", pa.string()),
+    ("negative_prompt", pa.string()), ("vars", pa.string()), ("seed", pa.int64()),
+    ("steps", pa.int32()), ("guidance_scale", pa.float64()), ("shard", pa.int32()),
+    ("batch", pa.int32()),
+])
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def mix(*words: int | np.ndarray) -> np.ndarray:
+    """A 64-bit hash of the words (ints or uint64 arrays), vectorised and platform-independent."""
+    h = np.zeros((), dtype=np.uint64)
+    for w in words:
+        h = _splitmix(h ^ np.asarray(w, dtype=np.uint64))
+    return h
+
+
+def _name_word(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+
+
+def _uniform(h: np.ndarray) -> np.ndarray:
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def apportion(total: int, weights: list[float]) -> list[int]:
+    """Exact integer shares of `total` proportional to `weights` (largest remainder, ties by order)."""
+    wsum = float(sum(weights))
+    if total == 0 or wsum <= 0:
+        return [0] * len(weights)
+    quotas = [total * w / wsum for w in weights]
+    counts = [math.floor(q) for q in quotas]
+    order = sorted(range(len(weights)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def label_counts(spec: Spec) -> dict[str, int]:
+    """Exact number of samples per label, in spec order."""
+    fixed = {k: v.count for k, v in spec.labels.items() if v.count is not None}
+    weighted = [k for k in spec.labels if k not in fixed]
+    rest = (spec.count or 0) - sum(fixed.values()) if weighted else 0
+    shares = apportion(rest, [spec.labels[k].weight if spec.labels[k].weight is not None else 1.0
+                              for k in weighted])
+    share_of = dict(zip(weighted, shares))
+    return {k: fixed.get(k, share_of.get(k, 0)) for k in spec.labels}
+
+
+def total_count(spec: Spec) -> int:
+    """Number of samples the spec plans."""
+    return sum(label_counts(spec).values())
+
+
+def permute(indices: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A keyed bijection of [0, n): a 4-round Feistel network with cycle walking."""
+    half = max(1, math.ceil(max(1, (n - 1).bit_length()) / 2))
+    mask = np.uint64((1 << half) - 1)
+
+    def rounds(x: np.ndarray) -> np.ndarray:
+        left, right = x >> np.uint64(half), x & mask
+        for r in range(4):
+            left, right = right, left ^ (mix(seed, _STREAM_PERM, r, right) & mask)
+        return (left << np.uint64(half)) | right
+
+    y = rounds(indices.astype(np.uint64))
+    while (bad := y >= np.uint64(n)).any():
+        y[bad] = rounds(y[bad])
+    return y.astype(np.int64)
+
+
+def _sample_var(var: IntRange | Categorical, u: np.ndarray) -> np.ndarray:
+    if isinstance(var, IntRange):
+        span = var.max - var.min + 1
+        return (var.min + np.minimum(np.floor(u * span), span - 1)).astype(np.int64).astype(str)
+    cum = np.cumsum(np.asarray(var.weights, dtype=np.float64))
+    pick = np.searchsorted(cum / cum[-1], u, side="right")
+    return np.asarray(var.values, dtype=object)[np.minimum(pick, len(var.values) - 1)]
+
+
+def derive_rows(spec: Spec, start: int, stop: int) -> pa.Table:
+    """Plan rows [start, stop) of the spec, computed from (spec, index) alone."""
+    n = total_count(spec)
+    stop = min(stop, n)
+    idx = np.arange(start, stop, dtype=np.int64)
+    bounds = np.cumsum(list(label_counts(spec).values()))
+    label_idx = np.searchsorted(bounds, permute(idx, n, spec.seed), side="right")
+    names = spec.label_names
+    gen = spec.generator
+    cols: dict[str, list] = {c: [None] * len(idx) for c in
+                             ("template_index", "prompt", "negative_prompt", "vars", "steps", "guidance_scale")}
+    for li in np.unique(label_idx):
+        label = spec.labels[names[li]]
+        where = np.nonzero(label_idx == li)[0]
+        sub = idx[where].astype(np.uint64)
+        tmpl = np.floor(_uniform(mix(spec.seed, _STREAM_TEMPLATE, sub)) * len(label.prompts)).astype(int)
+        variables = {**spec.vars, **label.vars}
+        drawn = {v: _sample_var(d, _uniform(mix(spec.seed, _name_word(v), sub)))
+                 for v, d in sorted(variables.items())}
+        over = label.generator
+        neg = over.negative_prompt if over.negative_prompt is not None else gen.negative_prompt
+        steps = over.steps or gen.steps
+        guidance = over.guidance_scale if over.guidance_scale is not None else gen.guidance_scale
+        for j, row in enumerate(where):
+            values = {v: str(d[j]) for v, d in drawn.items()}
+            cols["template_index"][row] = int(tmpl[j])
+            cols["prompt"][row] = label.prompts[tmpl[j]].format(**values)
+            cols["vars"][row] = json.dumps(values, sort_keys=True)
+            cols["negative_prompt"][row] = neg
+            cols["steps"][row] = steps
+            cols["guidance_scale"][row] = guidance
+    size, batch = spec.shards.size, gen.batch_size
+    seeds = (mix(spec.seed, _STREAM_SEED, idx.astype(np.uint64)) & np.uint64(SEED_MASK)).astype(np.int64)
+    return pa.Table.from_pydict({
+        "index": idx, "key": [f"{spec.name}-{i:09d}" for i in idx],
+        "label": [names[i] for i in label_idx], "label_index": label_idx.astype(np.int32),
+        **cols, "seed": seeds, "shard": (idx // size).astype(np.int32),
+        "batch": ((idx % size) // batch).astype(np.int32),
+    }, schema=PLAN_SCHEMA)
+
+
+def iter_plan(spec: Spec, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+    """The whole plan in chunks of at most chunk_rows rows."""
+    n = total_count(spec)
+    for start in range(0, n, chunk_rows):
+        yield derive_rows(spec, start, start + chunk_rows)
+
+
+def shard_count(spec: Spec) -> int:
+    """Number of shards the plan fills."""
+    return math.ceil(total_count(spec) / spec.shards.size)
+
+
+def shard_rows(spec: Spec, shard: int) -> pa.Table:
+    """The plan rows of one shard: rows [shard*S, (shard+1)*S)."""
+    size = spec.shards.size
+    return derive_rows(spec, shard * size, (shard + 1) * size)
+
+
+def hash_table(table: pa.Table, h: "hashlib._Hash") -> None:
+    """Feed a plan table into a hash in a form stable across pyarrow versions."""
+    for name in table.column_names:
+        col = table.column(name)
+        h.update(name.encode())
+        if pa.types.is_string(col.type):
+            h.update("\x1f".join(col.to_pylist()).encode())
+        else:
+            h.update(col.to_numpy().tobytes())
+
+
+def write_plan(spec: Spec, path: str | Path, chunk_rows: int = CHUNK_ROWS) -> str:
+    """Write the plan to a parquet file atomically, in chunks; return the plan hash."""
+    from synthdata.fsutil import atomic_path
+
+    h = hashlib.sha256()
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, PLAN_SCHEMA) as writer:
+            for chunk in iter_plan(spec, chunk_rows):
+                hash_table(chunk, h)
+                writer.write_table(chunk, row_group_size=chunk_rows)
+    return h.hexdigest()
+
+
+def plan_hash(spec: Spec, chunk_rows: int = CHUNK_ROWS) -> str:
+    """The plan hash without writing anything (same value write_plan returns)."""
+    h = hashlib.sha256()
+    for chunk in iter_plan(spec, chunk_rows):
+        hash_table(chunk, h)
+    return h.hexdigest()

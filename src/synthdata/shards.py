@@ -1,0 +1,141 @@
+"""WebDataset shards: byte-deterministic tar files, their row tables and completion markers.
+
+A shard `raw/shard-000042.tar` is written under a temporary name and renamed when complete;
+then its rows (`.parquet`) and, last, its marker (`.done.json`). A shard counts as complete
+only when its marker exists and agrees with the tar on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from synthdata.fsutil import atomic_path, write_json_atomic
+
+FIXED_MTIME = 0
+PNG_COMPRESS_LEVEL = 6
+
+
+def shard_name(shard: int) -> str:
+    """File stem of a shard: shard-000042."""
+    return f"shard-{shard:06d}"
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 image (H x W, or H x W x 1/3), with no metadata, deterministically."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample as stored: its key, PNG bytes, metadata (JSON) and label index."""
+
+    key: str
+    png: bytes
+    meta: dict
+    label_index: int
+    prompt: str
+
+    def members(self) -> list[tuple[str, bytes]]:
+        """(name, bytes) of the sample's tar members, in sorted order."""
+        meta = json.dumps(self.meta, sort_keys=True, ensure_ascii=False).encode()
+        return [(f"{self.key}.cls", str(self.label_index).encode()), (f"{self.key}.json", meta),
+                (f"{self.key}.png", self.png), (f"{self.key}.txt", self.prompt.encode())]
+
+
+class DeterministicTarWriter:
+    """A tar writer whose bytes depend only on the members: fixed mtime, no owners, 0644."""
+
+    def __init__(self, fileobj):
+        self._tar = tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT)
+        self._last = ""
+
+    def add(self, name: str, data: bytes) -> None:
+        """Append one member; names must arrive in sorted order."""
+        if name <= self._last:
+            raise ValueError(f"tar members must be added in sorted order: {name!r} after {self._last!r}")
+        self._last = name
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), FIXED_MTIME, 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self._tar.addfile(info, io.BytesIO(data))
+
+    def add_sample(self, sample: Sample) -> None:
+        """Append all members of one sample."""
+        for name, data in sample.members():
+            self.add(name, data)
+
+    def close(self) -> None:
+        """Finish the archive (end-of-archive blocks)."""
+        self._tar.close()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_tar(path: str | Path, samples: Iterable[Sample]) -> int:
+    """Write samples (in key order) to a tar atomically; return how many were written."""
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        writer = DeterministicTarWriter(f)
+        for sample in samples:
+            writer.add_sample(sample)
+            n += 1
+        writer.close()
+    return n
+
+
+def marker_path(folder: str | Path, shard: int) -> Path:
+    """Completion marker of a shard."""
+    return Path(folder) / f"{shard_name(shard)}.done.json"
+
+
+def write_marker(folder: str | Path, shard: int, info: dict) -> None:
+    """Write a shard's completion marker: the last file a shard writes."""
+    tar = Path(folder) / f"{shard_name(shard)}.tar"
+    write_json_atomic(marker_path(folder, shard), {
+        **info, "shard": shard, "tar": tar.name, "tar_bytes": tar.stat().st_size,
+        "tar_sha256": file_sha256(tar)})
+
+
+def is_complete(folder: str | Path, shard: int) -> bool:
+    """True when the shard's marker exists and its tar and rows are there with the marked size."""
+    marker = marker_path(folder, shard)
+    if not marker.is_file():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    tar = Path(folder) / f"{shard_name(shard)}.tar"
+    rows = Path(folder) / f"{shard_name(shard)}.parquet"
+    return tar.is_file() and rows.is_file() and tar.stat().st_size == info.get("tar_bytes")
+
+
+def clear_shard(folder: str | Path, shard: int) -> None:
+    """Remove whatever an incomplete shard left (marker first, so it never outlives its files)."""
+    folder = Path(folder)
+    marker_path(folder, shard).unlink(missing_ok=True)
+    for suffix in (".tar", ".parquet"):
+        (folder / f"{shard_name(shard)}{suffix}").unlink(missing_ok=True)
+    for tmp in folder.glob(f".{shard_name(shard)}.*.tmp-*"):
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,115 @@
+"""Checks that span fields: template slots, label counts, model and file paths."""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+from synthdata.spec.models import Spec
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+FieldPath = tuple[str | int, ...]
+
+
+def template_slots(template: str) -> list[str]:
+    """The {name} slots of a prompt template; raise ValueError on anything but plain names."""
+    slots = []
+    for _, name, spec, conv in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conv:
+            raise ValueError(f"slot {{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} "
+                             "is not allowed; write slots as {variable_name}")
+        slots.append(name)
+    return slots
+
+
+def is_local_model(model: str) -> bool:
+    """True when the model string names a local folder rather than a builtin or hub id."""
+    if model.startswith("builtin:"):
+        return False
+    if model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists():
+        return True
+    return not HUB_ID.match(model)
+
+
+def check_spec(spec: Spec) -> list[tuple[FieldPath, str]]:
+    """Every cross-field problem of a structurally valid spec, as (field path, message)."""
+    problems: list[tuple[FieldPath, str]] = []
+    problems += _check_templates(spec)
+    problems += _check_counts(spec)
+    problems += _check_paths(spec)
+    return problems
+
+
+def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
+    out = []
+    for label, cfg in spec.labels.items():
+        known = set(spec.vars) | set(cfg.vars)
+        for i, template in enumerate(cfg.prompts):
+            path: FieldPath = ("labels", label, "prompts", i)
+            try:
+                slots = template_slots(template)
+            except ValueError as exc:
+                out.append((path, f"bad prompt template {template!r}: {exc}"))
+                continue
+            for slot in slots:
+                if slot not in known:
+                    out.append((path, f"unknown template variable {{{slot}}}; "
+                                      f"known variables: {sorted(known) or 'none'}"))
+    return out
+
+
+def _check_counts(spec: Spec) -> list[tuple[FieldPath, str]]:
+    out: list[tuple[FieldPath, str]] = []
+    counted = {k: v.count for k, v in spec.labels.items() if v.count is not None}
+    for name, cfg in spec.labels.items():
+        if cfg.count is not None and cfg.weight is not None:
+            out.append((("labels", name), "give either weight or count, not both"))
+    weighted = [k for k in spec.labels if k not in counted]
+    fixed = sum(counted.values())
+    if not weighted:
+        if spec.count is not None and spec.count != fixed:
+            out.append((("count",), f"count is {spec.count} but the label counts add up to {fixed}"))
+        if fixed == 0:
+            out.append((("labels",), "label counts add up to 0; expected at least one sample"))
+        return out
+    if spec.count is None:
+        out.append((("count",), "count is required when any label is given by weight"))
+        return out
+    if fixed > spec.count:
+        out.append((("count",), f"label counts add up to {fixed}, more than count ({spec.count})"))
+    weights = [spec.labels[k].weight if spec.labels[k].weight is not None else 1.0 for k in weighted]
+    if spec.count - fixed > 0 and sum(weights) <= 0:
+        out.append((("labels",), "label weights must not all be zero"))
+    return out
+
+
+def _check_paths(spec: Spec) -> list[tuple[FieldPath, str]]:
+    out: list[tuple[FieldPath, str]] = []
+    gen = spec.generator
+    if gen.model.startswith("builtin:"):
+        from synthdata.generators.builtin import BUILTIN_MODELS
+
+        if gen.model.removeprefix("builtin:") not in BUILTIN_MODELS:
+            out.append((("generator", "model"), f"unknown built-in model {gen.model!r}; "
+                        f"known: {['builtin:' + m for m in BUILTIN_MODELS]}"))
+    elif is_local_model(gen.model) and not Path(gen.model).expanduser().is_dir():
+        out.append((("generator", "model"), f"model folder {gen.model!r} does not exist "
+                    "(expected builtin:tiny, a local diffusers pipeline folder, or a hub id org/name)"))
+    for i, ti in enumerate(gen.textual_inversion):
+        if not Path(ti.path).expanduser().is_file():
+            out.append((("generator", "textual_inversion", i, "path"), f"file {ti.path!r} does not exist"))
+        elif not ti.path.endswith((".pt", ".bin", ".safetensors")):
+            out.append((("generator", "textual_inversion", i, "path"),
+                        "expected a .pt, .bin or .safetensors embedding"))
+    for i, lora in enumerate(gen.lora):
+        if not lora.path.endswith(".safetensors"):
+            out.append((("generator", "lora", i, "path"), "expected a .safetensors LoRA file"))
+        elif not Path(lora.path).expanduser().is_file():
+            out.append((("generator", "lora", i, "path"), f"file {lora.path!r} does not exist"))
+    for i, ref in enumerate(spec.memorization.reference):
+        if not Path(ref).expanduser().exists():
+            out.append((("memorization", "reference", i), f"reference path {ref!r} does not exist"))
+    return out

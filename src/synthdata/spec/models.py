@@ -1,0 +1,198 @@
+"""The spec's pydantic models: the schema users write and editors validate against."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+SCHEDULERS = ("ddim", "ddpm", "pndm", "dpm++", "euler", "euler_a", "heun", "unipc")
+
+
+class StrictModel(BaseModel):
+    """Base: unknown fields are errors; values are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntRange(StrictModel):
+    """Uniform integer in [min, max], both ends included."""
+
+    min: int
+    max: int
+
+
+class Categorical(StrictModel):
+    """Weighted choice among string values."""
+
+    values: tuple[str, ...]
+    weights: tuple[float, ...]
+
+
+def _to_variable(raw: Any) -> Any:
+    """Accept the three user forms: [a, b], {a: 0.7, b: 0.3}, {min: 20, max: 90}."""
+    if isinstance(raw, (IntRange, Categorical)):
+        return raw
+    if isinstance(raw, list):
+        if not raw:
+            raise ValueError("a variable needs at least one value")
+        for v in raw:
+            if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+                raise ValueError(f"list values must be strings or numbers, got {v!r}")
+        values = tuple(str(v) for v in raw)
+        if len(set(values)) != len(values):
+            raise ValueError("list values must be distinct")
+        return Categorical(values=values, weights=tuple(1.0 for _ in values))
+    if isinstance(raw, dict):
+        if set(raw) == {"min", "max"}:
+            lo, hi = raw["min"], raw["max"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
+                raise ValueError("a range needs integer min and max")
+            if lo > hi:
+                raise ValueError(f"range min ({lo}) is greater than max ({hi})")
+            return IntRange(min=lo, max=hi)
+        if not raw:
+            raise ValueError("a variable needs at least one value")
+        weights = []
+        for k, w in raw.items():
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+                raise ValueError(f"weight of {k!r} must be a number >= 0, got {w!r}")
+            weights.append(float(w))
+        if sum(weights) <= 0:
+            raise ValueError("weights must not all be zero")
+        return Categorical(values=tuple(str(k) for k in raw), weights=tuple(weights))
+    raise ValueError("expected a list of values, a mapping value -> weight, or {min: int, max: int}")
+
+
+_VARIABLE_SCHEMA = {
+    "anyOf": [
+        {"type": "array", "items": {"type": ["string", "number"]}, "minItems": 1},
+        {"type": "object", "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+         "required": ["min", "max"], "additionalProperties": False},
+        {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+    ],
+    "description": "list (uniform), mapping value -> weight, or integer range {min, max}",
+}
+
+def _from_variable(var: IntRange | Categorical) -> dict:
+    """Back to the user's syntax, so a resolved spec reads (and re-validates) like the original."""
+    if isinstance(var, IntRange):
+        return {"min": var.min, "max": var.max}
+    return dict(zip(var.values, var.weights))
+
+
+Variable = Annotated[
+    IntRange | Categorical, BeforeValidator(_to_variable), PlainSerializer(_from_variable),
+    WithJsonSchema(_VARIABLE_SCHEMA),
+]
+Dim = Annotated[int, Field(ge=16, le=4096, multiple_of=8)]
+
+
+class GeneratorOverride(StrictModel):
+    """Per-label generation settings that may differ from the spec-wide generator."""
+
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance_scale: float | None = Field(None, ge=0, le=50)
+    negative_prompt: str | None = None
+
+
+class TextualInversion(StrictModel):
+    """A textual-inversion embedding (A1111 .pt or diffusers .bin/.safetensors) and its token."""
+
+    path: str
+    token: str = Field(min_length=1)
+
+
+class Lora(StrictModel):
+    """LoRA weights (.safetensors) applied to the pipeline at the given scale."""
+
+    path: str
+    scale: float = Field(1.0, ge=-4, le=4)
+
+
+class Generator(StrictModel):
+    """Which text-to-image model generates, and how."""
+
+    model: str = Field("builtin:tiny", min_length=1,
+                       description="builtin:tiny, a local pipeline folder, or a hub id")
+    revision: str | None = None
+    scheduler: Literal[SCHEDULERS] = "ddim"  # type: ignore[valid-type]
+    steps: int = Field(25, ge=1, le=1000)
+    guidance_scale: float = Field(4.0, ge=0, le=50)
+    height: Dim = 512
+    width: Dim = 512
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+    batch_size: int = Field(8, ge=1, le=512)
+    negative_prompt: str = ""
+    textual_inversion: list[TextualInversion] = []
+    lora: list[Lora] = []
+
+
+class Label(StrictModel):
+    """One class of the dataset: how many, and how its prompts are made."""
+
+    weight: float | None = Field(None, ge=0)
+    count: int | None = Field(None, ge=0)
+    prompts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    vars: dict[str, Variable] = {}
+    generator: GeneratorOverride = GeneratorOverride()
+
+
+class Shards(StrictModel):
+    """How samples are grouped into tar files."""
+
+    size: int = Field(1000, ge=1, le=1_000_000)
+
+
+class Memorization(StrictModel):
+    """Screening of synthetic images against real reference images."""
+
+    reference: list[str] = []
+    embedder: str = "pixel"
+    threshold: Literal["auto"] | Annotated[float, Field(ge=-1, le=1)] = "auto"
+    review_band: float = Field(0.0, ge=0, le=1)
+    k: int = Field(5, ge=1, le=100)
+
+
+class Output(StrictModel):
+    """Where the dataset is written and whether DVC tracks it."""
+
+    dir: str | None = None
+    dvc: bool = False
+
+
+class Execution(StrictModel):
+    """Where the generation runs. Performance-only: never changes the bytes of the dataset."""
+
+    engine: Literal["local", "dask", "ray"] = "local"
+    workers: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
+    address: str | None = None
+    threads_per_worker: int = Field(1, ge=1, le=256)
+
+
+class Spec(StrictModel):
+    """A synthetic dataset: labels and their proportions, prompts, model, sharding, screening."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=128)
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**63)
+    count: int | None = Field(None, ge=1, le=1_000_000_000)
+    labels: dict[Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)], Label] = Field(min_length=1)
+    vars: dict[str, Variable] = {}
+    generator: Generator = Generator()
+    shards: Shards = Shards()
+    memorization: Memorization = Memorization()
+    output: Output = Output()
+    execution: Execution = Execution()
+
+    @property
+    def label_names(self) -> list[str]:
+        """Labels in spec order; a label's index is its position here."""
+        return list(self.labels)
+
+    def output_dir(self) -> str:
+        """The output folder: output.dir, or datasets/<name>."""
+        return self.output.dir or f"datasets/{self.name}"
