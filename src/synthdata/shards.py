@@ -117,8 +117,8 @@ def write_marker(folder: str | Path, shard: int, info: dict) -> None:
         "tar_sha256": file_sha256(tar)})
 
 
-def is_complete(folder: str | Path, shard: int) -> bool:
-    """True when the shard's marker exists and its tar and rows are there with the marked size."""
+def is_complete(folder: str | Path, shard: int, plan_hash: str | None = None) -> bool:
+    """True when the shard's marker exists (for this plan) and its tar and rows are there."""
     marker = marker_path(folder, shard)
     if not marker.is_file():
         return False
@@ -128,6 +128,8 @@ def is_complete(folder: str | Path, shard: int) -> bool:
         return False
     tar = Path(folder) / f"{shard_name(shard)}.tar"
     rows = Path(folder) / f"{shard_name(shard)}.parquet"
+    if plan_hash is not None and info.get("plan_hash") != plan_hash:
+        return False
     return tar.is_file() and rows.is_file() and tar.stat().st_size == info.get("tar_bytes")
 
 

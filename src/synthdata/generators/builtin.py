@@ -18,7 +18,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-BUILTIN_MODELS = ("tiny",)
+from synthdata.generators import BUILTIN_MODELS
 _TINY_VERSION = "tiny-v1"
 
 

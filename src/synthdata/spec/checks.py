@@ -90,7 +90,7 @@ def _check_paths(spec: Spec) -> list[tuple[FieldPath, str]]:
     out: list[tuple[FieldPath, str]] = []
     gen = spec.generator
     if gen.model.startswith("builtin:"):
-        from synthdata.generators.builtin import BUILTIN_MODELS
+        from synthdata.generators import BUILTIN_MODELS
 
         if gen.model.removeprefix("builtin:") not in BUILTIN_MODELS:
             out.append((("generator", "model"), f"unknown built-in model {gen.model!r}; "

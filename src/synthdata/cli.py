@@ -1,0 +1,149 @@
+"""The `synthdata` command line (typer + rich). Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from synthdata.errors import SpecError, SynthdataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Synthetic medical-image datasets from a YAML spec.")
+console = Console()
+err_console = Console(stderr=True)
+
+QUIET_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class Engine(str, Enum):
+    local = "local"
+    dask = "dask"
+    ray = "ray"
+
+
+def quiet_environment() -> None:
+    """Offline, quiet defaults for Prefect and friends; values already set by the user win."""
+    for key, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Print synthdata errors plainly (no traceback) and exit with their status."""
+    try:
+        yield
+    except SpecError as exc:
+        err_console.print(f"[bold red]invalid spec[/] ({len(exc.problems)} problem"
+                          f"{'s' if len(exc.problems) != 1 else ''}):")
+        for problem in exc.problems:
+            err_console.print(f"  {problem}", markup=False, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except SynthdataError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _label_table(title: str, counts: dict[str, int], actual: dict[str, int] | None = None) -> Table:
+    table = Table(title=title)
+    table.add_column("label")
+    table.add_column("index", justify="right")
+    table.add_column("planned", justify="right")
+    if actual is not None:
+        table.add_column("actual", justify="right")
+    total = sum(counts.values()) or 1
+    table.add_column("share", justify="right")
+    for i, (label, n) in enumerate(counts.items()):
+        row = [label, str(i), str(n)] + ([str(actual.get(label, 0))] if actual is not None else [])
+        table.add_row(*row, f"{n / total:.1%}")
+    return table
+
+
+@app.command()
+def validate(spec: Annotated[Path, typer.Argument(help="spec YAML file")]) -> None:
+    """Check a spec; exit 0 when valid, 2 with every problem listed when not."""
+    from synthdata.spec import load_spec
+
+    with user_errors():
+        loaded = load_spec(spec)
+    from synthdata.plan import label_counts
+
+    console.print(f"[green]ok[/] {spec}: {loaded.name}, {sum(label_counts(loaded).values())} samples")
+
+
+@app.command()
+def schema() -> None:
+    """Print the spec's JSON Schema (for editors)."""
+    from synthdata.spec import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def plan(spec: Annotated[Path, typer.Argument(help="spec YAML file")],
+         out: Annotated[Optional[Path], typer.Option(help="output folder (default: the spec's)")] = None) -> None:
+    """Write the deterministic plan (spec.yaml, plan.parquet, plan.json) and print the label table."""
+    from synthdata.outputs import acquire_lock, prepare
+    from synthdata.plan import label_counts
+    from synthdata.spec import load_spec
+
+    with user_errors():
+        loaded = load_spec(spec)
+        root = Path(out or loaded.output_dir())
+        lock = acquire_lock(root)
+        try:
+            prepared = prepare(root, loaded)
+        finally:
+            lock.release()
+    console.print(_label_table(f"{loaded.name}: plan {prepared.plan_hash[:12]}", label_counts(loaded)))
+    console.print(f"{prepared.shard_count} shards of up to {loaded.shards.size} -> {root}/plan.parquet")
+
+
+@app.command()
+def run(spec: Annotated[Path, typer.Argument(help="spec YAML file")],
+        out: Annotated[Optional[Path], typer.Option(help="output folder (default: the spec's)")] = None,
+        engine: Annotated[Optional[Engine], typer.Option(help="task runner engine")] = None,
+        workers: Annotated[Optional[int], typer.Option(min=1, help="worker count")] = None,
+        dvc: Annotated[Optional[bool], typer.Option("--dvc/--no-dvc", help="track outputs with DVC")] = None,
+        ) -> None:
+    """Plan, generate, screen and record a dataset; resumes where a previous run stopped."""
+    from synthdata.outputs import check_identity
+    from synthdata.spec import load_spec
+
+    with user_errors():
+        loaded = load_spec(spec)
+        root = Path(out or loaded.output_dir())
+        check_identity(root, loaded) if root.exists() else None
+        quiet_environment()
+        from synthdata.flow import synthdata_run
+
+        result = synthdata_run(str(spec), out_dir=str(out) if out else None,
+                               engine=engine.value if engine else None, workers=workers, dvc=dvc)
+    console.print(f"[green]done[/] {result['out_dir']}: {result['shards']} shards "
+                  f"({result['generated']} generated, {result['skipped']} already complete)")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
