@@ -54,10 +54,10 @@ def user_errors() -> Iterator[None]:
         err_console.print(f"[bold red]invalid spec[/] ({len(exc.problems)} problem"
                           f"{'s' if len(exc.problems) != 1 else ''}):")
         for problem in exc.problems:
-            err_console.print(f"  {problem}", markup=False, highlight=False)
+            err_console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except SynthdataError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 
 

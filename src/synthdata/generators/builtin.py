@@ -7,7 +7,6 @@ demo and the tests exercise the real `from_pretrained` path without a network.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from synthdata.generators import BUILTIN_MODELS
-_TINY_VERSION = "tiny-v1"
+_TINY_VERSION = "tiny-v2"
 
 
 def cache_root() -> Path:
@@ -41,19 +40,18 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def _write_tokenizer(folder: Path) -> CLIPTokenizer:
+def _byte_tokenizer() -> CLIPTokenizer:
     chars = list(_bytes_to_unicode().values())
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
     vocab.update({"<|startoftext|>": 512, "<|endoftext|>": 513})
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"),
-                         model_max_length=77)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    if len(tokenizer) != len(vocab):
+        raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, expected {len(vocab)}")
+    return tokenizer
 
 
-def build_tiny_pipeline(workdir: Path) -> StableDiffusionPipeline:
+def build_tiny_pipeline() -> StableDiffusionPipeline:
     """Build the tiny pipeline with a fixed seed (64x64 images)."""
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -71,7 +69,7 @@ def build_tiny_pipeline(workdir: Path) -> StableDiffusionPipeline:
         pad_token_id=513))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    tokenizer = _write_tokenizer(workdir / "tokenizer-src")
+    tokenizer = _byte_tokenizer()
     return StableDiffusionPipeline(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -89,7 +87,7 @@ def ensure_builtin(name: str) -> Path:
         if (target / "model_index.json").is_file():
             return target
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            pipe = build_tiny_pipeline(Path(tmp))
+            pipe = build_tiny_pipeline()
             staged = Path(tmp) / "model"
             pipe.save_pretrained(staged, safe_serialization=True)
             if target.exists():
