@@ -172,33 +172,47 @@ def shard_rows(spec: Spec, shard: int) -> pa.Table:
     return derive_rows(spec, shard * size, (shard + 1) * size)
 
 
-def hash_table(table: pa.Table, h: "hashlib._Hash") -> None:
-    """Feed a plan table into a hash in a form stable across pyarrow versions."""
-    for name in table.column_names:
-        col = table.column(name)
-        h.update(name.encode())
-        if pa.types.is_string(col.type):
-            h.update("\x1f".join(col.to_pylist()).encode())
-        else:
-            h.update(col.to_numpy().tobytes())
+class PlanHasher:
+    """sha256 of a plan, the same whatever the chunk size and stable across pyarrow versions."""
+
+    def __init__(self) -> None:
+        self._columns = {name: hashlib.sha256() for name in PLAN_SCHEMA.names}
+
+    def update(self, table: pa.Table) -> None:
+        """Add the next rows of the plan."""
+        for name, h in self._columns.items():
+            col = table.column(name)
+            if pa.types.is_string(col.type):
+                for value in col.to_pylist():
+                    h.update(value.encode() + b"\x00")
+            else:
+                values = col.to_numpy()
+                h.update(values.astype(values.dtype.newbyteorder("<")).tobytes())
+
+    def hexdigest(self) -> str:
+        """The plan hash."""
+        top = hashlib.sha256()
+        for name, h in self._columns.items():
+            top.update(f"{name}={h.hexdigest()};".encode())
+        return top.hexdigest()
 
 
 def write_plan(spec: Spec, path: str | Path, chunk_rows: int = CHUNK_ROWS) -> str:
     """Write the plan to a parquet file atomically, in chunks; return the plan hash."""
     from synthdata.fsutil import atomic_path
 
-    h = hashlib.sha256()
+    h = PlanHasher()
     with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, PLAN_SCHEMA) as writer:
             for chunk in iter_plan(spec, chunk_rows):
-                hash_table(chunk, h)
+                h.update(chunk)
                 writer.write_table(chunk, row_group_size=chunk_rows)
     return h.hexdigest()
 
 
 def plan_hash(spec: Spec, chunk_rows: int = CHUNK_ROWS) -> str:
     """The plan hash without writing anything (same value write_plan returns)."""
-    h = hashlib.sha256()
+    h = PlanHasher()
     for chunk in iter_plan(spec, chunk_rows):
-        hash_table(chunk, h)
+        h.update(chunk)
     return h.hexdigest()
