@@ -5,3 +5,12 @@ WebDataset shards -> memorization screening -> manifest, lineage and DVC.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`synthdata.load` without importing webdataset and torch on `import synthdata`."""
+    if name == "load":
+        from synthdata.loader import load
+
+        return load
+    raise AttributeError(f"module 'synthdata' has no attribute {name!r}")

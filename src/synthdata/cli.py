@@ -45,6 +45,12 @@ def quiet_environment() -> None:
         os.environ.setdefault(key, value)
 
 
+@app.callback()
+def _quiet() -> None:
+    """Synthetic medical-image datasets from a YAML spec."""
+    quiet_environment()
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Print synthdata errors plainly (no traceback) and exit with their status."""
@@ -136,8 +142,84 @@ def run(spec: Annotated[Path, typer.Argument(help="spec YAML file")],
 
         result = synthdata_run(str(spec), out_dir=str(out) if out else None,
                                engine=engine.value if engine else None, workers=workers, dvc=dvc)
+    decisions = ", ".join(f"{k} {v}" for k, v in result["decisions"].items())
     console.print(f"[green]done[/] {result['out_dir']}: {result['shards']} shards "
-                  f"({result['generated']} generated, {result['skipped']} already complete)")
+                  f"({result['generated']} generated, {result['skipped']} already complete); "
+                  f"screening: {decisions}")
+
+
+def _dataset_dir(path: Path) -> Path:
+    if not (path / "plan.json").is_file():
+        raise SynthdataError(f"{path} is not a synthdata dataset folder (no plan.json); "
+                             "expected the --out folder of `synthdata run`")
+    return path
+
+
+@app.command()
+def screen(out: Annotated[Path, typer.Argument(help="dataset folder")],
+           threshold: Annotated[Optional[float], typer.Option(min=-1, max=1, help="similarity at or "
+                                                              "above which a sample is rejected")] = None,
+           ) -> None:
+    """(Re-)screen a dataset against its real reference without regenerating; refresh its records."""
+    from synthdata.outputs import acquire_lock
+    from synthdata.report import write_report
+    from synthdata.screening import screen_dataset
+    from synthdata.spec import load_spec
+
+    with user_errors():
+        root = _dataset_dir(out)
+        spec = load_spec(root / "spec.yaml")
+        lock = acquire_lock(root)
+        try:
+            summary = screen_dataset(root, spec.memorization, threshold=threshold)
+            write_report(root)
+        finally:
+            lock.release()
+    info = summary.to_dict()
+    console.print(f"[green]screened[/] {root}: " + ", ".join(f"{k} {v}" for k, v in info["decisions"].items())
+                  + f" (threshold {info['threshold']:.4f})")
+
+
+@app.command()
+def report(out: Annotated[Path, typer.Argument(help="dataset folder")]) -> None:
+    """Write manifest, stats, dataset card and contact sheets; print the label table."""
+    from synthdata.report import write_report
+
+    with user_errors():
+        stats = write_report(_dataset_dir(out))
+    labels = stats["labels"]
+    table = _label_table(f"{out}", {k: v["planned"] for k, v in labels.items()},
+                         {k: (v["accepted"] if v["accepted"] is not None else v["generated"])
+                          for k, v in labels.items()})
+    console.print(table)
+    console.print(f"decisions: {stats['decisions']}; card {out / 'README.md'}; contact sheets {out / 'report'}")
+
+
+@app.command()
+def lineage(out: Annotated[Path, typer.Argument(help="dataset folder")],
+            key: Annotated[str, typer.Argument(help="sample key")],
+            as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Where one sample came from: spec, plan row, model fingerprint, seed, batch, shard, screening."""
+    from synthdata import lineage as lin
+
+    with user_errors():
+        info = lin.lineage(out, key)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+    else:
+        lin.print_lineage(info, console=console)
+
+
+@app.command()
+def reproduce(out: Annotated[Path, typer.Argument(help="dataset folder")],
+              key: Annotated[str, typer.Argument(help="sample key")]) -> None:
+    """Regenerate a sample by replaying its batch; exit 0 only when the pixels are identical."""
+    from synthdata import lineage as lin
+
+    with user_errors():
+        result = lin.reproduce(out, key)
+    console.print(result.summary())
+    raise typer.Exit(0 if result.identical else 1)
 
 
 def main() -> None:

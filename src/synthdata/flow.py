@@ -40,7 +40,8 @@ def generate_shard_task(spec_data: dict, out_dir: str, shard: int, job_data: dic
 def generate_shards(spec_data: dict, out_dir: str, pending: list[int], job_data: dict,
                     threads: int, shard_sizes: dict[int, int]) -> list[dict]:
     """Submit one task per pending shard to the flow's task runner and wait for all of them."""
-    futures = [generate_shard_task.submit(spec_data, out_dir, s, job_data, threads) for s in pending]
+    with engines.task_options(job_data.get("device", "auto"), threads):
+        futures = [generate_shard_task.submit(spec_data, out_dir, s, job_data, threads) for s in pending]
     done, failed = [], []
     with ShardProgress(len(pending), sum(shard_sizes[s] for s in pending)) as progress:
         for future in as_completed(futures):
@@ -71,33 +72,75 @@ def pending_shards(raw: Path, count: int, plan_hash: str) -> list[int]:
     return [s for s in range(count) if not shards.is_complete(raw, s, plan_hash)]
 
 
+@task(name="screen-shard", retries=1, cache_policy=NO_CACHE, persist_result=False,
+      task_run_name="screen-shard-{shard}")
+def screen_shard_task(plan, shard: int) -> dict:
+    """Embed (or reuse embeddings of) one raw shard, search the reference, decide."""
+    from synthdata.screening import screen_shard
+
+    return screen_shard(plan, shard)
+
+
+def screen(root: Path, spec: Spec) -> dict:
+    """Screening as one Prefect task per shard, then the dataset-wide step (near-duplicates, shards/)."""
+    from synthdata.screening import finalize_screening, prepare_screening
+
+    plan = prepare_screening(root, spec.memorization)
+    futures = [screen_shard_task.submit(plan, s) for s in plan.shards]
+    for future in futures:
+        future.result()
+    return finalize_screening(plan).to_dict()
+
+
+def record(root: Path, spec: Spec, spec_path: str, prepared, fp, plan, timings: dict) -> None:
+    """run.json, manifest, stats, dataset card, contact sheets, Prefect artifacts; DVC if asked."""
+    from prefect.runtime import flow_run
+
+    from synthdata import card, records
+    from synthdata.report import write_report
+
+    records.write_run_record(
+        root, spec, spec_hash=prepared.spec_hash, plan_hash=prepared.plan_hash, model_fingerprint=fp,
+        engine=plan.engine, workers=plan.workers, threads=plan.threads_per_worker,
+        flow_run_id=str(flow_run.id) if flow_run.id else None, timings=timings, spec_path=spec_path)
+    write_report(root)
+    card.publish_prefect_artifacts(root)
+    if spec.output.dvc:
+        from synthdata.versioning import track_outputs
+
+        track_outputs(root, push=True)
+
+
 @flow(name="synthdata-run", persist_result=False, validate_parameters=False)
 def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None = None,
                   workers: int | None = None, dvc: bool | None = None) -> dict:
     """The whole job for one spec: plan, generate shards, screen, record (and version)."""
     timings: dict[str, float] = {}
-    start = time.perf_counter()
+    clock = time.perf_counter()
     spec = _with_overrides(load_spec(spec_path), out_dir, engine, workers, dvc)
     root = Path(spec.output_dir())
     lock = acquire_lock(root)
     try:
         prepared = prepare(root, spec)
         fp = model_fingerprint(spec.generator)
-        timings["plan_s"] = time.perf_counter() - start
         plan = engines.resolve(spec.execution, spec.generator.device)
         job = worker.JobInfo(prepared.spec_hash, prepared.plan_hash, fp.fingerprint,
                              spec.generator.device, plan.gpu_count)
         pending = pending_shards(root / "raw", prepared.shard_count, prepared.plan_hash)
-        sizes = shard_sizes(spec, prepared.shard_count)
-        t0 = time.perf_counter()
+        timings["plan_s"], clock = time.perf_counter() - clock, time.perf_counter()
         results = []
         if pending:
             results = generate_shards.with_options(task_runner=engines.task_runner(plan))(
                 spec.model_dump(mode="json"), str(root), pending, worker.job_as_dict(job),
-                plan.threads_per_worker, sizes)
-        timings["generate_s"] = time.perf_counter() - t0
+                plan.threads_per_worker, shard_sizes(spec, prepared.shard_count))
+        timings["generate_s"], clock = time.perf_counter() - clock, time.perf_counter()
+        screening = screen(root, spec)
+        timings["screen_s"], clock = time.perf_counter() - clock, time.perf_counter()
+        record(root, spec, spec_path, prepared, fp, plan, timings)
+        timings["record_s"] = time.perf_counter() - clock
         return {"out_dir": str(root), "shards": prepared.shard_count, "generated": len(results),
-                "skipped": prepared.shard_count - len(pending), "timings": timings}
+                "skipped": prepared.shard_count - len(pending), "decisions": screening["decisions"],
+                "timings": timings}
     finally:
         lock.release()
 

@@ -11,6 +11,12 @@ from pathlib import Path
 from synthdata.errors import OutputError
 
 
+def cache_root() -> Path:
+    """Where synthdata caches built models and screening indexes: $SYNTHDATA_CACHE, or
+    ~/.cache/synthdata."""
+    return Path(os.environ.get("SYNTHDATA_CACHE", Path.home() / ".cache" / "synthdata"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""

@@ -58,7 +58,7 @@ def check_identity(root: Path, spec: Spec) -> None:
                 f"{', '.join(_changed_fields(old, new)) or 'plan'}); refusing to mix datasets. "
                 "Use another --out, or delete the folder to start over.")
         return
-    others = [p.name for p in root.iterdir() if p.name != LOCK_NAME] if root.is_dir() else []
+    others = [p.name for p in root.iterdir() if not p.name.startswith(".")] if root.is_dir() else []
     if others:
         raise OutputError(f"{root} is not empty and holds no synthdata dataset "
                           f"(found {', '.join(sorted(others)[:5])}); choose an empty or new folder")

@@ -1,21 +1,34 @@
 """What runs on a worker: a per-worker model cache and the body of the one-task-per-shard job.
 
-The cache lives in this importable module (never `__main__`), so Dask and Ray workers load a
-model once per process; under the thread runner each worker thread gets its own pipeline
-(pipelines are not thread-safe), guarded by a lock. Every load is recorded in
-`DIR/workers/` so tests and auditors can see how many loads happened where.
+The cache lives in this importable module (never `__main__`), so Dask and Ray worker processes
+load a model once per process. Within a process, each concurrent worker (a thread of the local
+engine) checks out a *slot*; a slot owns one pipeline (pipelines are not thread-safe) and, on a
+multi-GPU machine, one GPU (slot i -> cuda:i mod n). Slots outlive threads, so a long-lived
+process (tests, `prefect serve`) reuses its models across runs instead of leaking them.
+
+Every worker writes `DIR/workers/<host>-<pid>-<slot>.json`: how often it loaded the model, on
+which device, with how many torch threads, and which shards it ran, so tests and auditors can
+see how many loads happened where.
+
+A CUDA out-of-memory error on a pipeline call retries that call in halves (down to one image);
+the size a sample was actually generated in is its `batch_size` (KEY.json, rows parquet), and
+`replay_calls` rebuilds the exact pipeline calls from those sizes for `reproduce`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import os
 import socket
+import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,10 +42,15 @@ from synthdata.generators.diffusers_gen import DiffusersGenerator
 from synthdata.shards import Sample, clear_shard, encode_png, shard_name, write_marker, write_tar
 from synthdata.spec import Spec
 
+log = logging.getLogger(__name__)
+
 _LOCK = threading.Lock()
-_GENERATORS: dict[tuple, ImageGenerator] = {}
-_LOADS: dict[str, int] = {}
-_SLOTS: dict[int, int] = {}
+_LOAD_LOCK = threading.Lock()
+_FREE_SLOTS: list[int] = []
+_SLOT_COUNT = 0
+_MODELS: dict[int, LoadedModel] = {}
+_LOADS: dict[tuple[int, str], int] = {}
+_RUNS: dict[tuple[str, str], dict] = {}
 
 
 @dataclass(frozen=True)
@@ -46,37 +64,114 @@ class JobInfo:
     gpu_count: int = 0
 
 
-def worker_id() -> str:
-    """host-pid-thread of the calling worker."""
-    return f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
+@dataclass
+class CallLimit:
+    """Largest pipeline call to attempt; lowered (and kept) after a CUDA out-of-memory error."""
+
+    size: int | None = None
+    splits: int = 0
 
 
-def _worker_device(job: JobInfo) -> str:
-    """Pin each worker thread to one GPU (round robin) when the spec says auto."""
-    if job.device != "auto" or job.gpu_count <= 1:
-        return job.device
-    tid = threading.get_ident()
+@dataclass
+class LoadedModel:
+    """A slot's pipeline, how often this process loaded it, and its pipeline-call limit."""
+
+    key: str
+    generator: ImageGenerator
+    loads: int
+    limit: CallLimit = field(default_factory=CallLimit)
+
+
+@contextlib.contextmanager
+def worker_slot() -> Iterator[int]:
+    """Check out this process's lowest free slot for the duration of one shard."""
+    global _SLOT_COUNT
     with _LOCK:
-        slot = _SLOTS.setdefault(tid, len(_SLOTS))
-    return f"cuda:{slot % job.gpu_count}"
+        if _FREE_SLOTS:
+            _FREE_SLOTS.sort()
+            slot = _FREE_SLOTS.pop(0)
+        else:
+            slot, _SLOT_COUNT = _SLOT_COUNT, _SLOT_COUNT + 1
+    try:
+        yield slot
+    finally:
+        with _LOCK:
+            _FREE_SLOTS.append(slot)
 
 
-def get_generator(spec: Spec, job: JobInfo, out_dir: str | Path) -> ImageGenerator:
-    """This worker's generator for the spec, loaded once and reused for every shard."""
-    device = _worker_device(job)
-    key = (spec.generator.model_dump_json(), device, threading.get_ident())
+def worker_id(slot: int = 0) -> str:
+    """host-pid-slot of a worker."""
+    return f"{socket.gethostname()}-{os.getpid()}-{slot}"
+
+
+def ray_assigned_device() -> str | None:
+    """Inside a Ray task that was given a GPU: the torch device of that GPU, else None."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return None
+    ids = [str(i) for i in ray.get_gpu_ids()]
+    if not ids:
+        return None
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return f"cuda:{visible.index(ids[0]) if ids[0] in visible else int(ids[0])}"
+
+
+def worker_device(requested: str, slot: int) -> str:
+    """The device of a slot: a Ray-assigned GPU, else GPU `slot mod n` when the spec allows GPUs."""
+    if requested not in ("auto", "cuda"):
+        return requested
+    assigned = ray_assigned_device()
+    if assigned:
+        return assigned
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return "cpu" if requested == "auto" else requested
+    return f"cuda:{slot % count}"
+
+
+def get_generator(spec: Spec, job: JobInfo, slot: int = 0) -> LoadedModel:
+    """The slot's generator for the spec, loaded once per process and slot and then reused.
+
+    A slot keeps one model: loading another (a different generator config or device) replaces
+    it, so memory holds at most one pipeline per concurrent worker.
+    """
+    device = worker_device(job.device, slot)
+    key = json.dumps([spec.generator.model_dump(mode="json"), device], sort_keys=True)
+    loaded = _MODELS.get(slot)
+    if loaded is not None and loaded.key == key:
+        return loaded
+    if loaded is not None:
+        _MODELS.pop(slot, None)
+        del loaded
+        _empty_cuda_cache()
+    gen = DiffusersGenerator(spec.generator, device=device)
+    with _LOAD_LOCK:  # loading patches torch globally (meta-device init): one load at a time
+        gen.load()
     with _LOCK:
-        gen = _GENERATORS.get(key)
-        if gen is None:
-            gen = DiffusersGenerator(spec.generator, device=device)
-            gen.load()
-            _GENERATORS[key] = gen
-            wid = worker_id()
-            _LOADS[wid] = _LOADS.get(wid, 0) + 1
-            write_json_atomic(Path(out_dir) / "workers" / f"{wid}.json",
-                              {"worker": wid, "loads": _LOADS[wid], "device": gen.describe()["device"],
-                               "model": spec.generator.model})
-    return gen
+        _LOADS[(slot, key)] = _LOADS.get((slot, key), 0) + 1
+        loaded = _MODELS[slot] = LoadedModel(key, gen, _LOADS[(slot, key)])
+    return loaded
+
+
+def _record(out_dir: str | Path, slot: int, loaded: LoadedModel, spec: Spec, threads: int,
+            current: int | None = None, done: int | None = None) -> None:
+    """Write this worker's record for this output folder (DIR/workers/<worker>.json)."""
+    wid = worker_id(slot)
+    with _LOCK:
+        run = _RUNS.setdefault((str(Path(out_dir).resolve()), wid), {"shards": []})
+        if done is not None:
+            run["shards"].append(done)
+        record = {"worker": wid, "host": socket.gethostname(), "pid": os.getpid(), "slot": slot,
+                  "model": spec.generator.model, "device": loaded.generator.describe()["device"],
+                  "loads": loaded.loads, "threads": threads, "torch_threads": torch.get_num_threads(),
+                  "current_shard": current, "shards": list(run["shards"]),
+                  "call_limit": loaded.limit.size, "oom_splits": loaded.limit.splits}
+    write_json_atomic(Path(out_dir) / "workers" / f"{wid}.json", record)
+
+
+def _empty_cuda_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _requests(rows: list[dict]) -> list[SampleRequest]:
@@ -112,16 +207,68 @@ def sample_metadata(row: dict, spec: Spec, job: JobInfo, call_size: int, dtype: 
     }
 
 
-def _samples(spec: Spec, job: JobInfo, gen: ImageGenerator, rows: list[dict],
-             pool: ThreadPoolExecutor) -> Iterator[tuple[Sample, dict]]:
+def generate_call(gen: ImageGenerator, call: list[dict],
+                  limit: CallLimit | None = None) -> Iterator[tuple[list[dict], list]]:
+    """Run one planned pipeline call, yielding (rows, images) for each call actually made.
+
+    Calls are cut to the worker's limit. A CUDA out-of-memory error on a call of n > 1 images
+    lowers the limit to ceil(n / 2) and retries from the same row, so a call is retried at half
+    its size until it fits (down to single images); the lowered limit is kept for this worker's
+    later calls. The parts are consecutive rows of the planned call (see `replay_calls`).
+    """
+    limit = limit if limit is not None else CallLimit()
+    i = 0
+    while i < len(call):
+        part = call[i:i + (limit.size or len(call))]
+        try:
+            images = gen.generate(_requests(part))
+        except torch.cuda.OutOfMemoryError:
+            if len(part) == 1:
+                raise
+            images = None  # handled below, outside the handler, so the failed call's memory is freed
+        if images is None:
+            limit.size, limit.splits = (len(part) + 1) // 2, limit.splits + 1
+            log.warning("CUDA out of memory on a call of %d images; retrying in calls of %d",
+                        len(part), limit.size)
+            _empty_cuda_cache()
+            continue
+        yield part, images
+        i += len(part)
+
+
+def replay_calls(rows: list[dict], batch_sizes: Mapping[str, int] | None = None) -> Iterator[list[dict]]:
+    """The exact pipeline calls a shard was generated in, in order, for `reproduce`.
+
+    `rows` are the shard's plan rows; `batch_sizes` maps keys to the `batch_size` recorded with
+    each sample (KEY.json or the rows parquet). Without it, the planned calls. A planned call
+    that was split after an out-of-memory error is cut back into the recorded consecutive parts.
+    """
+    for calls in plan_batches(rows):
+        for call in calls:
+            if batch_sizes is None:
+                yield call
+                continue
+            i = 0
+            while i < len(call):
+                size = int(batch_sizes[call[i]["key"]])
+                part = call[i:i + size]
+                if size < 1 or len(part) != size or any(int(batch_sizes[r["key"]]) != size for r in part):
+                    raise ValueError(f"recorded batch sizes do not cut the call starting at "
+                                     f"{call[0]['key']} into consecutive parts")
+                yield part
+                i += size
+
+
+def _samples(spec: Spec, job: JobInfo, gen: ImageGenerator, rows: list[dict], pool: ThreadPoolExecutor,
+             limit: CallLimit) -> Iterator[tuple[Sample, dict]]:
     """Generate call by call; PNG encoding of one call overlaps generation of the next."""
     dtype = gen.describe()["dtype"]
     pending: deque = deque()
     for calls in plan_batches(rows):
         batch = []
         for call in calls:
-            images = gen.generate(_requests(call))
-            batch += [(row, len(call), pool.submit(encode_png, image)) for row, image in zip(call, images)]
+            for part, images in generate_call(gen, call, limit):
+                batch += [(row, len(part), pool.submit(encode_png, image)) for row, image in zip(part, images)]
         pending.extend(sorted(batch, key=lambda entry: entry[0]["index"]))
         while pending and pending[0][2].done():
             yield _finish(spec, job, dtype, *pending.popleft())
@@ -130,8 +277,6 @@ def _samples(spec: Spec, job: JobInfo, gen: ImageGenerator, rows: list[dict],
 
 
 def _finish(spec, job, dtype, row, call_size, future) -> tuple[Sample, dict]:
-    import hashlib
-
     png = future.result()
     meta = sample_metadata(row, spec, job, call_size, dtype)
     sample = Sample(key=row["key"], png=png, meta=meta, label_index=row["label_index"],
@@ -141,20 +286,18 @@ def _finish(spec, job, dtype, row, call_size, future) -> tuple[Sample, dict]:
     return sample, record
 
 
-def generate_shard(spec_data: dict, out_dir: str, shard: int, job_data: dict,
-                   threads: int = 1) -> dict:
-    """Generate one shard into DIR/raw: tar, rows parquet, then completion marker."""
-    spec, job = Spec.model_validate(spec_data), JobInfo(**job_data)
-    torch.set_num_threads(threads)
+def write_shard(spec: Spec, job: JobInfo, gen: ImageGenerator, out_dir: str | Path, shard: int,
+                limit: CallLimit | None = None) -> int:
+    """Generate one shard with `gen` into DIR/raw: tar, rows parquet, then completion marker."""
     raw = Path(out_dir) / "raw"
     clear_shard(raw, shard)
     rows = planning.shard_rows(spec, shard).to_pylist()
-    gen = get_generator(spec, job, out_dir)
+    limit = limit if limit is not None else CallLimit()
     records: list[dict] = []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="png") as pool:
 
         def samples() -> Iterator[Sample]:
-            for sample, record in _samples(spec, job, gen, rows, pool):
+            for sample, record in _samples(spec, job, gen, rows, pool, limit):
                 records.append(record)
                 yield sample
 
@@ -162,7 +305,20 @@ def generate_shard(spec_data: dict, out_dir: str, shard: int, job_data: dict,
     with atomic_path(raw / f"{shard_name(shard)}.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(records), tmp)
     write_marker(raw, shard, {"count": count, "spec_hash": job.spec_hash, "plan_hash": job.plan_hash})
-    return {"shard": shard, "count": count, "worker": worker_id()}
+    return count
+
+
+def generate_shard(spec_data: dict, out_dir: str, shard: int, job_data: dict,
+                   threads: int = 1) -> dict:
+    """The shard task's body: this worker's cached model, pinned threads, one shard written."""
+    spec, job = Spec.model_validate(spec_data), JobInfo(**job_data)
+    torch.set_num_threads(threads)
+    with worker_slot() as slot:
+        loaded = get_generator(spec, job, slot)
+        _record(out_dir, slot, loaded, spec, threads, current=shard)
+        count = write_shard(spec, job, loaded.generator, out_dir, shard, loaded.limit)
+        _record(out_dir, slot, loaded, spec, threads, done=shard)
+    return {"shard": shard, "count": count, "worker": worker_id(slot)}
 
 
 def job_as_dict(job: JobInfo) -> dict:

@@ -17,13 +17,9 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from synthdata.fsutil import cache_root
 from synthdata.generators import BUILTIN_MODELS
 _TINY_VERSION = "tiny-v2"
-
-
-def cache_root() -> Path:
-    """Where synthdata caches built models and screening indexes ($SYNTHDATA_CACHE)."""
-    return Path(os.environ.get("SYNTHDATA_CACHE", Path.home() / ".cache" / "synthdata"))
 
 
 def _bytes_to_unicode() -> dict[int, str]:

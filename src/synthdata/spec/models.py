@@ -155,6 +155,20 @@ class Memorization(StrictModel):
     threshold: Literal["auto"] | Annotated[float, Field(ge=-1, le=1)] = "auto"
     review_band: float = Field(0.0, ge=0, le=1)
     k: int = Field(5, ge=1, le=100)
+    slice_axis: int = Field(-1, ge=-3, le=2,
+                            description="NIfTI references: spatial axis the 2-D slices are taken along")
+    image_column: str | None = Field(None, description="Parquet references: column of image bytes "
+                                                       "(default: detected)")
+    calibration_quantile: float = Field(0.99, gt=0, le=1, description=(
+        "threshold auto: quantile q of the real-vs-real nearest-neighbour similarities"))
+    calibration_margin: float = Field(0.5, ge=0, lt=1, description=(
+        "threshold auto: threshold = q + margin * (1 - q)"))
+    exact_limit: int = Field(100_000, ge=0, description=(
+        "exact search up to this many reference images; an approximate index above"))
+    index_memory_gb: float = Field(16.0, gt=0, description=(
+        "memory budget of an approximate index; above it a compressed (IVF-PQ) index"))
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+    batch_size: int = Field(64, ge=1, le=4096)
 
 
 class Output(StrictModel):

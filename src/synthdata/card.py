@@ -1,0 +1,279 @@
+"""The dataset card (DIR/README.md) and the Prefect artifacts shown on a flow run.
+
+The card is Markdown with YAML front matter in the Hugging Face dataset-card manner (license,
+task_categories, tags, size_categories, configs -> data_files), so the folder can be pushed to
+the Hub or read by `datasets.load_dataset` as is. Everything in it comes from the folder
+(spec.yaml, plan, manifest/stats, screening results, run.json): rewriting it is always safe.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+
+from synthdata import records
+from synthdata.fsutil import write_text_atomic
+
+CARD = "README.md"
+SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+BUILTIN_LICENSE = "apache-2.0"
+
+
+def size_category(n: int) -> str:
+    """The Hugging Face size_categories bucket of n samples."""
+    return next((name for limit, name in SIZE_BUCKETS if n < limit), "n>1B" if n > 1e9 else "100M<n<1B")
+
+
+def model_license(model: str, revision: str | None = None) -> str | None:
+    """The model's license: Apache-2.0 for built-ins, else the `license:` of its model card."""
+    if model.startswith("builtin:"):
+        return BUILTIN_LICENSE
+    try:
+        from synthdata.fingerprint import model_folder
+        from synthdata.spec.models import Generator
+
+        readme = model_folder(Generator(model=model, revision=revision)) / "README.md"
+    except Exception:  # noqa: BLE001 - a card is written even when the model is not on disk
+        return None
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return None
+    lic = front.get("license") if isinstance(front, dict) else None
+    return str(lic) if lic else None
+
+
+def screening_summary(out_dir: str | Path) -> dict | None:
+    """Decisions, per-label results, score range and the nearest pairs; None when not screened."""
+    import pyarrow.compute as pc
+
+    root = Path(out_dir)
+    screened = records.screening_table(root)
+    if screened is None:
+        return None
+    extra = root / "screening_report.json"
+    info = json.loads(extra.read_text()) if extra.is_file() else {}
+    if isinstance(info.get("embedder"), dict):
+        info["embedder"] = info["embedder"].get("name", info["embedder"])
+    info.update({f"threshold {k}": v for k, v in (info.get("threshold_info") or {}).items()})
+    mem = records.spec_data(root).get("memorization", {})
+    manifest = records.manifest_table(root)
+    table = manifest.filter(pc.is_valid(manifest["decision"]))
+    decisions = records.value_counts(pc.fill_null(screened["decision"], "unknown"))
+    labels: dict[str, dict[str, int]] = {}
+    for row in table.group_by(["label", "decision"]).aggregate([("key", "count")]).to_pylist():
+        labels.setdefault(row["label"], {})[row["decision"]] = row["key_count"]
+    top = screened.filter(pc.is_valid(screened["score"])).sort_by(
+        [("score", "descending"), ("key", "ascending")]).slice(0, 5)
+    raw = pq.read_table(root / records.SCREENING)
+    thresholds = set(pc.unique(raw["threshold"]).to_pylist()) - {None} if "threshold" in raw.column_names else set()
+    return {
+        "embedder": info.get("embedder", mem.get("embedder")),
+        "threshold": info.get("threshold", thresholds.pop() if len(thresholds) == 1 else mem.get("threshold")),
+        "review_band": info.get("review_band", mem.get("review_band")),
+        "k": info.get("k", mem.get("k")),
+        "reference": mem.get("reference", []),
+        "details": {k: v for k, v in info.items() if not isinstance(v, (dict, list))},
+        "screened": screened.num_rows, "decisions": dict(sorted(decisions.items())), "labels": labels,
+        "max_score": pc.max(screened["score"]).as_py(),
+        "nearest_pairs": [{"key": r["key"], "nearest_real_id": r["nearest_real_id"], "score": r["score"]}
+                          for r in top.to_pylist()],
+    }
+
+
+def label_rows(out_dir: str | Path) -> list[dict]:
+    """The label table: index, planned, generated, accepted and share of accepted, per label."""
+    stats = records.dataset_stats(out_dir)
+    names = list(records.spec_data(out_dir)["labels"])
+    total_acc = sum((v["accepted"] or 0) for v in stats["labels"].values()) or None
+    rows = []
+    for label, v in stats["labels"].items():
+        rows.append({"label": label, "index": names.index(label) if label in names else -1,
+                     "planned": v["planned"], "generated": v["generated"], "accepted": v["accepted"],
+                     "share": None if v["accepted"] is None or not total_acc
+                     else round(v["accepted"] / total_acc, 4)})
+    return rows
+
+
+def _md_table(rows: list[dict]) -> str:
+    if not rows:
+        return "_(none)_"
+    cols = list(rows[0])
+
+    def fmt(col: str, v) -> str:
+        if v is None:
+            return "-"
+        if col == "share":
+            return f"{v:.1%}"
+        return f"{v:.4f}" if isinstance(v, float) else str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(c, r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def front_matter(out_dir: str | Path) -> dict:
+    """The card's YAML front matter (Hugging Face dataset-card metadata)."""
+    root = Path(out_dir)
+    spec = records.spec_data(root)
+    gen = spec["generator"]
+    stats = records.dataset_stats(root)
+    n = stats["samples"]["accepted"] if stats["samples"]["accepted"] is not None else stats["samples"]["generated"]
+    lic = model_license(gen["model"], gen.get("revision"))
+    data = "shards/*.tar" if (root / "shards").is_dir() else "raw/*.tar"
+    meta = {"pretty_name": spec["name"],
+            "license": lic if lic in (BUILTIN_LICENSE,) else "other",
+            "task_categories": ["image-classification", "text-to-image"],
+            "tags": ["synthetic", "medical-imaging", "webdataset", "synthdata", "diffusers"],
+            "size_categories": [size_category(n)],
+            "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data}]}]}
+    if meta["license"] == "other":
+        meta["license_name"] = f"model-license-{lic}" if lic else "see-generating-model-license"
+    return meta
+
+
+PURPOSE = ("Synthetic images generated by synthdata from a declarative spec: every sample's label, "
+           "prompt, variables and seed were planned before generation, and every sample can be "
+           "traced (`synthdata lineage DIR KEY`) and regenerated (`synthdata reproduce DIR KEY`). "
+           "Intended for research, augmentation and pipeline testing; not for clinical use.")
+FILES = ("Each sample is `KEY.png`, `KEY.json` (metadata), `KEY.cls` (label index) and `KEY.txt` "
+         "(prompt). `manifest.parquet` lists every generated sample, accepted or not, with its image "
+         "hash and screening result; `run.json` records how the run was made.")
+
+
+def _model_section(root: Path, spec: dict, run: dict) -> list[str]:
+    gen = spec["generator"]
+    lic = model_license(gen["model"], gen.get("revision"))
+    first = next(iter(records.raw_rows(root)), {})
+    model_fp = (run.get("model") or {}).get("fingerprint") or first.get("model_fingerprint")
+    hashes = {k: run.get(k) or first.get(k) or "-" for k in ("spec_hash", "plan_hash")}
+    execution = run.get("execution") or {}
+    tis = ", ".join(t["token"] for t in gen.get("textual_inversion", [])) or "none"
+    loras = ", ".join(lo["path"] for lo in gen.get("lora", [])) or "none"
+    libraries = ", ".join(f"{k} {v}" for k, v in (run.get("libraries") or {}).items()) or "-"
+    lines = ["## Model", "",
+             f"- model: `{gen['model']}` (revision `{gen.get('revision')}`)",
+             f"- model license: {lic or 'unknown (check the model card before using its outputs)'}",
+             f"- model fingerprint: `{model_fp}`",
+             f"- textual inversion: {tis}", f"- LoRA: {loras}", "",
+             "## Generation settings", "",
+             (f"- seed {spec['seed']}, {sum(records.planned_counts(root).values())} "
+              f"samples, shards of {spec['shards']['size']}, batch size {gen['batch_size']}"),
+             (f"- scheduler `{gen['scheduler']}`, {gen['steps']} steps, guidance {gen['guidance_scale']}, "
+              f"{gen['width']}x{gen['height']}, dtype {gen['dtype']}"),
+             f"- negative prompt: {gen.get('negative_prompt') or '-'}",
+             f"- spec hash `{hashes['spec_hash']}`, plan hash `{hashes['plan_hash']}`",
+             (f"- engine {execution.get('engine', '-')}, workers {execution.get('workers', '-')}, "
+              f"threads per worker {execution.get('threads_per_worker', '-')}"),
+             f"- libraries: {libraries}", "", "Prompt templates:", ""]
+    lines += [f"- `{label}`: " + " / ".join(f"`{p}`" for p in cfg["prompts"])
+              for label, cfg in spec["labels"].items()]
+    return [*lines, ""]
+
+
+def _screening_section(screening: dict | None) -> list[str]:
+    lines = ["## Memorization screening", ""]
+    if screening is None:
+        return [*lines, ("Not run: no sample has been compared with real images. Do not share this "
+                         "dataset as privacy-screened."), ""]
+    results = ", ".join(f"{k} {v}" for k, v in screening["decisions"].items())
+    return [*lines,
+            (f"- method: nearest neighbour of each synthetic image among the real reference images, "
+             f"embedder `{screening['embedder']}`, top-{screening['k']}"),
+            (f"- threshold: {screening['threshold']} (reject at or above; review band "
+             f"{screening['review_band']})"),
+            f"- reference: {len(screening['reference'])} source(s); only ids and scores are recorded",
+            *[f"- {k}: {v}" for k, v in screening["details"].items()],
+            f"- results: {results}",
+            f"- highest similarity: {screening['max_score']}", "",
+            "Nearest pairs:", "", _md_table(screening["nearest_pairs"]), ""]
+
+
+def _usage_section(root: Path, split: str) -> list[str]:
+    return ["## How to load", "", "```python",
+            "import torch", "import synthdata", "from synthdata.loader import collate", "",
+            f'dataset, label_map = synthdata.load("{root}")  # (image CxHxW float, label index, metadata)',
+            "loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=2, collate_fn=collate)",
+            "", "from datasets import load_dataset",
+            f'ds = load_dataset("webdataset", data_files={{"train": "{root}/{split}/*.tar"}}, split="train")',
+            "```", "", FILES, ""]
+
+
+def _limitations(spec: dict, screened: bool) -> list[str]:
+    lines = ["## Known limitations", ""]
+    if spec["generator"]["model"].startswith("builtin:"):
+        lines.append("- Generated with the built-in tiny random-weight model: **the images are noise**. "
+                     "This dataset only exercises the pipeline.")
+    lines.append("- Synthetic images follow the prompts' variable distributions, not real prevalence or "
+                 "anatomy; labels are the prompts' intent, not verified findings.")
+    lines.append("- Memorization screening bounds near-copies in the chosen embedding only; it is not a "
+                 "guarantee of privacy." if screened else "- Not screened for memorization.")
+    lines.append("- Bit-exact reproduction needs the same model files, library versions, device and "
+                 "thread count (see run.json).")
+    return [*lines, ""]
+
+
+def card_text(out_dir: str | Path) -> str:
+    """The whole dataset card as Markdown."""
+    root = Path(out_dir)
+    spec = records.spec_data(root)
+    run = records.read_run_record(root) or {}
+    stats = records.dataset_stats(root)
+    screening = screening_summary(root)
+    split = "shards" if (root / "shards").is_dir() else "raw"
+    accepted = "-" if stats["samples"]["accepted"] is None else stats["samples"]["accepted"]
+    parts = ["---", yaml.safe_dump(front_matter(root), sort_keys=False).rstrip(), "---", "",
+             f"# {spec['name']}", "", spec.get("description") or "", "",
+             "## Purpose", "", PURPOSE, "",
+             "## Labels", "", _md_table(label_rows(root)), "",
+             (f"Samples: {stats['samples']['planned']} planned, {stats['samples']['generated']} "
+              f"generated, {accepted} accepted (in `{split}/`)."), "",
+             *_model_section(root, spec, run), *_screening_section(screening),
+             *_usage_section(root, split), *_limitations(spec, screening is not None)]
+    return "\n".join(parts)
+
+
+def write_card(out_dir: str | Path) -> Path:
+    """Write DIR/README.md atomically."""
+    path = Path(out_dir) / CARD
+    write_text_atomic(path, card_text(out_dir))
+    return path
+
+
+def publish_prefect_artifacts(out_dir: str | Path) -> list[str]:
+    """Label table and screening summary as Prefect artifacts on the current flow run.
+
+    A no-op returning [] outside a Prefect flow or task run. Returns the artifact ids.
+    """
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return []
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    root = Path(out_dir)
+    name = "".join(c if c.isalnum() else "-" for c in records.spec_data(root)["name"].lower())
+    ids = [create_table_artifact(table=label_rows(root), key=f"{name}-labels",
+                                 description=f"{name}: samples per label, planned vs actual")]
+    screening = screening_summary(root)
+    if screening is None:
+        text = f"# {name}: screening\n\nNot run."
+    else:
+        text = "\n".join([
+            f"# {name}: memorization screening", "",
+            (f"embedder `{screening['embedder']}`, threshold {screening['threshold']}, "
+             f"{screening['screened']} samples screened"), "",
+            _md_table([{"decision": k, "count": v} for k, v in screening["decisions"].items()]), "",
+            "Nearest pairs:", "", _md_table(screening["nearest_pairs"])])
+    ids.append(create_markdown_artifact(markdown=text, key=f"{name}-screening",
+                                        description=f"{name}: screening summary"))
+    return [str(i) for i in ids]

@@ -1,0 +1,379 @@
+"""The auditor's records of a dataset folder: manifest.parquet, stats.json and run.json.
+
+- `manifest.parquet`: one row per generated sample, accepted or not, built from the raw
+  per-shard row tables, the accepted shards and (when screening ran) `screening.parquet`.
+- `stats.json`: counts planned / generated / accepted per label and decision. No timings, so
+  it is a stable DVC metric: the same dataset always gives the same file.
+- `run.json`: how the run was made (resolved spec, hashes, model fingerprint, scheduler,
+  library versions, git commit, engine, Prefect flow-run id, timings).
+
+All three are written atomically; each can be rewritten at any time from the folder alone
+(except run.json, which records facts only the running flow knows).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import subprocess
+import sys
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+from synthdata.fsutil import atomic_path, write_json_atomic
+from synthdata.spec import Spec, resolved_dict
+
+MANIFEST = "manifest.parquet"
+SCREENING = "screening.parquet"
+RUN_RECORD = "run.json"
+STATS = "stats.json"
+LIBRARIES = ("synthdata", "torch", "diffusers", "transformers", "accelerate", "safetensors", "peft",
+             "prefect", "webdataset", "faiss-cpu", "faiss-gpu", "numpy", "pyarrow", "pandas",
+             "Pillow", "dvc", "pydantic")
+
+# Column names accepted in screening.parquet (first match wins); lists hold the top-k neighbours.
+_SCREEN_IDS = ("nearest_real_id", "nearest_id", "nearest_real_ids", "nearest_ids", "neighbor_ids",
+               "neighbour_ids", "real_ids")
+_SCREEN_SCORES = ("score", "similarity", "nearest_similarity", "similarities", "scores")
+
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()), ("index", pa.int64()), ("label", pa.string()), ("label_index", pa.int32()),
+    ("prompt", pa.string()), ("negative_prompt", pa.string()), ("vars", pa.string()),
+    ("template_index", pa.int32()), ("seed", pa.int64()), ("steps", pa.int32()),
+    ("guidance_scale", pa.float64()), ("shard", pa.int32()), ("batch", pa.int32()),
+    ("batch_size", pa.int32()), ("raw_tar", pa.string()), ("png_sha256", pa.string()),
+    ("png_bytes", pa.int64()), ("decision", pa.string()), ("nearest_real_id", pa.string()),
+    ("score", pa.float64()), ("accepted", pa.bool_()), ("accepted_tar", pa.string()),
+    ("model_fingerprint", pa.string()), ("spec_hash", pa.string()), ("plan_hash", pa.string()),
+])
+
+
+def spec_data(out_dir: str | Path) -> dict:
+    """The resolved spec of a dataset folder (DIR/spec.yaml) as plain data."""
+    return yaml.safe_load((Path(out_dir) / "spec.yaml").read_text(encoding="utf-8"))
+
+
+def complete_shards(out_dir: str | Path) -> list[int]:
+    """Shards of DIR/raw whose completion marker, tar and rows are all there, in order."""
+    raw = Path(out_dir) / "raw"
+    out = []
+    for marker in sorted(raw.glob("shard-*.done.json")):
+        stem = marker.name.removesuffix(".done.json")
+        if (raw / f"{stem}.tar").is_file() and (raw / f"{stem}.parquet").is_file():
+            out.append(int(stem.removeprefix("shard-")))
+    return out
+
+
+def first_metadata(tar_path: str | Path) -> dict:
+    """The KEY.json of the first sample in a tar (reads only the tar's first members)."""
+    with tarfile.open(tar_path, "r:") as tar:
+        for member in tar:
+            if member.name.endswith(".json"):
+                return json.loads(tar.extractfile(member).read())
+    return {}
+
+
+def tar_members(tar_path: str | Path) -> list[str]:
+    """Member names of a tar, in archive order (headers only)."""
+    with tarfile.open(tar_path, "r:") as tar:
+        return tar.getnames()
+
+
+def accepted_keys(out_dir: str | Path) -> dict[str, str] | None:
+    """key -> accepted tar (relative to DIR) for every sample in DIR/shards; None without shards/."""
+    folder = Path(out_dir) / "shards"
+    if not folder.is_dir():
+        return None
+    out: dict[str, str] = {}
+    for tar in sorted(folder.glob("shard-*.tar")):
+        for name in tar_members(tar):
+            out.setdefault(name.split(".", 1)[0], f"shards/{tar.name}")
+    return out
+
+
+def raw_table(out_dir: str | Path) -> pa.Table | None:
+    """Rows of every complete raw shard, with raw_tar, model fingerprint and hashes; None if none."""
+    raw = Path(out_dir) / "raw"
+    tables = []
+    for shard in complete_shards(out_dir):
+        stem = f"shard-{shard:06d}"
+        meta = first_metadata(raw / f"{stem}.tar")
+        marker = json.loads((raw / f"{stem}.done.json").read_text())
+        table = pq.read_table(raw / f"{stem}.parquet")
+        extra = {"raw_tar": f"raw/{stem}.tar",
+                 "model_fingerprint": (meta.get("model") or {}).get("fingerprint"),
+                 "spec_hash": marker.get("spec_hash", meta.get("spec_hash")),
+                 "plan_hash": marker.get("plan_hash", meta.get("plan_hash"))}
+        for name, value in extra.items():
+            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+        tables.append(table)
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def raw_rows(out_dir: str | Path) -> list[dict]:
+    """raw_table as a list of dicts (for small datasets and tests)."""
+    table = raw_table(out_dir)
+    return [] if table is None else table.to_pylist()
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return value[0] if value else None
+    return value
+
+
+def _nearest(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The first element of a list column (the nearest neighbour), or the column itself."""
+    if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
+        return column
+    try:
+        return pc.list_element(column, 0)
+    except pa.ArrowInvalid:  # an empty list somewhere
+        return pa.array([v[0] if v else None for v in column.to_pylist()])
+
+
+def _screening_columns(table: pa.Table) -> tuple[str | None, str | None, str | None, str | None]:
+    names = table.column_names
+    is_list = lambda c: pa.types.is_list(table.schema.field(c).type)
+    ids = next((c for c in _SCREEN_IDS if c in names), None)
+    scores = next((c for c in _SCREEN_SCORES if c in names), None)
+    list_ids = next((c for c in _SCREEN_IDS if c in names and is_list(c)), None)
+    list_scores = next((c for c in _SCREEN_SCORES if c in names and is_list(c)), None)
+    return ids, scores, list_ids, list_scores
+
+
+def screening_table(out_dir: str | Path) -> pa.Table | None:
+    """screening.parquet reduced to key, decision, nearest_real_id, score; None when not screened."""
+    path = Path(out_dir) / SCREENING
+    if not path.is_file():
+        return None
+    table = pq.read_table(path)
+    ids, scores, _, _ = _screening_columns(table)
+    n = table.num_rows
+    decision = table["decision"] if "decision" in table.column_names else pa.nulls(n, pa.string())
+    nearest = _nearest(table[ids]) if ids else pa.nulls(n, pa.string())
+    score = _nearest(table[scores]) if scores else pa.nulls(n, pa.float64())
+    return pa.table({"key": table["key"], "decision": pc.cast(decision, pa.string()),
+                     "nearest_real_id": pc.cast(nearest, pa.string()),
+                     "score": pc.cast(score, pa.float64())})
+
+
+def screening_results(out_dir: str | Path, key: str | None = None) -> dict[str, dict] | None:
+    """key -> {decision, nearest_real_id, score, nearest_ids, similarities}; None when not screened.
+
+    Accepts the column spellings in _SCREEN_IDS / _SCREEN_SCORES; list columns are top-k
+    neighbours, best first, and the first one is the nearest. `key` reads only that sample.
+    """
+    path = Path(out_dir) / SCREENING
+    if not path.is_file():
+        return None
+    table = pq.read_table(path, filters=None if key is None else [("key", "=", key)])
+    ids_col, score_col, list_ids, list_scores = _screening_columns(table)
+    out: dict[str, dict] = {}
+    for row in table.to_pylist():
+        out[row["key"]] = {
+            "decision": row.get("decision"),
+            "nearest_real_id": None if ids_col is None else _first(row[ids_col]),
+            "score": None if score_col is None else _first(row[score_col]),
+            "nearest_ids": list(row[list_ids]) if list_ids and row[list_ids] is not None else None,
+            "similarities": list(row[list_scores]) if list_scores and row[list_scores] is not None else None,
+            **{k: v for k, v in row.items() if k in ("threshold", "duplicate_of", "self_similarity")},
+        }
+    return out
+
+
+def manifest_table(out_dir: str | Path) -> pa.Table:
+    """The manifest as a table (see module docstring), ordered by sample index."""
+    root = Path(out_dir)
+    table = raw_table(root)
+    if table is None:
+        return MANIFEST_SCHEMA.empty_table()
+    n = table.num_rows
+    screened = screening_table(root)
+    if screened is None:
+        table = table.append_column("decision", pa.nulls(n, pa.string())) \
+            .append_column("nearest_real_id", pa.nulls(n, pa.string())) \
+            .append_column("score", pa.nulls(n, pa.float64()))
+    else:
+        table = table.join(screened, "key", join_type="left outer")
+    accepted = accepted_keys(root)
+    if accepted is None:
+        table = table.append_column("accepted_tar", pa.nulls(table.num_rows, pa.string())) \
+            .append_column("accepted", pa.nulls(table.num_rows, pa.bool_()))
+    else:
+        where = pa.table({"key": pa.array(list(accepted), pa.string()),
+                          "accepted_tar": pa.array(list(accepted.values()), pa.string())})
+        table = table.join(where, "key", join_type="left outer")
+        table = table.append_column("accepted", pc.is_valid(table["accepted_tar"]))
+    table = table.sort_by("index")
+    columns = [table[f.name].cast(f.type) if f.name in table.column_names
+               else pa.nulls(table.num_rows, f.type) for f in MANIFEST_SCHEMA]
+    return pa.Table.from_arrays(columns, schema=MANIFEST_SCHEMA)
+
+
+def write_manifest(out_dir: str | Path) -> Path:
+    """Write DIR/manifest.parquet atomically from the folder's raw rows and screening results."""
+    path = Path(out_dir) / MANIFEST
+    table = manifest_table(out_dir)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def value_counts(column: pa.ChunkedArray | pa.Array) -> dict:
+    """{value: count} of a column (nulls left out)."""
+    return {r["values"]: r["counts"] for r in pc.value_counts(column).to_pylist()}
+
+
+def planned_counts(out_dir: str | Path) -> dict[str, int]:
+    """Planned samples per label, in spec order (from plan.json, else plan.parquet)."""
+    root = Path(out_dir)
+    order = list(spec_data(root)["labels"])
+    info = root / "plan.json"
+    if info.is_file():
+        counts = json.loads(info.read_text()).get("label_counts")
+        if counts:
+            return {k: int(counts.get(k, 0)) for k in order}
+    labels = value_counts(pq.read_table(root / "plan.parquet", columns=["label"])["label"])
+    return {k: labels.get(k, 0) for k in order}
+
+
+def dataset_stats(out_dir: str | Path, manifest: pa.Table | None = None) -> dict:
+    """Counts per label and decision: planned, generated, accepted (deterministic, no timings)."""
+    root = Path(out_dir)
+    table = manifest if manifest is not None else (
+        pq.read_table(root / MANIFEST) if (root / MANIFEST).is_file() else manifest_table(root))
+    planned = planned_counts(root)
+    has_accepted = (root / "shards").is_dir()
+    generated = value_counts(table["label"])
+    accepted = value_counts(table.filter(pc.fill_null(table["accepted"], False))["label"])
+    labels = list(planned) + sorted(set(generated) - set(planned))
+    per_label = {k: {"planned": planned.get(k, 0), "generated": generated.get(k, 0),
+                     "accepted": accepted.get(k, 0) if has_accepted else None} for k in labels}
+    decisions = value_counts(pc.fill_null(table["decision"], "unscreened"))
+    scores = table["score"]
+    max_score, mean_score = pc.max(scores).as_py(), pc.mean(scores).as_py()
+    return {
+        "samples": {"planned": sum(planned.values()), "generated": table.num_rows,
+                    "accepted": sum(accepted.values()) if has_accepted else None},
+        "labels": per_label,
+        "decisions": dict(sorted(decisions.items())),
+        "screening": {"screened": pc.count(table["decision"]).as_py() > 0,
+                      "max_score": None if max_score is None else round(max_score, 6),
+                      "mean_score": None if mean_score is None else round(mean_score, 6)},
+        "shards": {"complete": len(complete_shards(root)),
+                   "accepted": len(list((root / "shards").glob("shard-*.tar"))) if has_accepted else 0},
+    }
+
+
+def write_stats(out_dir: str | Path) -> Path:
+    """Write DIR/stats.json (the DVC metrics file) atomically."""
+    path = Path(out_dir) / STATS
+    write_json_atomic(path, dataset_stats(out_dir))
+    return path
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape the output (absent ones left out)."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_info(path: str | Path) -> dict | None:
+    """Commit of the git repository holding `path` and whether that file has local changes."""
+    p = Path(path).resolve()
+    folder = p if p.is_dir() else p.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                                  timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    top = git("rev-parse", "--show-toplevel")
+    status = git("status", "--porcelain", "--", str(p))
+    return {"commit": commit, "repository": top,
+            "path": str(p.relative_to(top)) if top and p.is_relative_to(top) else str(p),
+            "dirty": bool(status)}
+
+
+def _scheduler_record(spec: Spec) -> dict:
+    from synthdata.fingerprint import scheduler_config
+
+    base = scheduler_config(spec.generator)
+    record = {"name": spec.generator.scheduler, "model_default": base}
+    try:
+        from synthdata.generators.diffusers_gen import SCHEDULER_CLASSES
+
+        cls = SCHEDULER_CLASSES[spec.generator.scheduler]
+        record["class"] = cls.__name__
+        record["config"] = json.loads(json.dumps(dict(cls.from_config(base).config), default=str))
+    except Exception as exc:  # noqa: BLE001 - a record must not fail the run
+        record["error"] = f"{type(exc).__name__}: {exc}"
+    return record
+
+
+def write_run_record(out_dir: str | Path, spec: Spec, *, spec_hash: str, plan_hash: str,
+                     model_fingerprint: Any, engine: str, workers: int | str, threads: int,
+                     flow_run_id: str | None = None, timings: dict | None = None,
+                     spec_path: str | Path | None = None, extra: dict | None = None) -> Path:
+    """Write DIR/run.json atomically.
+
+    `spec` is the Spec as run; `model_fingerprint` a fingerprint.ModelFingerprint (its file
+    hashes are recorded too) or the hex string; `spec_path` is the user's spec file, whose git
+    commit is recorded when it lies in a git repository. `timings` (seconds) is the only
+    wall-clock-dependent field; a `recorded_at` UTC time is added to it.
+    """
+    fp = model_fingerprint
+    model = {"id": spec.generator.model, "revision": spec.generator.revision}
+    if hasattr(fp, "as_dict"):
+        details = fp.as_dict()
+        model.update(fingerprint=details["fingerprint"], folder=details["folder"], files=details["files"],
+                     textual_inversion=details["textual_inversion"], lora=details["lora"])
+    else:
+        model["fingerprint"] = str(fp)
+    record = {
+        "synthdata_version": library_versions().get("synthdata"),
+        "spec": resolved_dict(spec),
+        "spec_path": None if spec_path is None else str(spec_path),
+        "spec_hash": spec_hash,
+        "plan_hash": plan_hash,
+        "model": model,
+        "scheduler": _scheduler_record(spec),
+        "libraries": library_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git": git_info(spec_path) if spec_path is not None else None,
+        "execution": {"engine": engine, "workers": workers, "threads_per_worker": threads},
+        "prefect": {"flow_run_id": None if flow_run_id is None else str(flow_run_id)},
+        "timings": {**(timings or {}),
+                    "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")},
+        **(extra or {}),
+    }
+    path = Path(out_dir) / RUN_RECORD
+    write_json_atomic(path, json.loads(json.dumps(record, default=str)))
+    return path
+
+
+def read_run_record(out_dir: str | Path) -> dict | None:
+    """DIR/run.json as data, or None when the folder has none."""
+    path = Path(out_dir) / RUN_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None

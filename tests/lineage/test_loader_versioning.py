@@ -1,0 +1,204 @@
+"""The loader in a multi-worker DataLoader, and DVC versioning in a real git + DVC repository."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from synthdata.loader import collate, load
+from synthdata.versioning import (
+    VersioningError,
+    find_dvc_root,
+    prepare_folder,
+    pull_outputs,
+    reset_dataset,
+    resolve_spec,
+    track_outputs,
+)
+from tests.lineage.conftest import DEMO_SPEC, REJECTED, copy_dataset
+
+
+def accepted_keys(root: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    return {r["key"] for r in pq.read_table(root / "manifest.parquet").to_pylist() if r["accepted"]}
+
+
+def test_loader_feeds_every_accepted_sample_once_per_epoch(screened_dataset):
+    dataset, label_map = load(screened_dataset)
+    assert label_map == {"normal": 0, "pneumonia": 1, "effusion": 2}
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=2, collate_fn=collate)
+    expected = accepted_keys(screened_dataset)
+    assert len(expected) == 29 and not expected & set(REJECTED)
+    for _epoch in range(2):
+        seen: Counter = Counter()
+        for images, labels, metas in loader:
+            assert images.dtype == torch.float32 and images.shape[1:] == (3, 64, 64)
+            assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+            assert labels.tolist() == [m["label_index"] for m in metas]
+            seen.update(m["key"] for m in metas)
+        assert set(seen) == expected and set(seen.values()) == {1}
+
+
+def test_loader_filters_labels_and_reads_raw(screened_dataset):
+    dataset, label_map = load(screened_dataset, labels=["effusion"], split_shards="raw", decode=False)
+    assert label_map == {"effusion": 2}
+    samples = list(dataset)
+    assert samples and all(label == 2 and png[:4] == b"\x89PNG" for png, label, _ in samples)
+    import pyarrow.parquet as pq
+
+    manifest = pq.read_table(screened_dataset / "manifest.parquet").to_pylist()
+    assert sorted(m["key"] for _, _, m in samples) == [r["key"] for r in manifest if r["label"] == "effusion"]
+    with pytest.raises(ValueError, match="unknown labels"):
+        load(screened_dataset, labels=["fracture"])
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+@pytest.fixture
+def dvc_project(tmp_path) -> Path:
+    """A git + DVC repository with a local default remote."""
+    from dvc.repo import Repo
+
+    repo = tmp_path / "project"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "test@example.com")
+    _git(repo, "config", "user.name", "test")
+    with Repo.init(str(repo)) as dvc, dvc.config.edit() as conf:
+        conf["remote"]["store"] = {"url": str(tmp_path / "remote")}
+        conf["core"]["remote"] = "store"
+    return repo
+
+
+def _tar_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.glob("*/shard-*.tar"))}
+
+
+def test_track_push_delete_pull_restores_identical_tars(screened_dataset, dvc_project):
+    out = copy_dataset(screened_dataset, dvc_project / "data" / "demo-cxr")
+    assert find_dvc_root(out) == dvc_project
+    before = _tar_hashes(out)
+    assert len(before) == 4
+
+    result = track_outputs(out)
+    assert {Path(t).name for t in result.tracked} == {"raw", "shards", "plan.parquet",
+                                                      "manifest.parquet", "screening.parquet"}
+    assert result.remote == "store" and result.pushed and result.pushed > 0
+    assert (out / "raw.dvc").is_file() and (out / "shards.dvc").is_file()
+    again = track_outputs(out)  # idempotent; nothing new to push
+    assert again.pushed == 0
+
+    shutil.rmtree(out / "raw")
+    shutil.rmtree(out / "shards")
+    shutil.rmtree(dvc_project / ".dvc" / "cache")  # only the remote has the data now
+    pulled = pull_outputs(out)
+    assert {Path(p).name for p in pulled} >= {"raw", "shards"}
+    assert _tar_hashes(out) == before
+
+
+def test_loader_reads_tars_through_dvc_when_not_checked_out(screened_dataset, dvc_project):
+    out = copy_dataset(screened_dataset, dvc_project / "demo-cxr")
+    track_outputs(out, push=False)
+    shutil.rmtree(out / "shards")
+    dataset, label_map = load(out)
+    assert label_map == {"normal": 0, "pneumonia": 1, "effusion": 2}, "spec.yaml read too"
+    keys = Counter(meta["key"] for _, _, meta in dataset)
+    assert set(keys) == accepted_keys(screened_dataset) and set(keys.values()) == {1}
+    assert not (out / "shards").exists(), "streamed from the DVC cache, not checked out"
+    explicit, _ = load("demo-cxr", repo=str(dvc_project), labels=["normal"])
+    assert {m["label"] for _, _, m in explicit} == {"normal"}
+
+
+def test_dvc_calls_are_serialized(screened_dataset, dvc_project):
+    outs = [copy_dataset(screened_dataset, dvc_project / f"d{i}") for i in range(2)]
+    errors: list[BaseException] = []
+
+    def work(out: Path) -> None:
+        try:
+            track_outputs(out, push=True)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(o,)) for o in outs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all((o / "raw.dvc").is_file() for o in outs)
+
+
+def test_tracking_leaves_stage_outputs_to_dvc_yaml(screened_dataset, dvc_project):
+    out = copy_dataset(screened_dataset, dvc_project / "ds")
+    (dvc_project / "dvc.yaml").write_text(
+        "stages:\n  generate:\n    cmd: synthdata run spec.yaml --out ds\n    outs:\n    - ds/raw\n")
+    result = track_outputs(out, push=False)
+    assert set(result.skipped) == {str(out / "raw")}
+    assert "dvc.yaml stage" in result.skipped[str(out / "raw")]
+    assert str(out / "shards") in result.tracked and not (out / "raw.dvc").exists()
+
+
+def test_tracking_refuses_clearly(tmp_path, dvc_project, screened_dataset):
+    with pytest.raises(VersioningError, match="not inside a DVC repository"):
+        track_outputs(copy_dataset(screened_dataset, tmp_path / "loose"))
+    (dvc_project / ".gitignore").write_text("ignored/\n")
+    with pytest.raises(VersioningError, match="ignored"):
+        track_outputs(copy_dataset(screened_dataset, dvc_project / "ignored" / "demo"))
+
+
+def test_reset_removes_only_what_synthdata_writes(screened_dataset, tmp_path):
+    out = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
+    (out / "notes.txt").write_text("mine")
+    removed = reset_dataset(out)
+    assert {"raw", "shards", "spec.yaml", "plan.parquet", "manifest.parquet", "README.md"} <= set(removed)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_resolve_splits_the_spec_so_only_affected_stages_rerun(tmp_path):
+    import yaml
+
+    spec = yaml.safe_load(DEMO_SPEC.read_text())
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    data, screening = resolve_spec(spec_file, tmp_path / "work")
+    first = (data.read_bytes(), screening.read_bytes())
+    assert "memorization" not in data.read_text() and "execution" not in data.read_text()
+    assert '"threshold": "auto"' in screening.read_text()
+
+    spec["execution"] = {"workers": 3}
+    spec_file.write_text(yaml.safe_dump(spec))
+    resolve_spec(spec_file, tmp_path / "work")
+    assert (data.read_bytes(), screening.read_bytes()) == first
+    spec["memorization"] = {"threshold": 0.9}
+    spec_file.write_text(yaml.safe_dump(spec))
+    resolve_spec(spec_file, tmp_path / "work")
+    assert data.read_bytes() == first[0] and screening.read_bytes() != first[1]
+
+
+def test_prepare_keeps_the_same_dataset_and_resets_another(screened_dataset, tmp_path):
+    import yaml
+
+    out = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
+    (out / ".gitignore").write_text("/raw\n/plan.parquet\n")
+    spec = yaml.safe_load(DEMO_SPEC.read_text())
+    spec_file = tmp_path / "spec.yaml"
+    spec["memorization"] = {"threshold": 0.8}
+    spec_file.write_text(yaml.safe_dump(spec))
+    assert prepare_folder(spec_file, out) == "kept"
+    assert (out / "raw").is_dir()
+    assert yaml.safe_load((out / "spec.yaml").read_text())["memorization"]["threshold"] == 0.8
+    spec["seed"] = 1
+    spec_file.write_text(yaml.safe_dump(spec))
+    assert prepare_folder(spec_file, out) == "reset"
+    assert sorted(p.name for p in out.iterdir()) == []

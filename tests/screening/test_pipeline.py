@@ -1,0 +1,150 @@
+"""Screening a dataset folder: staged per-shard work, atomic commit, re-screening, no reference."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from screening_helpers import (
+    augmented_copies,
+    near_exact_copies,
+    phantom,
+    real_images,
+    write_raw_dataset,
+)
+
+from synthdata.screening import finalize_screening, prepare_screening, screen_dataset, screen_shard
+from synthdata.screening.shardio import read_members
+from synthdata.spec.models import Memorization
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    return {str(p.relative_to(folder)): (_sha(p), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def dataset(reference_dir, tmp_path):
+    reference = real_images([str(reference_dir / "dicom")])
+    images = []
+    for i, (rid, img) in enumerate(reference[:8]):
+        images.append((f"copy:exact:{rid}", near_exact_copies(img, i)["exact"]))
+        images.append((f"aug:rotate5:{rid}", augmented_copies(img, i)["rotate5"]))
+    images += [(f"distinct:phantom:{s}", phantom(s)) for s in range(20)]
+    images.append(("distinct:phantom:3-again", phantom(3)))  # mode collapse
+    tags = write_raw_dataset(tmp_path / "ds", images, shard_size=16)
+    return tmp_path / "ds", tags
+
+
+def _decisions(out: Path) -> dict[str, str]:
+    rows = pq.read_table(out / "screening.parquet", columns=["key", "decision"]).to_pylist()
+    return {r["key"]: r["decision"] for r in rows}
+
+
+def _accepted_members(out: Path) -> dict[str, bytes]:
+    return {name: data for tar in sorted((out / "shards").glob("*.tar"))
+            for name, data in read_members(tar)}
+
+
+def test_rescreen_with_new_threshold_changes_shards_without_regenerating(dataset, reference_dir):
+    out, tags = dataset
+    cfg = Memorization(reference=[str(reference_dir / "dicom")], embedder="pixel", k=3)
+    first = screen_dataset(out, cfg)
+    raw_before = _snapshot(out / "raw")
+    decisions = _decisions(out)
+    assert all(decisions[k] == "reject" for k, t in tags.items() if t.startswith("copy:"))
+    assert all(decisions[k] == "accept" for k, t in tags.items() if t.startswith("distinct:"))
+    members = _accepted_members(out)
+    raw_members = {n: d for tar in sorted((out / "raw").glob("*.tar")) for n, d in read_members(tar)}
+    accepted = {k for k, d in decisions.items() if d == "accept"}
+    assert {n.split(".")[0] for n in members} == accepted
+    assert all(members[n] == raw_members[n] for n in members)  # bytes copied, not re-encoded
+    assert {n.rsplit(".", 1)[1] for n in members} == {"cls", "json", "png", "txt"}
+
+    second = screen_dataset(out, cfg, threshold=0.3)  # stricter: far more rejected
+    assert second.threshold == 0.3 and second.threshold_info["method"] == "given on the command line"
+    assert second.decisions["reject"] > first.decisions["reject"]
+    assert _snapshot(out / "raw") == raw_before  # nothing regenerated, embeddings reused
+    after = _decisions(out)
+    assert {n.split(".")[0] for n in _accepted_members(out)} == \
+        {k for k, d in after.items() if d == "accept"}
+    assert not (out / ".screening").exists()
+    report = json.loads((out / "screening_report.json").read_text())
+    assert report["threshold"] == 0.3 and report["decisions"] == second.decisions
+
+
+def test_screening_twice_writes_identical_bytes(dataset, reference_dir):
+    out, _ = dataset
+    cfg = Memorization(reference=[str(reference_dir / "dicom")], embedder="pixel",
+                       review_band=0.2)
+    screen_dataset(out, cfg)
+    names = ["screening.parquet", "screening_report.json", "screening_report.png"]
+    before = {n: _sha(out / n) for n in names}
+    shards_before = {p.name: _sha(p) for p in (out / "shards").glob("*.tar")}
+    summary = screen_dataset(out, cfg)
+    assert {n: _sha(out / n) for n in names} == before
+    assert {p.name: _sha(p) for p in (out / "shards").glob("*.tar")} == shards_before
+    assert summary.decisions["review"] > 0  # the rotated copies fall in the band
+    table = pq.read_table(out / "screening.parquet")
+    assert table.column_names == ["key", "shard", "label", "label_index", "decision",
+                                  "similarity", "nearest_real_ids", "similarities", "note",
+                                  "near_duplicate_of", "near_duplicate_similarity"]
+    row = table.slice(0, 1).to_pylist()[0]
+    assert len(row["nearest_real_ids"]) == len(row["similarities"]) == 5
+    assert row["similarities"] == sorted(row["similarities"], reverse=True)
+    assert row["nearest_real_ids"][0].startswith("dicom/")
+
+
+def test_only_ids_and_scores_are_written(dataset, reference_dir):
+    out, _ = dataset
+    screen_dataset(out, Memorization(reference=[str(reference_dir / "dicom")]))
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+               and not str(p.relative_to(out)).startswith(("raw/", "embeddings/"))}
+    assert written == {"screening.parquet", "screening_report.json", "screening_report.png",
+                       *(f"shards/{p.name}" for p in (out / "shards").glob("*.tar"))}
+    assert {p.name for p in (out / "raw").iterdir()} == {
+        f"shard-00000{i}{s}" for i in range(3) for s in (".tar", ".parquet", ".done.json")}, \
+        "screening never writes into raw/"
+    embeddings = [p.name for p in (out / "embeddings").iterdir()]
+    assert embeddings and all(".emb-" in name and name.endswith(".npz") for name in embeddings)
+    schema = pq.read_schema(out / "screening.parquet")
+    assert not any("binary" in str(t) for t in schema.types)
+
+
+def test_no_reference_accepts_all_copies_raw_shards_and_flags_near_duplicates(dataset):
+    out, tags = dataset
+    summary = screen_dataset(out, Memorization())
+    raw = sorted((out / "raw").glob("*.tar"))
+    assert [_sha(p) for p in raw] == [_sha(out / "shards" / p.name) for p in raw]
+    table = pq.read_table(out / "screening.parquet").to_pylist()
+    assert {r["decision"] for r in table} == {"accept"}
+    assert {r["note"] for r in table} == {"no reference"}
+    assert summary.threshold_info["method"].startswith("embedder default")
+    by_tag = {tags[r["key"]]: r for r in table}
+    twin = by_tag["distinct:phantom:3-again"]
+    assert twin["near_duplicate_of"] == by_tag["distinct:phantom:3"]["key"]
+    assert twin["near_duplicate_similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert summary.near_duplicates >= 2
+
+
+def test_per_shard_tasks_resume_and_a_fully_rejected_shard_is_not_written(dataset,
+                                                                          reference_dir):
+    out, _ = dataset
+    cfg = Memorization(reference=[str(reference_dir / "dicom")], threshold=-1.0)  # reject all
+    plan = prepare_screening(out, cfg)
+    assert plan.shards == (0, 1, 2)
+    assert screen_shard(plan, 0)["reused"] is False
+    assert screen_shard(plan, 0) == {"shard": 0, "samples": 16, "reused": True, "accepted": 0}
+    summary = finalize_screening(plan)  # screens shards 1 and 2 itself
+    assert summary.decisions == {"accept": 0, "review": 0, "reject": 37}
+    assert summary.accepted_shards == [] and list((out / "shards").iterdir()) == []
+    with tarfile.open(out / "raw" / "shard-000000.tar") as tar:
+        assert len(tar.getnames()) == 64
