@@ -12,6 +12,7 @@ marker) at the best batch size, and optionally the whole `synthdata run` flow.
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 import tempfile
 import threading
@@ -132,7 +133,7 @@ def main() -> None:
         row["fraction_of_compute_bound"] = row["images_per_s"] / row["unet_only_images_per_s"]
         result["per_batch"][b] = row
         best = max(best, (row["images_per_s"], b))
-        print(b, row, flush=True)
+        print(b, row, file=sys.stderr, flush=True)
     del pipe
     torch.cuda.empty_cache()
     result["synthdata_worker"] = {"batch": best[1], **worker_rate(folder, best[1], args.steps, args.height,

@@ -102,7 +102,8 @@ def record(root: Path, spec: Spec, spec_path: str, prepared, fp, plan, timings: 
     records.write_run_record(
         root, spec, spec_hash=prepared.spec_hash, plan_hash=prepared.plan_hash, model_fingerprint=fp,
         engine=plan.engine, workers=plan.workers, threads=plan.threads_per_worker,
-        flow_run_id=str(flow_run.id) if flow_run.id else None, timings=timings, spec_path=spec_path)
+        flow_run_id=str(flow_run.id) if flow_run.id else None, timings=timings, spec_path=spec_path,
+        extra={"execution": plan.as_record()})
     write_report(root)
     card.publish_prefect_artifacts(root)
     if spec.output.dvc:

@@ -129,16 +129,22 @@ def worker_device(requested: str, slot: int) -> str:
     return f"cuda:{slot % count}"
 
 
+# What a loaded pipeline depends on; the rest of the generator section (size, steps, guidance,
+# batch size, negative prompt) only shapes the calls, so specs that differ there share a model.
+LOAD_FIELDS = {"model", "revision", "scheduler", "dtype", "textual_inversion", "lora"}
+
+
 def get_generator(spec: Spec, job: JobInfo, slot: int = 0) -> LoadedModel:
     """The slot's generator for the spec, loaded once per process and slot and then reused.
 
-    A slot keeps one model: loading another (a different generator config or device) replaces
-    it, so memory holds at most one pipeline per concurrent worker.
+    A slot keeps one model: loading another (a different model, adapters, dtype or device)
+    replaces it, so memory holds at most one pipeline per concurrent worker.
     """
     device = worker_device(job.device, slot)
-    key = json.dumps([spec.generator.model_dump(mode="json"), device], sort_keys=True)
+    key = json.dumps([spec.generator.model_dump(mode="json", include=LOAD_FIELDS), device], sort_keys=True)
     loaded = _MODELS.get(slot)
     if loaded is not None and loaded.key == key:
+        loaded.generator.cfg = spec.generator  # this spec's image size for the calls
         return loaded
     if loaded is not None:
         _MODELS.pop(slot, None)

@@ -34,7 +34,10 @@ def accepted_keys(root: Path) -> set[str]:
 def test_loader_feeds_every_accepted_sample_once_per_epoch(screened_dataset):
     dataset, label_map = load(screened_dataset)
     assert label_map == {"normal": 0, "pneumonia": 1, "effusion": 2}
-    loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=2, collate_fn=collate)
+    # spawn, not fork: a Prefect flow run earlier in this test process leaves a thread-shutdown
+    # hook that makes forked children exit 1 (a trainer's process runs no flow).
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=2, collate_fn=collate,
+                                         multiprocessing_context="spawn")
     expected = accepted_keys(screened_dataset)
     assert len(expected) == 29 and not expected & set(REJECTED)
     for _epoch in range(2):
