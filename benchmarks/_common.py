@@ -55,7 +55,12 @@ def build_pipeline(size: str, folder: Path, dtype: str = "float32") -> Path:
     if (target / "model_index.json").is_file():
         return target
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from synthdata.generators.builtin import _byte_tokenizer

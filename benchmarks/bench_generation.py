@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from _common import build_pipeline, emit, prompts
 
 

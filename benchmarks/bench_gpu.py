@@ -12,8 +12,8 @@ marker) at the best batch size, and optionally the whole `synthdata run` flow.
 from __future__ import annotations
 
 import argparse
-import sys
 import os
+import sys
 import tempfile
 import threading
 import time

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from _common import emit
 
 REPO = Path(__file__).resolve().parents[1]

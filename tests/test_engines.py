@@ -135,7 +135,14 @@ def test_cuda_oom_halves_the_call_and_records_the_size_replay_rebuilds(oom_gener
     from synthdata.outputs import prepare
     from synthdata.plan import shard_rows
     from synthdata.spec import load_spec
-    from synthdata.worker import CallLimit, JobInfo, _requests, plan_batches, replay_calls, write_shard
+    from synthdata.worker import (
+        CallLimit,
+        JobInfo,
+        _requests,
+        plan_batches,
+        replay_calls,
+        write_shard,
+    )
 
     demo = load_spec(DEMO_SPEC)  # 2 denoising steps: the calls matter here, not the images
     spec = demo.model_copy(update={"generator": demo.generator.model_copy(update={"steps": 2})})

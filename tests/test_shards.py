@@ -11,6 +11,7 @@ import pytest
 import webdataset as wds
 
 from synthdata import shards
+from synthdata.fsutil import sha256_file
 
 
 def make_samples(n=3, seed=0):
@@ -81,7 +82,7 @@ def test_completion_marker_and_clear(tmp_path):
     assert not shards.is_complete(tmp_path, 0), "no marker yet"
     shards.write_marker(tmp_path, 0, {"count": 3, "plan_hash": "p1"})
     marker = json.loads(shards.marker_path(tmp_path, 0).read_text())
-    assert marker["tar_sha256"] == shards.file_sha256(tmp_path / "shard-000000.tar")
+    assert marker["tar_sha256"] == sha256_file(tmp_path / "shard-000000.tar")
     assert shards.is_complete(tmp_path, 0) and shards.is_complete(tmp_path, 0, "p1")
     assert not shards.is_complete(tmp_path, 0, "another-plan")
     with open(tmp_path / "shard-000000.tar", "ab") as f:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from synthdata.errors import ModelError
+from synthdata.fsutil import sha256_file
 from synthdata.spec.checks import is_local_model
 from synthdata.spec.models import Generator as GeneratorConfig
 
@@ -27,15 +28,6 @@ FINGERPRINT_VERSION = "synthdata-model-fingerprint/v1"
 # Files that document a model rather than define it; they never enter the fingerprint.
 SKIPPED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".lock", ".incomplete")
 BLOCK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (follows symlinks, as hub snapshots use)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,11 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from synthdata import engines, shards
-from synthdata import worker  # noqa: F401  (imports diffusers in the main thread, see STACK.md)
+from synthdata import (
+    engines,
+    shards,
+    worker,  # noqa: F401  (imports diffusers in the main thread, see STACK.md)
+)
 from synthdata.errors import SynthdataError
 from synthdata.fingerprint import model_fingerprint
 from synthdata.outputs import acquire_lock, prepare

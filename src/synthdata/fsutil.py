@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -15,6 +16,15 @@ def cache_root() -> Path:
     """Where synthdata caches built models and screening indexes: $SYNTHDATA_CACHE, or
     ~/.cache/synthdata."""
     return Path(os.environ.get("SYNTHDATA_CACHE", Path.home() / ".cache" / "synthdata"))
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,7 +20,7 @@ class ShardProgress:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            transient=False)
+            console=Console(stderr=True), transient=False)
         self._shards = self._progress.add_task("shards", total=shards, rate="")
         self._images = self._progress.add_task("images", total=images, rate="")
 

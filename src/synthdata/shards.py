@@ -7,7 +7,6 @@ only when its marker exists and agrees with the tar on disk.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthdata.fsutil import atomic_path, write_json_atomic
+from synthdata.fsutil import atomic_path, sha256_file, write_json_atomic
 
 FIXED_MTIME = 0
 PNG_COMPRESS_LEVEL = 6
@@ -83,15 +82,6 @@ class DeterministicTarWriter:
         self._tar.close()
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_tar(path: str | Path, samples: Iterable[Sample]) -> int:
     """Write samples (in key order) to a tar atomically; return how many were written."""
     n = 0
@@ -114,7 +104,7 @@ def write_marker(folder: str | Path, shard: int, info: dict) -> None:
     tar = Path(folder) / f"{shard_name(shard)}.tar"
     write_json_atomic(marker_path(folder, shard), {
         **info, "shard": shard, "tar": tar.name, "tar_bytes": tar.stat().st_size,
-        "tar_sha256": file_sha256(tar)})
+        "tar_sha256": sha256_file(tar)})
 
 
 def is_complete(folder: str | Path, shard: int, plan_hash: str | None = None) -> bool:

@@ -39,7 +39,14 @@ from synthdata import plan as planning
 from synthdata.fsutil import atomic_path, write_json_atomic
 from synthdata.generators.base import ImageGenerator, SampleRequest
 from synthdata.generators.diffusers_gen import DiffusersGenerator
-from synthdata.shards import Sample, clear_shard, encode_png, shard_name, write_marker, write_tar
+from synthdata.shards import (
+    Sample,
+    clear_shard,
+    encode_png,
+    shard_name,
+    write_marker,
+    write_tar,
+)
 from synthdata.spec import Spec
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,12 @@ from screening_helpers import (
     write_raw_dataset,
 )
 
-from synthdata.screening import finalize_screening, prepare_screening, screen_dataset, screen_shard
+from synthdata.screening import (
+    finalize_screening,
+    prepare_screening,
+    screen_dataset,
+    screen_shard,
+)
 from synthdata.screening.shardio import read_members
 from synthdata.spec.models import Memorization
 

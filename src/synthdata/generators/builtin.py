@@ -14,11 +14,17 @@ from pathlib import Path
 
 import filelock
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from synthdata.fsutil import cache_root
 from synthdata.generators import BUILTIN_MODELS
+
 _TINY_VERSION = "tiny-v2"
 
 

@@ -18,7 +18,11 @@ from synthdata.screening.pipeline import (
     screen_dataset,
     screen_shard,
 )
-from synthdata.screening.reference import ReferenceSetError, iter_reference, scan_reference
+from synthdata.screening.reference import (
+    ReferenceSetError,
+    iter_reference,
+    scan_reference,
+)
 from synthdata.screening.shardio import embeddings_path, save_shard_embeddings
 
 __all__ = ["Embedder", "ReferenceSetError", "ScreeningPlan", "ScreeningSummary", "embed_shard",

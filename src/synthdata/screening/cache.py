@@ -33,7 +33,7 @@ from pathlib import Path
 import filelock
 import numpy as np
 
-from synthdata.fsutil import atomic_path, cache_root, write_json_atomic
+from synthdata.fsutil import atomic_path, cache_root, sha256_file, write_json_atomic
 from synthdata.screening import calibrate
 from synthdata.screening import index as ix
 from synthdata.screening.embedders import Embedder
@@ -73,14 +73,6 @@ class PreparedReference:
     nn_sims: np.ndarray
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def content_hashes(files: list[ReferenceFile]) -> dict[Path, str]:
     """sha256 of each file, reusing earlier hashes when path, size and mtime are unchanged."""
     db_path = screening_cache() / "hashes.sqlite"
@@ -95,7 +87,7 @@ def content_hashes(files: list[ReferenceFile]) -> dict[Path, str]:
             if row and row[0] == f.size and row[1] == f.mtime_ns:
                 out[f.path] = row[2]
                 continue
-            out[f.path] = _sha256(f.path)
+            out[f.path] = sha256_file(f.path)
             db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)",
                        (str(f.path), f.size, f.mtime_ns, out[f.path]))
     return out

@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from synthdata.errors import ModelError
+from synthdata.fsutil import sha256_file
 
 PREPROCESS_VERSION = 2
 PREPROCESS_THREADS = 8
@@ -211,7 +212,7 @@ class EfficientNetLite0Embedder(TorchEmbedder):
         state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
         self._model = model.eval().to(self.device)
-        self._weights_sha = _file_sha256(self.weights_path)
+        self._weights_sha = sha256_file(self.weights_path)
 
     def identity(self) -> dict:
         return {"name": self.name, "weights_sha256": self._weights_sha, "size": self.input_size,
@@ -219,14 +220,6 @@ class EfficientNetLite0Embedder(TorchEmbedder):
 
     def _model_forward(self, x):
         return self._model.extract_features(x)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 BUILTIN = ("pixel", "efficientnet-lite0")

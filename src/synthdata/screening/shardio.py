@@ -24,7 +24,12 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from synthdata.fsutil import atomic_path
-from synthdata.shards import DeterministicTarWriter, is_complete, marker_path, shard_name
+from synthdata.shards import (
+    DeterministicTarWriter,
+    is_complete,
+    marker_path,
+    shard_name,
+)
 
 _SHARD_RE = re.compile(r"^shard-(\d{6,})\.done\.json$")
 
