@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-_SESSION_TMP = Path(tempfile.mkdtemp(prefix="synthdata-tests-"))
+# Also imported as `tests.conftest` by test modules: the session folder is made once.
+_SESSION_TMP = Path(os.environ.get("SYNTHDATA_TEST_TMP") or tempfile.mkdtemp(prefix="synthdata-tests-"))
 os.environ.update({
+    "SYNTHDATA_TEST_TMP": str(_SESSION_TMP),
     "HF_HUB_OFFLINE": "1",
     "SYNTHDATA_CACHE": str(_SESSION_TMP / "cache"),
     "PREFECT_HOME": str(_SESSION_TMP / "prefect"),
