@@ -7,8 +7,8 @@ their member names, and the screening result (nearest real id and similarity).
 
 `reproduce(DIR, KEY)` regenerates the sample by replaying its whole pipeline call: the rows of
 its plan batch that share its steps and guidance, exactly as the worker called the pipeline
-(`worker.plan_batches`, cut as recorded when an out-of-memory error split a call:
-`worker.replay_calls`), because batch composition changes the low bits. It then compares the
+(`plan.plan_batches`, cut as recorded when an out-of-memory error split a call:
+`plan.replay_calls`), because batch composition changes the low bits. It then compares the
 decoded pixels with KEY.png in the raw tar.
 """
 
@@ -77,11 +77,10 @@ def _recorded_batch_sizes(out_dir: Path, shard: int) -> dict[str, int] | None:
 def _call_of(out_dir: Path, spec: Spec, shard: int, key: str) -> list[dict]:
     """The plan rows the worker passed to the pipeline in the same call as `key`.
 
-    The planned calls (`worker.plan_batches`), cut as recorded where the worker had to split a
-    call after running out of GPU memory (`worker.replay_calls` with the recorded batch sizes).
+    The planned calls (`plan.plan_batches`), cut as recorded where the worker had to split a
+    call after running out of GPU memory (`plan.replay_calls` with the recorded batch sizes).
     """
-    from synthdata.plan import shard_rows
-    from synthdata.worker import replay_calls
+    from synthdata.plan import replay_calls, shard_rows
 
     sizes = _recorded_batch_sizes(out_dir, shard)
     try:

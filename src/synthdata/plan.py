@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +216,38 @@ def plan_hash(spec: Spec, chunk_rows: int = CHUNK_ROWS) -> str:
     for chunk in iter_plan(spec, chunk_rows):
         h.update(chunk)
     return h.hexdigest()
+
+
+def plan_batches(rows: list[dict]) -> Iterator[list[list[dict]]]:
+    """The plan batches of a shard, each as its pipeline calls: rows split by (steps, guidance)."""
+    batches: dict[int, list[dict]] = {}
+    for r in rows:
+        batches.setdefault(r["batch"], []).append(r)
+    for b in sorted(batches):
+        calls: dict[tuple, list[dict]] = {}
+        for r in batches[b]:
+            calls.setdefault((r["steps"], r["guidance_scale"]), []).append(r)
+        yield list(calls.values())
+
+
+def replay_calls(rows: list[dict], batch_sizes: Mapping[str, int] | None = None) -> Iterator[list[dict]]:
+    """The exact pipeline calls a shard was generated in, in order, for `reproduce`.
+
+    `rows` are the shard's plan rows; `batch_sizes` maps keys to the `batch_size` recorded with
+    each sample (KEY.json or the rows parquet). Without it, the planned calls. A planned call
+    that was split after an out-of-memory error is cut back into the recorded consecutive parts.
+    """
+    for calls in plan_batches(rows):
+        for call in calls:
+            if batch_sizes is None:
+                yield call
+                continue
+            i = 0
+            while i < len(call):
+                size = int(batch_sizes[call[i]["key"]])
+                part = call[i:i + size]
+                if size < 1 or len(part) != size or any(int(batch_sizes[r["key"]]) != size for r in part):
+                    raise ValueError(f"recorded batch sizes do not cut the call starting at "
+                                     f"{call[0]['key']} into consecutive parts")
+                yield part
+                i += size

@@ -12,7 +12,7 @@ see how many loads happened where.
 
 A CUDA out-of-memory error on a pipeline call retries that call in halves (down to one image);
 the size a sample was actually generated in is its `batch_size` (KEY.json, rows parquet), and
-`replay_calls` rebuilds the exact pipeline calls from those sizes for `reproduce`.
+`plan.replay_calls` rebuilds the exact pipeline calls from those sizes for `reproduce`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import torch
 
 from synthdata import plan as planning
+from synthdata.plan import plan_batches, replay_calls  # noqa: F401  (re-exported for callers)
 from synthdata.fsutil import atomic_path, write_json_atomic
 from synthdata.generators.base import ImageGenerator, SampleRequest
 from synthdata.generators.diffusers_gen import DiffusersGenerator
@@ -193,18 +194,6 @@ def _requests(rows: list[dict]) -> list[SampleRequest]:
             for r in rows]
 
 
-def plan_batches(rows: list[dict]) -> Iterator[list[list[dict]]]:
-    """The plan batches of a shard, each as its pipeline calls: rows split by (steps, guidance)."""
-    batches: dict[int, list[dict]] = {}
-    for r in rows:
-        batches.setdefault(r["batch"], []).append(r)
-    for b in sorted(batches):
-        calls: dict[tuple, list[dict]] = {}
-        for r in batches[b]:
-            calls.setdefault((r["steps"], r["guidance_scale"]), []).append(r)
-        yield list(calls.values())
-
-
 def sample_metadata(row: dict, spec: Spec, job: JobInfo, call_size: int, dtype: str) -> dict:
     """The KEY.json of a sample: everything needed to trace and replay it."""
     gen = spec.generator
@@ -247,29 +236,6 @@ def generate_call(gen: ImageGenerator, call: list[dict],
             continue
         yield part, images
         i += len(part)
-
-
-def replay_calls(rows: list[dict], batch_sizes: Mapping[str, int] | None = None) -> Iterator[list[dict]]:
-    """The exact pipeline calls a shard was generated in, in order, for `reproduce`.
-
-    `rows` are the shard's plan rows; `batch_sizes` maps keys to the `batch_size` recorded with
-    each sample (KEY.json or the rows parquet). Without it, the planned calls. A planned call
-    that was split after an out-of-memory error is cut back into the recorded consecutive parts.
-    """
-    for calls in plan_batches(rows):
-        for call in calls:
-            if batch_sizes is None:
-                yield call
-                continue
-            i = 0
-            while i < len(call):
-                size = int(batch_sizes[call[i]["key"]])
-                part = call[i:i + size]
-                if size < 1 or len(part) != size or any(int(batch_sizes[r["key"]]) != size for r in part):
-                    raise ValueError(f"recorded batch sizes do not cut the call starting at "
-                                     f"{call[0]['key']} into consecutive parts")
-                yield part
-                i += size
 
 
 def _samples(spec: Spec, job: JobInfo, gen: ImageGenerator, rows: list[dict], pool: ThreadPoolExecutor,
