@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     """`synthdata.load` without importing webdataset and torch on `import synthdata`."""
-    if name == "load":
-        from synthdata.loader import load
+    if name in ("load", "loader"):
+        import synthdata.loader
 
-        return load
+        return synthdata.loader.load if name == "load" else synthdata.loader
     raise AttributeError(f"module 'synthdata' has no attribute {name!r}")
