@@ -17,7 +17,7 @@ from prefect.futures import as_completed
 from synthdata import (
     engines,
     shards,
-    worker,  # noqa: F401  (imports diffusers in the main thread, see STACK.md)
+    worker,  # imported here, in the main thread, so diffusers never loads in a worker thread
 )
 from synthdata.errors import SynthdataError
 from synthdata.fingerprint import model_fingerprint

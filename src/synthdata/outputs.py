@@ -12,7 +12,7 @@ import yaml
 from synthdata import plan as planning
 from synthdata.errors import OutputError
 from synthdata.fsutil import write_json_atomic, write_text_atomic
-from synthdata.spec import Spec, resolved_dict, resolved_yaml, spec_hash
+from synthdata.spec import NON_DATA_SECTIONS, Spec, resolved_dict, resolved_yaml, spec_hash
 
 LOCK_NAME = ".synthdata.lock"
 
@@ -41,7 +41,7 @@ def acquire_lock(root: Path, wait_seconds: float = 0) -> filelock.FileLock:
 
 def _changed_fields(old: dict, new: dict) -> list[str]:
     keys = sorted(set(old) | set(new))
-    return [k for k in keys if k not in ("execution", "output", "memorization") and old.get(k) != new.get(k)]
+    return [k for k in keys if k not in NON_DATA_SECTIONS and old.get(k) != new.get(k)]
 
 
 def check_identity(root: Path, spec: Spec) -> None:
@@ -52,10 +52,11 @@ def check_identity(root: Path, spec: Spec) -> None:
         new = resolved_dict(spec)
         old_hash = json.loads((root / "plan.json").read_text())["spec_hash"] \
             if (root / "plan.json").is_file() else None
-        if _changed_fields(old, new) or (old_hash and old_hash != spec_hash(spec)):
+        changed = _changed_fields(old, new)
+        if changed or (old_hash and old_hash != spec_hash(spec)):
             raise OutputError(
                 f"{root} already holds a dataset made from a different spec (changed: "
-                f"{', '.join(_changed_fields(old, new)) or 'plan'}); refusing to mix datasets. "
+                f"{', '.join(changed) or 'plan'}); refusing to mix datasets. "
                 "Use another --out, or delete the folder to start over.")
         return
     others = [p.name for p in root.iterdir() if not p.name.startswith(".")] if root.is_dir() else []

@@ -222,12 +222,10 @@ def resolve_spec(spec_path: str | Path, folder: str | Path) -> tuple[Path, Path]
     `screening.json`: the resolved memorization section. Execution and output settings are left
     out, so changing them reruns nothing. Each file is rewritten only when its content changes.
     """
-    from synthdata.spec import load_spec, resolved_dict
+    from synthdata.spec import dataset_dict, load_spec, resolved_dict
 
-    data = resolved_dict(load_spec(spec_path))
-    screening = data.pop("memorization")
-    for key in ("execution", "output"):
-        data.pop(key, None)
+    spec = load_spec(spec_path)
+    data, screening = dataset_dict(spec), resolved_dict(spec)["memorization"]
     paths = (Path(folder) / "dataset.json", Path(folder) / "screening.json")
     for path, content in zip(paths, (data, screening)):
         text = json.dumps(content, indent=2, sort_keys=True) + "\n"
