@@ -1,85 +1,15 @@
-"""The `synthdata` command line (typer + rich). Heavy imports happen inside the commands."""
+"""Dataset verbs: validate, schema, plan, run, screen, report, lineage, reproduce."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from synthdata.errors import SpecError, SynthdataError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Synthetic medical-image datasets from a YAML spec.")
-console = Console()
-err_console = Console(stderr=True)
-
-QUIET_DEFAULTS = {
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "DVC_NO_ANALYTICS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-
-
-class Engine(str, Enum):
-    local = "local"
-    dask = "dask"
-    ray = "ray"
-
-
-def quiet_environment() -> None:
-    """Offline, quiet defaults for Prefect and friends; values already set by the user win."""
-    for key, value in QUIET_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-
-
-@app.callback()
-def _quiet() -> None:
-    """Synthetic medical-image datasets from a YAML spec."""
-    quiet_environment()
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Print synthdata errors plainly (no traceback) and exit with their status."""
-    try:
-        yield
-    except SpecError as exc:
-        err_console.print(f"[bold red]invalid spec[/] ({len(exc.problems)} problem"
-                          f"{'s' if len(exc.problems) != 1 else ''}):")
-        for problem in exc.problems:
-            err_console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except SynthdataError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-
-
-def _label_table(title: str, counts: dict[str, int], actual: dict[str, int] | None = None) -> Table:
-    table = Table(title=title)
-    table.add_column("label")
-    table.add_column("index", justify="right")
-    table.add_column("planned", justify="right")
-    if actual is not None:
-        table.add_column("actual", justify="right")
-    total = sum(counts.values()) or 1
-    table.add_column("share", justify="right")
-    for i, (label, n) in enumerate(counts.items()):
-        row = [label, str(i), str(n)] + ([str(actual.get(label, 0))] if actual is not None else [])
-        table.add_row(*row, f"{n / total:.1%}")
-    return table
+from synthdata.cli.app import Engine, app, console, label_table, quiet_environment, user_errors
+from synthdata.errors import SynthdataError
 
 
 @app.command()
@@ -118,7 +48,7 @@ def plan(spec: Annotated[Path, typer.Argument(help="spec YAML file")],
             prepared = prepare(root, loaded)
         finally:
             lock.release()
-    console.print(_label_table(f"{loaded.name}: plan {prepared.plan_hash[:12]}", label_counts(loaded)))
+    console.print(label_table(f"{loaded.name}: plan {prepared.plan_hash[:12]}", label_counts(loaded)))
     console.print(f"{prepared.shard_count} shards of up to {loaded.shards.size} -> {root}/plan.parquet")
 
 
@@ -188,7 +118,7 @@ def report(out: Annotated[Path, typer.Argument(help="dataset folder")]) -> None:
     with user_errors():
         stats = write_report(_dataset_dir(out))
     labels = stats["labels"]
-    table = _label_table(f"{out}", {k: v["planned"] for k, v in labels.items()},
+    table = label_table(f"{out}", {k: v["planned"] for k, v in labels.items()},
                          {k: (v["accepted"] if v["accepted"] is not None else v["generated"])
                           for k, v in labels.items()})
     console.print(table)
@@ -220,12 +150,3 @@ def reproduce(out: Annotated[Path, typer.Argument(help="dataset folder")],
         result = lin.reproduce(out, key)
     console.print(result.summary())
     raise typer.Exit(0 if result.identical else 1)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,84 @@
+"""The typer app shared by every verb, and what the verbs share: consoles, quiet defaults,
+plain error printing. Each verb module registers its commands on `app`; heavy imports happen
+inside the commands so `synthdata validate` stays fast."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from enum import Enum
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from synthdata.errors import SpecError, SynthdataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Synthetic medical-image datasets from a YAML spec.")
+console = Console()
+err_console = Console(stderr=True)
+
+QUIET_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class Engine(str, Enum):
+    """Task-runner engines of `synthdata run --engine`."""
+
+    local = "local"
+    dask = "dask"
+    ray = "ray"
+
+
+def quiet_environment() -> None:
+    """Offline, quiet defaults for Prefect and friends; values already set by the user win."""
+    for key, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+@app.callback()
+def _quiet() -> None:
+    """Synthetic medical-image datasets from a YAML spec."""
+    quiet_environment()
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Print synthdata errors plainly (no traceback) and exit with their status."""
+    try:
+        yield
+    except SpecError as exc:
+        err_console.print(f"[bold red]invalid spec[/] ({len(exc.problems)} problem"
+                          f"{'s' if len(exc.problems) != 1 else ''}):")
+        for problem in exc.problems:
+            err_console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except SynthdataError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def label_table(title: str, counts: dict[str, int], actual: dict[str, int] | None = None) -> Table:
+    """Planned (and actual) samples per label, as a rich table."""
+    table = Table(title=title)
+    table.add_column("label")
+    table.add_column("index", justify="right")
+    table.add_column("planned", justify="right")
+    if actual is not None:
+        table.add_column("actual", justify="right")
+    total = sum(counts.values()) or 1
+    table.add_column("share", justify="right")
+    for i, (label, n) in enumerate(counts.items()):
+        row = [label, str(i), str(n)] + ([str(actual.get(label, 0))] if actual is not None else [])
+        table.add_row(*row, f"{n / total:.1%}")
+    return table
