@@ -1,0 +1,305 @@
+"""The dataset folder: the one owner of its layout.
+
+Every path of a synthdata dataset folder is named here, and nowhere else; so is the one
+definition of a complete shard. Other modules ask a `DatasetFolder` for paths:
+
+```
+DIR/spec.yaml                the spec as run last (resolved, absolute input paths)
+DIR/plan.json                format_version, dataset name, spec and plan hashes, label counts
+DIR/plan.parquet             every planned sample
+DIR/run.json                 run record (spec/plan hashes, model, libraries, engine, timings)
+DIR/raw/shard-NNNNNN.tar     generated samples; beside each .parquet rows and .done.json marker
+DIR/shards/shard-NNNNNN.tar  accepted samples only (what consumers read)
+DIR/shards/.screening.json   the screening generation the accepted shards belong to
+DIR/screening.parquet        per sample: nearest real ids, similarities, decision
+DIR/screening_report.json    (+ .png) decisions, threshold and how it was set
+DIR/embeddings/              screening embeddings of raw shards (re-screening costs a search)
+DIR/manifest.parquet         one row per sample, accepted or not: the auditor's table
+DIR/stats.json               deterministic counts (the DVC metric)
+DIR/README.md                dataset card
+DIR/report/contact-LABEL.png contact sheet per label
+DIR/workers/                 one record per worker process and slot
+DIR/evaluation/              evaluation.json and plots (`synthdata evaluate`)
+DIR/.synthdata.lock          one run at a time
+DIR/.screening/              screening's staging area
+```
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthdata.errors import OutputError
+
+FORMAT_VERSION = 2
+# Formats this synthdata can read (lineage, status, verify, report) and can add to (run, screen).
+READABLE_FORMATS = (1, 2)
+WRITABLE_FORMATS = (2,)
+
+_SHARD_FILE = re.compile(r"^shard-(\d{6,})\.(tar|parquet|done\.json)$")
+
+
+def shard_name(shard: int) -> str:
+    """File stem of a shard: shard-000042."""
+    return f"shard-{shard:06d}"
+
+
+def shard_of(name: str) -> int | None:
+    """The shard number in a shard file name (shard-000042.tar -> 42), else None."""
+    m = _SHARD_FILE.match(name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class ShardState:
+    """Whether a raw shard is complete, and if not, why."""
+
+    shard: int
+    complete: bool
+    reason: str = ""
+    marker: dict | None = None
+
+
+class DatasetFolder:
+    """Paths and state of one dataset folder (it need not exist yet)."""
+
+    SPEC = "spec.yaml"
+    PLAN_INFO = "plan.json"
+    PLAN = "plan.parquet"
+    RUN = "run.json"
+    MANIFEST = "manifest.parquet"
+    SCREENING = "screening.parquet"
+    SCREENING_REPORT = "screening_report.json"
+    SCREENING_PLOT = "screening_report.png"
+    STATS = "stats.json"
+    CARD = "README.md"
+    RAW = "raw"
+    SHARDS = "shards"
+    EMBEDDINGS = "embeddings"
+    WORKERS = "workers"
+    REPORT = "report"
+    EVALUATION = "evaluation"
+    LOCK = ".synthdata.lock"
+    STAGING = ".screening"
+    GENERATION = ".screening.json"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"DatasetFolder({str(self.root)!r})"
+
+    # -- files of the whole dataset --------------------------------------------------------
+    @property
+    def spec_file(self) -> Path:
+        """DIR/spec.yaml."""
+        return self.root / self.SPEC
+
+    @property
+    def plan_info_file(self) -> Path:
+        """DIR/plan.json."""
+        return self.root / self.PLAN_INFO
+
+    @property
+    def plan_file(self) -> Path:
+        """DIR/plan.parquet."""
+        return self.root / self.PLAN
+
+    @property
+    def run_file(self) -> Path:
+        """DIR/run.json."""
+        return self.root / self.RUN
+
+    @property
+    def manifest_file(self) -> Path:
+        """DIR/manifest.parquet."""
+        return self.root / self.MANIFEST
+
+    @property
+    def screening_file(self) -> Path:
+        """DIR/screening.parquet."""
+        return self.root / self.SCREENING
+
+    @property
+    def screening_report_file(self) -> Path:
+        """DIR/screening_report.json."""
+        return self.root / self.SCREENING_REPORT
+
+    @property
+    def screening_plot_file(self) -> Path:
+        """DIR/screening_report.png."""
+        return self.root / self.SCREENING_PLOT
+
+    @property
+    def stats_file(self) -> Path:
+        """DIR/stats.json."""
+        return self.root / self.STATS
+
+    @property
+    def card_file(self) -> Path:
+        """DIR/README.md (the dataset card)."""
+        return self.root / self.CARD
+
+    @property
+    def lock_file(self) -> Path:
+        """DIR/.synthdata.lock."""
+        return self.root / self.LOCK
+
+    # -- folders ---------------------------------------------------------------------------
+    @property
+    def raw_dir(self) -> Path:
+        """DIR/raw: generated shards."""
+        return self.root / self.RAW
+
+    @property
+    def shards_dir(self) -> Path:
+        """DIR/shards: accepted shards."""
+        return self.root / self.SHARDS
+
+    @property
+    def embeddings_dir(self) -> Path:
+        """DIR/embeddings."""
+        return self.root / self.EMBEDDINGS
+
+    @property
+    def workers_dir(self) -> Path:
+        """DIR/workers."""
+        return self.root / self.WORKERS
+
+    @property
+    def report_dir(self) -> Path:
+        """DIR/report."""
+        return self.root / self.REPORT
+
+    @property
+    def evaluation_dir(self) -> Path:
+        """DIR/evaluation."""
+        return self.root / self.EVALUATION
+
+    @property
+    def staging_dir(self) -> Path:
+        """DIR/.screening: screening's staging area."""
+        return self.root / self.STAGING
+
+    # -- per shard -------------------------------------------------------------------------
+    def raw_tar(self, shard: int) -> Path:
+        """DIR/raw/shard-NNNNNN.tar."""
+        return self.raw_dir / f"{shard_name(shard)}.tar"
+
+    def raw_rows(self, shard: int) -> Path:
+        """DIR/raw/shard-NNNNNN.parquet: the shard's generated rows."""
+        return self.raw_dir / f"{shard_name(shard)}.parquet"
+
+    def raw_marker(self, shard: int) -> Path:
+        """DIR/raw/shard-NNNNNN.done.json: the completion marker, written last."""
+        return self.raw_dir / f"{shard_name(shard)}.done.json"
+
+    def accepted_tar(self, shard: int) -> Path:
+        """DIR/shards/shard-NNNNNN.tar."""
+        return self.shards_dir / f"{shard_name(shard)}.tar"
+
+    def embeddings_file(self, shard: int, embedder_fingerprint: str) -> Path:
+        """DIR/embeddings/shard-NNNNNN.emb-<16 hex of the embedder fingerprint>.npz."""
+        return self.embeddings_dir / f"{shard_name(shard)}.emb-{embedder_fingerprint[:16]}.npz"
+
+    def worker_file(self, worker_id: str) -> Path:
+        """DIR/workers/<worker id>.json."""
+        return self.workers_dir / f"{worker_id}.json"
+
+    def contact_sheet(self, label: str) -> Path:
+        """DIR/report/contact-<label>.png."""
+        return self.report_dir / f"contact-{label}.png"
+
+    def relative(self, path: str | Path) -> str:
+        """A path inside the folder, relative to it, as POSIX text (for records)."""
+        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+
+    # -- state -----------------------------------------------------------------------------
+    def plan_info(self) -> dict:
+        """DIR/plan.json; OutputError when the folder is not a synthdata dataset."""
+        try:
+            return json.loads(self.plan_info_file.read_text())
+        except FileNotFoundError:
+            raise OutputError(f"{self.root} is not a synthdata dataset folder (no {self.PLAN_INFO}); "
+                              "expected the output folder of `synthdata run`") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise OutputError(f"{self.plan_info_file}: unreadable ({exc})") from None
+
+    def is_dataset(self) -> bool:
+        """True when the folder holds a synthdata dataset (a readable plan.json)."""
+        try:
+            self.plan_info()
+        except OutputError:
+            return False
+        return True
+
+    def format_version(self) -> int:
+        """The folder's format (1: made before format versions were recorded)."""
+        return int(self.plan_info().get("format_version", 1))
+
+    def require(self, *, write: bool = False) -> DatasetFolder:
+        """Check this is a dataset folder of a format we can read (or write); return self."""
+        version = self.format_version()
+        allowed = WRITABLE_FORMATS if write else READABLE_FORMATS
+        if version not in allowed:
+            newer = version > max(READABLE_FORMATS)
+            raise OutputError(
+                f"{self.root}: dataset folder format {version} "
+                + ("is newer than this synthdata understands; upgrade synthdata" if newer else
+                   f"is older than this synthdata can {'add to' if write else 'read'} (it writes "
+                   f"format {FORMAT_VERSION}); regenerate the dataset into a new folder"))
+        return self
+
+    def marker(self, shard: int) -> dict | None:
+        """A shard's completion marker, or None when absent or unreadable."""
+        try:
+            return json.loads(self.raw_marker(shard).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def shard_state(self, shard: int, plan_hash: str | None = None, *,
+                    verify: bool = False) -> ShardState:
+        """The one definition of a complete raw shard.
+
+        Complete: its marker exists (for this plan, when `plan_hash` is given), its tar and rows
+        exist, and the tar has the recorded size; with `verify`, also the recorded sha256.
+        """
+        from synthdata.fsutil import sha256_file
+
+        marker = self.marker(shard)
+        if marker is None:
+            return ShardState(shard, False, "no completion marker")
+        if plan_hash is not None and marker.get("plan_hash") != plan_hash:
+            return ShardState(shard, False, "marker is from another plan", marker)
+        tar = self.raw_tar(shard)
+        if not tar.is_file() or not self.raw_rows(shard).is_file():
+            return ShardState(shard, False, "tar or rows missing", marker)
+        if tar.stat().st_size != marker.get("tar_bytes"):
+            return ShardState(shard, False, "tar size differs from its marker", marker)
+        if verify and sha256_file(tar) != marker.get("tar_sha256"):
+            return ShardState(shard, False, "tar sha256 differs from its marker", marker)
+        return ShardState(shard, True, "", marker)
+
+    def is_complete(self, shard: int, plan_hash: str | None = None, *, verify: bool = False) -> bool:
+        """shard_state(...).complete."""
+        return self.shard_state(shard, plan_hash, verify=verify).complete
+
+    def marked_shards(self) -> list[int]:
+        """Shards that have a completion marker file, sorted (complete or not)."""
+        if not self.raw_dir.is_dir():
+            return []
+        return sorted(s for p in self.raw_dir.iterdir()
+                      if p.name.endswith(".done.json") and (s := shard_of(p.name)) is not None)
+
+    def complete_shards(self, plan_hash: str | None = None, *, verify: bool = False) -> list[int]:
+        """Raw shards that are complete (see shard_state), sorted."""
+        return [s for s in self.marked_shards() if self.is_complete(s, plan_hash, verify=verify)]
+
+    def accepted_tars(self) -> list[Path]:
+        """The accepted shard tars, sorted; [] when screening has not run."""
+        if not self.shards_dir.is_dir():
+            return []
+        return sorted(p for p in self.shards_dir.glob("shard-*.tar") if shard_of(p.name) is not None)
