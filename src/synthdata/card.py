@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from synthdata import records
+from synthdata.evaluation.report import evaluation_section
 from synthdata.fsutil import write_text_atomic
 
 CARD = "README.md"
@@ -238,7 +239,7 @@ def card_text(out_dir: str | Path) -> str:
              (f"Samples: {stats['samples']['planned']} planned, {stats['samples']['generated']} "
               f"generated, {accepted} accepted (in `{split}/`)."), "",
              *_model_section(root, spec, run), *_screening_section(screening),
-             *_usage_section(root, split), *_limitations(spec, screening is not None)]
+             *evaluation_section(root), *_usage_section(root, split), *_limitations(spec, screening is not None)]
     return "\n".join(parts)
 
 
