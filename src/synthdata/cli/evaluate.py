@@ -30,9 +30,9 @@ def evaluate(
     """Compare a dataset with real images; write DIR/evaluation/evaluation.json and plots."""
     quiet_environment()
     with user_errors():
-        from synthdata.evaluation.flow import synthdata_evaluate
+        from synthdata.evaluation.flow import evaluate as run_evaluation
 
-        result = synthdata_evaluate(str(out), real, features=features or None, utility=utility,
+        result = run_evaluation(out, real, features=features or None, utility=utility,
                                     test=test, alignment=alignment, seed=seed, device=device)
     fid, floor = result["fid"], result["real_vs_real_fid"]
     console.print(f"[green]evaluated[/] {out}: {result['samples']} synthetic images; FID "

@@ -138,6 +138,41 @@ def _utility(real: RealSet, real_x: np.ndarray, test: RealSet | None, test_x: np
     return out
 
 
+_LISTED: dict[str, RealSet] = {}
+
+
+def _real_set(ref: str) -> RealSet:
+    """The listing of a real set, reusing the one `check_inputs` made in this process."""
+    return _LISTED.pop(str(Path(ref).resolve()), None) or load_real_set(ref)
+
+
+def check_inputs(out_dir: str | Path, real: str, test: str | None = None) -> tuple[RealSet, RealSet | None]:
+    """Everything that can be wrong with the inputs, checked before any flow starts.
+
+    The dataset folder is readable and has shards, the real (and test) sets list, and every
+    label of the spec has a real counterpart by name. Raises SynthdataError subclasses.
+    """
+    import yaml
+
+    folder = DatasetFolder(out_dir).require()
+    dataset_tars(folder)
+    real_set = load_real_set(real)
+    test_set = load_real_set(test) if test else None
+    spec_labels = list((yaml.safe_load(folder.spec_file.read_text()) or {}).get("labels", {}))
+    match_labels(spec_labels, real_set.labels)
+    _LISTED[str(Path(real).resolve())] = real_set
+    if test_set is not None:
+        match_labels(spec_labels, test_set.labels)
+        _LISTED[str(Path(test).resolve())] = test_set
+    return real_set, test_set
+
+
+def evaluate(out_dir: str | Path, real: str, **options) -> dict:
+    """Check the inputs, then run the `synthdata-evaluate` flow (what the CLI calls)."""
+    check_inputs(out_dir, real, options.get("test") if options.get("utility") else None)
+    return synthdata_evaluate(str(out_dir), real, **options)
+
+
 @flow(name="synthdata-evaluate", persist_result=False, validate_parameters=False)
 def synthdata_evaluate(out_dir: str, real: str, features: list[str] | None = None,
                        utility: bool = False, test: str | None = None,
@@ -161,8 +196,8 @@ def _evaluate(folder: DatasetFolder, real_ref: str, extractors: list[str], want_
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     tars, which = dataset_tars(folder)
-    real = load_real_set(real_ref)
-    test = load_real_set(test_ref) if (want_utility and test_ref) else None
+    real = _real_set(real_ref)
+    test = _real_set(test_ref) if (want_utility and test_ref) else None
     timings["list_s"], clock = time.perf_counter() - clock, time.perf_counter()
     data: dict = {"format_version": report.FORMAT_VERSION, "seed": seed, "shards": which,
                   "k": metrics.PRDC_K}

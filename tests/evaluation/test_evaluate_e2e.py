@@ -1,0 +1,81 @@
+"""`synthdata evaluate` end to end: the real CLI and Prefect flow on shards of the demo spec
+(built-in tiny model, noise images) against constructed labelled pictures (helpers.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+from synthdata.cli import app
+from synthdata.evaluation import features as feat
+from synthdata.fsutil import cache_root
+
+pytestmark = pytest.mark.e2e
+
+
+def test_evaluate_cli_writes_json_plots_card_and_private_cache(demo_shards, real_folder,
+                                                              prefect_server, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    runner = CliRunner()
+    args = ["evaluate", str(demo_shards), "--real", str(real_folder), "--features",
+            "efficientnet-lite0", "--features", "pixel", "--utility", "--seed", "3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    evaluation = demo_shards / "evaluation" / "evaluation.json"
+    data = json.loads(evaluation.read_text())
+
+    assert data["shards"] == "raw" and data["extractor"]["name"] == "efficientnet-lite0"
+    assert data["samples"]["synthetic"] == 32 and data["samples"]["real"] == 60
+    for key in ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage"):
+        assert isinstance(data[key], float), key
+    # noise images are far from the pictures; two halves of the pictures are close
+    assert data["real_vs_real"]["fid"] < data["fid"]
+    assert data["per_label"].keys() == {"effusion", "normal", "pneumonia"}
+    assert data["per_extractor"].keys() == {"efficientnet-lite0", "pixel"}
+    assert data["per_extractor"]["pixel"]["extractor"]["dim"] == 1024
+    assert data["labels"] == {"mapping": {"effusion": "effusion", "normal": "normal",
+                                          "pneumonia": "pneumonia"}, "real_only": []}
+    intra = data["diversity"]["intra_prompt"]
+    assert intra["pairs"] > 0 and intra["window"] == 3 and 0 <= intra["ms_ssim"] <= 1
+    assert data["diversity"]["nearest_neighbour"]["synthetic"]["max"] <= 1.0 + 1e-6
+    util = data["utility"]
+    for name in ("real", "synthetic", "real_plus_synthetic"):
+        assert set(util[name]) >= {"auc", "ci_low", "ci_high", "per_label", "n_train"}
+    assert set(util["real_limited"]) == {"10%", "25%"}
+    assert util["real"]["auc"] > 0.9                      # the pictures are easy to tell apart
+    assert util["protocol"]["n_test"] > 0
+    assert str(real_folder) not in evaluation.read_text()  # no real path in the dataset folder
+
+    for plot in ("fidelity.png", "nn_similarity.png", "utility.png"):
+        assert (demo_shards / "evaluation" / plot).stat().st_size > 1000
+
+    # real-image features are cached privately; synthetic shard features beside them
+    private = cache_root() / "private" / "evaluation"
+    files = [p for p in private.rglob("*.npz")]
+    assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in {f.parent for f in files} | {private})
+    assert list((cache_root() / "evaluation" / "features").rglob("*.npz"))
+
+    # the same evaluation again: served from the caches, the same bytes
+    before = evaluation.read_bytes()
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+    assert runner.invoke(app, args).exit_code == 0
+    assert evaluation.read_bytes() == before
+    assert {p: p.stat().st_mtime_ns for p in files} == mtimes
+
+
+def test_evaluate_refuses_unmatched_labels(demo_shards, tmp_path, prefect_server, monkeypatch):
+    from helpers import labelled_images, write_imagefolder
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    real = write_imagefolder(tmp_path / "other", [(n, {"pneumonia": "nodule"}.get(lab, lab), im)
+                                                  for n, lab, im in labelled_images(6)])
+    result = CliRunner().invoke(app, ["evaluate", str(demo_shards), "--real", str(real),
+                                      "--features", "pixel"])
+    assert result.exit_code == 2
+    assert "pneumonia have no real counterpart" in result.output
+    assert "Traceback" not in result.output
