@@ -56,6 +56,11 @@ def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: 
     if not isinstance(data, dict):
         raise SpecError([Problem(source, "expected a YAML mapping at the top level "
                                  f"(name, count, labels, ...), got {type(data).__name__}", line=1)])
+    gen = data.get("generator")
+    if isinstance(gen, dict) and str(gen.get("model", "")).startswith("catalog:"):
+        from synthdata.catalog.expand import expand_catalog
+
+        data = expand_catalog(data, source, _line_for(lines, ("generator", "model")))
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
