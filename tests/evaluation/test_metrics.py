@@ -40,11 +40,31 @@ def reference_kid(a: np.ndarray, b: np.ndarray) -> float:
                  - 2 * kxy.sum() / m ** 2)
 
 
-@pytest.mark.parametrize("dim,shift,scale", [(16, 0.0, 1.0), (64, 0.3, 1.2), (128, 1.0, 0.7)])
-def test_fid_matches_scipy_reference(dim, shift, scale):
-    real, fake = _features(1, 400, dim), _features(2, 300, dim, shift, scale)
+def torchmetrics_fid(a: np.ndarray, b: np.ndarray) -> float:
+    import torch
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    class Given(torch.nn.Module):
+        num_features = a.shape[1]
+
+        def forward(self, x):
+            return x
+
+    metric = FrechetInceptionDistance(feature=Given())
+    metric.update(torch.from_numpy(a.astype(np.float64)), real=True)
+    metric.update(torch.from_numpy(b.astype(np.float64)), real=False)
+    return float(metric.compute())
+
+
+# (n_real, n_fake, dim): more samples than dimensions, and fewer (the low-rank branch)
+@pytest.mark.parametrize("n_real,n_fake,dim,shift,scale", [
+    (400, 300, 16, 0.0, 1.0), (400, 300, 64, 0.3, 1.2), (300, 200, 128, 1.0, 0.7),
+    (60, 90, 128, 0.2, 1.0), (150, 40, 256, 0.5, 1.5)])
+def test_fid_matches_torchmetrics_and_scipy(n_real, n_fake, dim, shift, scale):
+    real, fake = _features(1, n_real, dim), _features(2, n_fake, dim, shift, scale)
     ours = metrics.fid(real, fake)
     assert ours == pytest.approx(reference_fid(real, fake), rel=1e-3)
+    assert ours == pytest.approx(torchmetrics_fid(real, fake), rel=1e-3)
     assert ours > 0
 
 

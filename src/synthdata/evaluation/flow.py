@@ -101,7 +101,8 @@ def per_label(real_x: np.ndarray, real_labels: list[str], synth: Synthetic,
     rl = np.array(real_labels)
     sl = np.array([mapping[lab] for lab in synth.labels])
     for label in sorted(set(mapping.values())):
-        out[label] = metrics.fidelity(real_x[rl == label], synth.features[sl == label], seed=seed)
+        out[label] = metrics.fidelity(real_x[rl == label], synth.features[sl == label], seed=seed,
+                                      kid_subsets=metrics.KID_SUBSETS_DETAIL)
     return out
 
 
@@ -110,7 +111,7 @@ def fidelity_block(real: RealSet, real_x: np.ndarray, synth: Synthetic, mapping:
     """Headline metrics, per label and the real-vs-real floor for one extractor."""
     labels = [i.label for i in real.items]
     a, b = split_items(real.items, 0.5, seed)
-    floor = metrics.fidelity(real_x[a], real_x[b], seed=seed)
+    floor = metrics.fidelity(real_x[a], real_x[b], seed=seed, kid_subsets=metrics.KID_SUBSETS_DETAIL)
     return {**metrics.fidelity(real_x, synth.features, seed=seed),
             "per_label": per_label(real_x, labels, synth, mapping, seed),
             "real_vs_real": floor}

@@ -1,10 +1,11 @@
 """Fidelity metrics on feature rows: FID, KID, precision/recall/density/coverage, NN similarity.
 
-Maintained implementations do the math: torchmetrics' `FrechetInceptionDistance` and
-`KernelInceptionDistance` (fed our features through an identity "feature extractor", in
-float64) and `prdc` (Naeem et al. 2020, the authors' code) for precision, recall, density and
-coverage at k=5. The tests check FID and KID against a straightforward numpy/scipy reference on
-the same features (1e-3 relative) and PRDC on constructed sets with known answers.
+Maintained implementations do most of the math: torchmetrics' `KernelInceptionDistance` (fed
+our features through an identity "feature extractor", in float64) and `prdc` (Naeem et al.
+2020, the authors' code) for precision, recall, density and coverage at k=5. FID is computed
+here because torchmetrics' general eigensolver was 5x slower at 1280-d; the tests hold it to
+torchmetrics' `FrechetInceptionDistance` and to a numpy/scipy reference on the same features
+(1e-3 relative), KID to a numpy reference, and PRDC to constructed sets with known answers.
 
 KID draws random subsets: here from a seeded generator, so the same features give the same
 numbers. Metrics that need more samples than a set has are reported as None with the reason,
@@ -21,7 +22,8 @@ import warnings
 import numpy as np
 
 PRDC_K = 5
-KID_SUBSETS = 100
+KID_SUBSETS = 100          # the headline KID (Bińkowski et al.: 100 subsets of 1000)
+KID_SUBSETS_DETAIL = 20    # per label and real-vs-real: 5x cheaper, the mean is unbiased either way
 KID_SUBSET_SIZE = 1000
 
 
@@ -48,15 +50,35 @@ def _tensor(x: np.ndarray):
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (torchmetrics, float64)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
+    """Fréchet distance between Gaussians fitted to two feature sets, in float64.
 
+    ||mu_r - mu_f||^2 + tr(S_r) + tr(S_f) - 2 tr sqrt(S_r S_f), with the trace of the matrix
+    square root taken through symmetric decompositions instead of a general eigensolver (the
+    tests hold it to torchmetrics' and scipy's answers): the eigenvalues of S_r S_f are the
+    squared singular values of A_f A_r^T / sqrt((n_r - 1)(n_f - 1)) (A = centred features), so
+    with fewer samples than dimensions tr sqrt(S_r S_f) is that matrix's nuclear norm; otherwise
+    it is sum sqrt(eig(S_r^1/2 S_f S_r^1/2)). Measured: 0.9 s instead of 5.1 s at 1280-d.
+    """
     if len(real) < 2 or len(fake) < 2:
         raise ValueError("FID needs at least 2 samples on each side")
-    metric = FrechetInceptionDistance(feature=_identity(real.shape[1]), reset_real_features=True)
-    metric.update(_tensor(real), real=True)
-    metric.update(_tensor(fake), real=False)
-    return float(metric.compute())
+    a = np.asarray(real, np.float64)
+    b = np.asarray(fake, np.float64)
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    ac, bc = a - mu_a, b - mu_b
+    na, nb, d = len(a), len(b), a.shape[1]
+    trace_a = float((ac * ac).sum()) / (na - 1)
+    trace_b = float((bc * bc).sum()) / (nb - 1)
+    if min(na, nb) <= d:
+        cross = (bc @ ac.T) / np.sqrt((na - 1) * (nb - 1))
+        tr_sqrt = float(np.linalg.svd(cross, compute_uv=False).sum())
+    else:
+        s_a = ac.T @ ac / (na - 1)
+        s_b = bc.T @ bc / (nb - 1)
+        w, v = np.linalg.eigh(s_a)
+        root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        inner = np.linalg.eigvalsh(root @ s_b @ root)
+        tr_sqrt = float(np.sqrt(np.clip(inner, 0, None)).sum())
+    return float(((mu_a - mu_b) ** 2).sum() + trace_a + trace_b - 2 * tr_sqrt)
 
 
 def kid(real: np.ndarray, fake: np.ndarray, *, subsets: int = KID_SUBSETS,
@@ -123,7 +145,8 @@ def summary(values: np.ndarray) -> dict[str, float | None]:
             "p95": float(np.quantile(v, 0.95)), "max": float(v.max())}
 
 
-def fidelity(real: np.ndarray, fake: np.ndarray, *, k: int = PRDC_K, seed: int = 0) -> dict:
+def fidelity(real: np.ndarray, fake: np.ndarray, *, k: int = PRDC_K, seed: int = 0,
+             kid_subsets: int = KID_SUBSETS) -> dict:
     """fid, kid, kid_std, precision, recall, density, coverage and the sample counts.
 
     A metric that cannot be computed on sets this small is None, with a note saying why.
@@ -135,7 +158,8 @@ def fidelity(real: np.ndarray, fake: np.ndarray, *, k: int = PRDC_K, seed: int =
     except ValueError as exc:
         out["fid"], _ = None, notes.append(f"fid: {exc}")
     try:
-        out["kid"], out["kid_std"] = kid(real, fake, seed=seed)
+        out["kid"], out["kid_std"] = kid(real, fake, subsets=kid_subsets, seed=seed)
+        out["kid_subsets"] = kid_subsets
     except ValueError as exc:
         out["kid"] = out["kid_std"] = None
         notes.append(f"kid: {exc}")
