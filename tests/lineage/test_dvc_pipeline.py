@@ -52,6 +52,10 @@ def project(tmp_path, prefect_server, monkeypatch) -> Path:
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(root / "real" / f"r{i}.png")
+    for n, label in enumerate(("normal", "pneumonia", "effusion") * 4):   # for the evaluate stage
+        (root / "data" / "real-labelled" / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(
+            root / "data" / "real-labelled" / label / f"r{n}.png")
     spec = yaml.safe_load(DEMO_SPEC.read_text())
     spec.update(count=8, shards={"size": 8}, memorization={"reference": ["real"]})
     spec["generator"].update(steps=2, batch_size=4)
@@ -77,10 +81,11 @@ def test_repro_twice_partial_reruns_and_push_pull(project):
         spec[section] = {**spec.get(section, {}), **values}
         spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
 
-    everything = {"resolve", "plan", "generate", "screen", "report"}
+    everything = {"resolve", "plan", "generate", "screen", "report", "evaluate"}
     with Repo(str(project)) as repo:
         assert _ran(repo.reproduce()) == everything
         assert (out / "stats.json").is_file() and (out / "manifest.parquet").is_file()
+        assert "fid" in repo.metrics.show()[""]["data"][str(Path("datasets/demo-cxr/evaluation/evaluation.json"))]["data"]
         assert repo.reproduce() == [], "second repro does nothing"
 
         edit("execution", workers=1)                 # performance only

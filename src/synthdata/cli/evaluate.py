@@ -26,6 +26,8 @@ def evaluate(
         "--alignment", help="local CLIP-style image-text model folder for alignment scores")] = None,
     seed: Annotated[int, typer.Option(help="seed of splits, subsets and bootstrap")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    card: Annotated[bool, typer.Option("--card/--no-card", help="refresh the dataset card's "
+                                       "evaluation section (when the folder has a card)")] = True,
 ) -> None:
     """Compare a dataset with real images; write DIR/evaluation/evaluation.json and plots."""
     quiet_environment()
@@ -33,7 +35,8 @@ def evaluate(
         from synthdata.evaluation.flow import evaluate as run_evaluation
 
         result = run_evaluation(out, real, features=features or None, utility=utility,
-                                    test=test, alignment=alignment, seed=seed, device=device)
+                                    test=test, alignment=alignment, seed=seed, device=device,
+                                    card=card)
     fid, floor = result["fid"], result["real_vs_real_fid"]
     console.print(f"[green]evaluated[/] {out}: {result['samples']} synthetic images; FID "
                   f"{fid if fid is None else f'{fid:.4g}'} (real vs real "

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from synthdata.errors import OutputError
 from synthdata.evaluation import diversity as div
@@ -31,6 +32,9 @@ from synthdata.fsutil import write_json_atomic
 from synthdata.screening.shardio import decode_png
 
 TEST_FRACTION = 0.3
+# Feature tasks at once: two let one shard's decoding overlap another's model forward; more
+# only oversubscribe torch's own threads (one model per process is shared by all of them).
+FEATURE_WORKERS = 2
 
 
 @task(name="shard-features", retries=1, cache_policy=NO_CACHE, persist_result=False,
@@ -174,26 +178,29 @@ def evaluate(out_dir: str | Path, real: str, **options) -> dict:
     return synthdata_evaluate(str(out_dir), real, **options)
 
 
-@flow(name="synthdata-evaluate", persist_result=False, validate_parameters=False)
+@flow(name="synthdata-evaluate", persist_result=False, validate_parameters=False,
+      task_runner=ThreadPoolTaskRunner(max_workers=FEATURE_WORKERS))
 def synthdata_evaluate(out_dir: str, real: str, features: list[str] | None = None,
                        utility: bool = False, test: str | None = None,
                        alignment: str | None = None, seed: int = 0, device: str = "auto",
-                       max_pairs: int = div.MAX_PAIRS, bootstrap: int = BOOTSTRAP) -> dict:
-    """Evaluate a dataset folder against real images; write DIR/evaluation/. Returns a summary."""
+                       max_pairs: int = div.MAX_PAIRS, bootstrap: int = BOOTSTRAP,
+                       card: bool = True) -> dict:
+    """Evaluate a dataset folder against real images; write DIR/evaluation/ (and refresh the
+    dataset card when there is one and `card`). Returns a summary."""
     from synthdata.outputs import acquire_lock
 
     folder = DatasetFolder(out_dir).require()
     lock = acquire_lock(folder.root)
     try:
         return _evaluate(folder, real, list(features or [feat.DEFAULT_EXTRACTOR]), utility, test,
-                         alignment, seed, device, max_pairs, bootstrap)
+                         alignment, seed, device, max_pairs, bootstrap, card)
     finally:
         lock.release()
 
 
 def _evaluate(folder: DatasetFolder, real_ref: str, extractors: list[str], want_utility: bool,
               test_ref: str | None, alignment_model: str | None, seed: int, device: str,
-              max_pairs: int, bootstrap: int) -> dict:
+              max_pairs: int, bootstrap: int, card: bool) -> dict:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     tars, which = dataset_tars(folder)
@@ -255,14 +262,15 @@ def _evaluate(folder: DatasetFolder, real_ref: str, extractors: list[str], want_
                                      for n, c in enumerate(feat.real_chunks(test.items))])
         data["utility"] = _utility(real, real_x, test, test_x, synth, mapping, seed, bootstrap)
         timings["utility_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    _write(folder, data, nn_synth, nn_real)
+    _write(folder, data, nn_synth, nn_real, card)
     timings["write_s"] = time.perf_counter() - clock
     return {"out_dir": str(folder.root), "evaluation": str(report.evaluation_file(folder)),
             "fid": data["fid"], "real_vs_real_fid": data["real_vs_real"]["fid"],
             "samples": data["samples"]["synthetic"], "timings": timings}
 
 
-def _write(folder: DatasetFolder, data: dict, nn_synth: np.ndarray, nn_real: np.ndarray) -> None:
+def _write(folder: DatasetFolder, data: dict, nn_synth: np.ndarray, nn_real: np.ndarray,
+           card: bool) -> None:
     """evaluation.json, plots, the card (when there is one) and Prefect artifacts."""
     out = folder.evaluation_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -271,7 +279,7 @@ def _write(folder: DatasetFolder, data: dict, nn_synth: np.ndarray, nn_real: np.
     plots.nn_plot(nn_synth, nn_real, out / "nn_similarity.png")
     if "utility" in data:
         plots.utility_plot(data["utility"], out / "utility.png")
-    if folder.card_file.is_file():
+    if card and folder.card_file.is_file():
         from synthdata.card import write_card
 
         write_card(folder.root)
