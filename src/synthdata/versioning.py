@@ -38,7 +38,7 @@ TRACKED_FILES = ("plan.parquet", "manifest.parquet", "screening.parquet")
 # What a synthdata output folder holds; `reset` removes exactly these.
 DATASET_ENTRIES = ("spec.yaml", "plan.json", "plan.parquet", "run.json", "raw", "shards", "workers",
                    "screening.parquet", "screening.json", "screening_report.json", "screening_report.png",
-                   "embeddings", "manifest.parquet", "stats.json", "README.md", "report")
+                   "embeddings", "manifest.parquet", "stats.json", "README.md", "report", "evaluation")
 LOCK_NAME = "synthdata-dvc.lock"
 LOCK_TIMEOUT_S = 600
 DVC_LOCK_RETRIES = 20

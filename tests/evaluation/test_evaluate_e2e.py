@@ -11,10 +11,24 @@ import pytest
 from typer.testing import CliRunner
 
 from synthdata.cli import app
-from synthdata.evaluation import features as feat
+from synthdata.evaluation import evaluation_section
 from synthdata.fsutil import cache_root
 
 pytestmark = pytest.mark.e2e
+
+
+def _artifacts(keys: list[str]) -> dict:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=keys)))
+
+    return {a.key: a for a in asyncio.run(read())}
 
 
 def test_evaluate_cli_writes_json_plots_card_and_private_cache(demo_shards, real_folder,
@@ -52,6 +66,12 @@ def test_evaluate_cli_writes_json_plots_card_and_private_cache(demo_shards, real
 
     for plot in ("fidelity.png", "nn_similarity.png", "utility.png"):
         assert (demo_shards / "evaluation" / plot).stat().st_size > 1000
+    card = "\n".join(evaluation_section(demo_shards))
+    assert card.startswith("## Evaluation against real images") and "real vs real (floor)" in card
+    assert f"{data['fid']:.4g}" in card and "real_plus_synthetic" in card
+    artifacts = _artifacts(["demo-cxr-fidelity", "demo-cxr-evaluation"])
+    assert artifacts["demo-cxr-fidelity"].type == "table" and "effusion" in str(artifacts["demo-cxr-fidelity"].data)
+    assert "Utility" in artifacts["demo-cxr-evaluation"].data
 
     # real-image features are cached privately; synthetic shard features beside them
     private = cache_root() / "private" / "evaluation"

@@ -283,6 +283,8 @@ def _write(folder: DatasetFolder, data: dict, nn_synth: np.ndarray, nn_real: np.
         from synthdata.card import write_card
 
         write_card(folder.root)
-    info = folder.plan_info()
-    name = info.get("name") or info.get("dataset") or folder.root.name
+    import yaml
+
+    spec = yaml.safe_load(folder.spec_file.read_text()) if folder.spec_file.is_file() else {}
+    name = (spec or {}).get("name") or folder.root.name
     report.publish_artifacts(data, str(name))
