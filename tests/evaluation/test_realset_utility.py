@@ -121,3 +121,17 @@ def test_utility_is_deterministic_and_sees_signal():
     assert wrong["real"] == first["real"]
     other_seed = utility(xr, yr, xt, yt, xs, ys, seed=6, bootstrap=200)
     assert other_seed["real"]["ci_low"] != first["real"]["ci_low"]
+
+
+def test_synthdata_phantoms_output_works_as_is(tmp_path):
+    """`synthdata phantoms` (procedural phantoms, not clinical data) is a table-layout real set."""
+    from synthdata.phantoms import write_phantoms
+
+    write_phantoms(tmp_path / "phantoms", count=40, seed=3, size=64)
+    real = load_real_set(tmp_path / "phantoms")
+    assert real.layout == "table" and len(real.items) == 40
+    assert set(real.labels) == {"normal", "effusion", "consolidation", "nodule", "cardiomegaly"}
+    assert all(item.group.startswith("PH") for item in real.items)        # patient ids
+    a, b = split_items(real.items, 0.5, seed=1)
+    assert {real.items[i].group for i in a}.isdisjoint({real.items[i].group for i in b})
+    assert next(read_images(real.items[:1])).shape == (64, 64)
