@@ -224,6 +224,9 @@ def _evaluate(folder: DatasetFolder, real_ref: str, extractors: list[str], want_
     synth, real_x, extractor = first
     main = blocks[extractors[0]]
     data.update({k: main[k] for k in ("extractor", *report.HEADLINE, "per_label", "real_vs_real")})
+    data["kid_subsets"] = main.get("kid_subsets")
+    if main.get("notes"):
+        data["notes"] = main["notes"]
     if len(extractors) > 1:
         data["per_extractor"] = blocks
     counts_real = real.counts()
