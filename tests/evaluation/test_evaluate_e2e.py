@@ -126,7 +126,8 @@ def test_models_add_registers_a_trained_folder_with_its_evaluation(evaluated, de
     train = tmp_path / "train-out"
     shutil.copytree(ensure_builtin("tiny"), train / "model")
     (train / "train.json").write_text(json.dumps({"name": "tiny-copy", "method": "full",
-                                                  "base_fingerprint": "b" * 64}))
+                                                  "base_fingerprint": "b" * 64,
+                                                  "outputs": {"model": {"path": "model"}}}))
     user = tmp_path / "catalog"
     result = CliRunner().invoke(app, ["models", "add", str(train), "--evaluation", str(demo_shards),
                                       "--real-set-name", "pictures-60", "--modality", "X-ray",

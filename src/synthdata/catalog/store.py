@@ -129,7 +129,8 @@ def evaluation_figures(evaluation_json: dict, real_set_name: str, measured_by: s
 
 
 def _model_folder(train_dir: Path, train: dict) -> Path:
-    for candidate in (train.get("model_dir"), train.get("model"), "model", "."):
+    recorded = ((train.get("outputs") or {}).get("model") or {}).get("path")
+    for candidate in (recorded, "model", "."):
         if isinstance(candidate, str):
             p = Path(candidate)
             p = p if p.is_absolute() else train_dir / p
@@ -171,8 +172,8 @@ def add(train_dir: str | Path, *, entry_id: str | None = None, evaluation: str |
             "source": {"path": str(model)}, "modality": "unknown", "specialty": "unknown",
             "body_part": "unknown", "license": "unknown", "resolution": 512,
             "training": {k: train[k] for k in ("method", "base", "base_fingerprint",
-                                               "data_fingerprint", "images", "spec_hash")
-                         if k in train},
+                                               "data_fingerprint", "images", "spec_hash",
+                                               "output_fingerprint") if k in train},
             "evaluations": [e.model_dump(mode="json") for e in evaluations]}
     base.update({k: v for k, v in fields.items() if v is not None})
     try:
