@@ -325,15 +325,16 @@ def write_shard(spec: Spec, job: JobInfo, gen: ImageGenerator, out_dir: str | Pa
                 records.append(record)
                 yield sample
 
-        count = write_tar(folder.raw_tar(shard), samples())
+        written = write_tar(folder.raw_tar(shard), samples())
     with atomic_path(folder.raw_rows(shard)) as tmp:
         pq.write_table(pa.Table.from_pylist(records), tmp)
     described = gen.describe()
+    count = written.count
     write_marker(folder, shard, {
         "count": count, "spec_hash": job.spec_hash, "plan_hash": job.plan_hash,
         "model_fingerprint": job.model_fingerprint,
         "device_type": device_type(described["device"]), "dtype": described["dtype"],
-        "speed": described.get("speed", {})})
+        "speed": described.get("speed", {})}, written)
     return count
 
 
