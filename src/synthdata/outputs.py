@@ -12,7 +12,7 @@ import yaml
 from synthdata import plan as planning
 from synthdata.errors import OutputError
 from synthdata.fsutil import write_json_atomic, write_text_atomic
-from synthdata.spec import NON_DATA_SECTIONS, Spec, resolved_dict, resolved_yaml, spec_hash
+from synthdata.spec import Spec, data_view, resolved_dict, resolved_yaml, spec_hash
 
 LOCK_NAME = ".synthdata.lock"
 
@@ -40,8 +40,9 @@ def acquire_lock(root: Path, wait_seconds: float = 0) -> filelock.FileLock:
 
 
 def _changed_fields(old: dict, new: dict) -> list[str]:
+    old, new = data_view(old), data_view(new)
     keys = sorted(set(old) | set(new))
-    return [k for k in keys if k not in NON_DATA_SECTIONS and old.get(k) != new.get(k)]
+    return [k for k in keys if old.get(k) != new.get(k)]
 
 
 def check_identity(root: Path, spec: Spec) -> None:
@@ -80,6 +81,10 @@ def prepare(root: Path, spec: Spec) -> PreparedOutput:
         return PreparedOutput(root, s_hash, p_hash, info["shards"])
     write_text_atomic(root / "spec.yaml", resolved_yaml(spec))
     p_hash = planning.write_plan(spec, root / "plan.parquet")
+    if spec.cohort is not None:
+        from synthdata.cohort.report import write_cohort_summary
+
+        write_cohort_summary(spec, root)
     counts = planning.label_counts(spec)
     write_json_atomic(info_file, {
         "spec_hash": s_hash, "plan_hash": p_hash, "count": sum(counts.values()),

@@ -38,15 +38,73 @@ def check_spec(spec: Spec) -> list[tuple[FieldPath, str]]:
     """Every cross-field problem of a structurally valid spec, as (field path, message)."""
     problems: list[tuple[FieldPath, str]] = []
     problems += _check_templates(spec)
-    problems += _check_counts(spec)
+    problems += _check_cohort(spec) if spec.cohort is not None else _check_no_cohort(spec)
+    if spec.cohort is None or spec.cohort.mode == "explicit":
+        problems += _check_counts(spec)
+    problems += _check_qc(spec)
     problems += _check_paths(spec)
     return problems
 
 
+def _check_no_cohort(spec: Spec) -> list[tuple[FieldPath, str]]:
+    return [(("labels", name, "where"), "`where` selects rows of a cohort table; add a `cohort:` "
+             "section or remove it") for name, cfg in spec.labels.items() if cfg.where is not None]
+
+
+def _check_cohort(spec: Spec) -> list[tuple[FieldPath, str]]:
+    """Cohort checks that need no table (the table's own are in synthdata.cohort)."""
+    cohort = spec.cohort
+    out: list[tuple[FieldPath, str]] = []
+    columns = set(cohort.columns)
+    for var in sorted(columns & set(spec.vars)):
+        out.append((("vars", var), f"{var!r} is also a cohort column variable; rename one of them"))
+    for name, cfg in spec.labels.items():
+        for var in sorted(columns & set(cfg.vars)):
+            out.append((("labels", name, "vars", var), f"{var!r} is also a cohort column variable; "
+                        "rename one of them"))
+        if cohort.mode == "mirror" and (cfg.weight is not None or cfg.count is not None):
+            out.append((("labels", name), "cohort.mode is mirror: label counts follow the table; "
+                        "remove weight/count, or set cohort.mode: explicit"))
+    for role in ("sex", "age"):
+        var = getattr(cohort.report, role)
+        if var is not None and var not in columns:
+            out.append((("cohort", "report", role), f"{var!r} is not a cohort column variable "
+                        f"(known: {', '.join(sorted(columns)) or 'none'})"))
+    if cohort.stratify is not None:
+        unknown = [v for v in cohort.stratify.by if v not in columns]
+        if unknown:
+            out.append((("cohort", "stratify", "by"), f"not cohort column variables: {', '.join(unknown)} "
+                        f"(known: {', '.join(sorted(columns)) or 'none'})"))
+    return out
+
+
+def _check_qc(spec: Spec) -> list[tuple[FieldPath, str]]:
+    if spec.qc is None:
+        return []
+    out: list[tuple[FieldPath, str]] = []
+    cohort_vars = set(spec.cohort.columns) if spec.cohort is not None else set()
+    for i, check in enumerate(spec.qc.checks):
+        if check.check != "classifier":
+            continue
+        path: FieldPath = ("qc", "checks", i)
+        for name, cfg in spec.labels.items():
+            known = set(spec.vars) | set(cfg.vars) | cohort_vars
+            if check.target not in known:
+                out.append((path + ("variable",), f"label {name!r} has no variable {check.target!r} "
+                            f"to compare the classifier's {check.attribute!r} with "
+                            f"(known: {', '.join(sorted(known)) or 'none'})"))
+                break
+        if not Path(check.model).is_dir():
+            out.append((path + ("model",), f"classifier folder {check.model!r} does not exist "
+                        "(taken from the spec file's folder)"))
+    return out
+
+
 def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
     out = []
+    cohort_vars = set(spec.cohort.columns) if spec.cohort is not None else set()
     for label, cfg in spec.labels.items():
-        known = set(spec.vars) | set(cfg.vars)
+        known = set(spec.vars) | set(cfg.vars) | cohort_vars
         for i, template in enumerate(cfg.prompts):
             path: FieldPath = ("labels", label, "prompts", i)
             try:
