@@ -204,12 +204,23 @@ def build_index(cohort: Cohort, table: Table, wheres: dict[str, str | None]) -> 
     frame = expr.Frame(cells, missing, cohort.separator, f"table {table.name}")
     n = table.n_rows
     keep = np.ones(n, dtype=bool)
-    try:
-        if filt is not None:
-            reasons["filter is false"] = ~expr.evaluate(filt, frame)
-        matches = {name: expr.evaluate(node, frame) for name, node in compiled.items()}
-    except expr.ExprError as exc:
-        raise CohortProblems([(("cohort",), str(exc))]) from None
+    matches = {}
+    for path, node in [(("cohort", "filter"), filt),
+                       *[(("labels", name, "where"), node) for name, node in compiled.items()]]:
+        if node is None:
+            continue
+        try:
+            result = expr.evaluate(node, frame)
+        except expr.ExprError as exc:
+            text = cohort.filter if path[0] == "cohort" else wheres[path[1]]
+            problems.append((path, f"in {text!r}: {exc}"))
+            continue
+        if path[0] == "cohort":
+            reasons["filter is false"] = ~result
+        else:
+            matches[path[1]] = result
+    if problems:
+        raise CohortProblems(problems)
     for var, m in mapped.items():
         reasons[f"blank {cohort.columns[var].column} ({var})"] = m.left_out
     left_out: dict[str, int] = {}

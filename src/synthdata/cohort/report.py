@@ -4,8 +4,8 @@
 DIR/cohort.json: the table's summary and the *requested* distribution, i.e. the expected count of
 each cell (label x sex x age decade x stratification variables) given the label counts and the
 rows of each label (and stratum). `cohort_report(folder)` needs only the folder: it counts the
-same cells in plan.parquet (*planned*) and among the accepted samples of manifest.parquet
-(*realized*), and measures the gap by total variation distance (half the L1 distance of the
+same cells in plan.parquet (*planned*) and among the samples of manifest.parquet (*realized*: the
+accepted ones once screening has run, else the generated ones), and measures the gap by total variation distance (half the L1 distance of the
 shares). `draw_cohort_plot` and `cohort_section` turn that into a PNG and card lines.
 """
 
@@ -129,14 +129,15 @@ def cohort_report(folder: str | Path | DatasetFolder) -> dict:
     requested = {tuple(c["cell"]): c["expected"] for c in summary["requested"]}
     plan = pq.read_table(folder.plan_file, columns=["key", "label", "vars", "deid_markers"]).to_pylist()
     planned = _counts(plan, dims)
-    realized = markers_realized = None
+    realized = markers_realized = realized_from = None
     if folder.manifest_file.is_file():
         manifest = pq.read_table(folder.manifest_file, columns=["key", "accepted"]).to_pylist()
-        if any(m["accepted"] is not None for m in manifest):
-            accepted = {m["key"] for m in manifest if m["accepted"]}
-            kept = [r for r in plan if r["key"] in accepted]
-            realized = _counts(kept, dims)
-            markers_realized = sum(bool(r["deid_markers"]) for r in kept)
+        screened = any(m["accepted"] is not None for m in manifest)
+        realized_from = "accepted" if screened else "generated"
+        keys = {m["key"] for m in manifest if m["accepted"] or not screened}
+        kept = [r for r in plan if r["key"] in keys]
+        realized = _counts(kept, dims)
+        markers_realized = sum(bool(r["deid_markers"]) for r in kept)
     cells = sorted(set(requested) | set(planned) | set(realized or {}))
     labels: dict[str, dict] = {name: {"requested": 0.0, "planned": 0, "realized": 0}
                                for name in summary["label_order"]}
@@ -151,6 +152,7 @@ def cohort_report(folder: str | Path | DatasetFolder) -> dict:
     return {
         "dimensions": ["label", *dims], "variables": dims, "table": summary["table"],
         "mode": summary["mode"], "rules": summary["rules"], "labels": labels,
+        "realized_from": realized_from,
         "cells": [{"cell": list(c), "requested": round(requested.get(c, 0.0), 6),
                    "planned": planned.get(c, 0),
                    "realized": realized.get(c, 0) if realized is not None else None} for c in cells],
@@ -223,7 +225,8 @@ def cohort_section(folder: str | Path | DatasetFolder) -> list[str]:
     left = ", ".join(f"{k}: {v}" for k, v in table["left_out"].items()) or "none"
     t = report["tvd"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    rows = ["| label | requested | planned | accepted |", "|---|---|---|---|"]
+    realized_as = report.get("realized_from") or "accepted"
+    rows = [f"| label | requested | planned | {realized_as} |", "|---|---|---|---|"]
     for label, e in report["labels"].items():
         rows.append(f"| {label} | {e['requested']:g} | {e['planned']} | "
                     f"{'-' if e['realized'] is None else e['realized']} |")
@@ -234,12 +237,13 @@ def cohort_section(folder: str | Path | DatasetFolder) -> list[str]:
              (f"- mode `{report['mode']}`; uncertain findings: {report['rules']['uncertain']}, "
               f"blank findings: {report['rules']['missing']}; a row takes the first label whose "
               "`where` holds"),
-             (f"- requested vs planned vs accepted over {' x '.join(report['dimensions'])}: total "
+             (f"- requested vs planned vs {realized_as} over {' x '.join(report['dimensions'])}: total "
               f"variation distance {fmt(t['planned_vs_requested'])} (planned), "
-              f"{fmt(t['realized_vs_requested'])} (accepted); details in `cohort_report.json`"),
+              f"{fmt(t['realized_vs_requested'])} ({realized_as}); details in `cohort_report.json`"),
              (f"- samples whose source report text held de-identification markers (removed before "
               f"prompting; `deid_markers` in plan.parquet): {report['deid_markers']['planned']} "
-              f"planned, {'-' if report['deid_markers']['realized'] is None else report['deid_markers']['realized']} accepted"),
+              f"planned, {'-' if report['deid_markers']['realized'] is None else report['deid_markers']['realized']} "
+              f"{realized_as}"),
              "- `source_row` in plan.parquet names each sample's table row (a pseudonym when the "
              "table has patient ids); real images are not used", "", *rows, ""]
     if folder.cohort_plot_file.is_file():

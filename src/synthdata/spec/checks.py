@@ -97,7 +97,26 @@ def _check_qc(spec: Spec) -> list[tuple[FieldPath, str]]:
         if not Path(check.model).is_dir():
             out.append((path + ("model",), f"classifier folder {check.model!r} does not exist "
                         "(taken from the spec file's folder)"))
+            continue
+        out += _check_classifier_config(check, path)
     return out
+
+
+def _check_classifier_config(check, path: FieldPath) -> list[tuple[FieldPath, str]]:
+    from synthdata.errors import ModelError
+    from synthdata.qc.classifier import read_config
+
+    try:
+        outputs = read_config(check.model)["outputs"]
+    except ModelError as exc:
+        return [(path + ("model",), str(exc))]
+    if check.attribute not in outputs:
+        return [(path + ("attribute",), f"the classifier has no output {check.attribute!r} "
+                 f"(outputs: {', '.join(outputs)})")]
+    if outputs[check.attribute]["type"] == "numeric" and check.tolerance is None:
+        return [(path + ("tolerance",), f"{check.attribute!r} is numeric: give a tolerance "
+                 "(e.g. 16 for age in years)")]
+    return []
 
 
 def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
