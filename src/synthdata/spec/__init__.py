@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from synthdata.errors import Problem, SpecError
 from synthdata.spec.checks import check_spec, template_slots
 from synthdata.spec.models import Spec
+from synthdata.spec.qc import CHECK_TAGS
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
 __all__ = ["Spec", "NON_DATA_SECTIONS", "data_view", "dataset_dict", "load_spec", "parse_spec", "spec_hash", "resolved_yaml", "json_schema",
@@ -37,6 +38,9 @@ def _pydantic_problems(exc: ValidationError, source: str, lines: dict) -> list[P
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if p not in ("function-after", "[key]")
                     and not (isinstance(p, str) and p.startswith(("function-", "literal[", "int", "float"))))
+        # a tagged union (qc.checks) puts the tag in the path: checks.3.dynamic_range.min_range
+        loc = tuple(p for i, p in enumerate(loc)
+                    if not (p in CHECK_TAGS and i >= 2 and loc[i - 2] == "checks" and isinstance(loc[i - 1], int)))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; `synthdata schema` lists the allowed fields)"

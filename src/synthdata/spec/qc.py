@@ -81,6 +81,7 @@ class ClassifierCheck(StrictModel):
         return self.variable or self.attribute
 
 
+CHECK_TAGS = ("blank", "saturated", "non_finite", "dynamic_range", "near_duplicate", "classifier")
 QCCheck = Annotated[BlankCheck | SaturatedCheck | NonFiniteCheck | DynamicRangeCheck
                     | NearDuplicateCheck | ClassifierCheck, Field(discriminator="check")]
 
