@@ -106,20 +106,25 @@ def total_count(spec: Spec) -> int:
     return sum(label_counts(spec).values())
 
 
-def permute(indices: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """A keyed bijection of [0, n): a 4-round Feistel network with cycle walking."""
+def permute(indices: np.ndarray, n: int, seed: int | np.ndarray) -> np.ndarray:
+    """A keyed bijection of [0, n): a 4-round Feistel network with cycle walking.
+
+    `seed` is one key, or an array of keys aligned with `indices` (each element permuted by its
+    own key: many small permutations in one vectorised call).
+    """
     half = max(1, math.ceil(max(1, (n - 1).bit_length()) / 2))
     mask = np.uint64((1 << half) - 1)
+    keys = np.asarray(seed, dtype=np.uint64)
 
-    def rounds(x: np.ndarray) -> np.ndarray:
+    def rounds(x: np.ndarray, k: np.ndarray) -> np.ndarray:
         left, right = x >> np.uint64(half), x & mask
         for r in range(4):
-            left, right = right, left ^ (mix(seed, _STREAM_PERM, r, right) & mask)
+            left, right = right, left ^ (mix(k, _STREAM_PERM, r, right) & mask)
         return (left << np.uint64(half)) | right
 
-    y = rounds(indices.astype(np.uint64))
+    y = rounds(indices.astype(np.uint64), keys)
     while (bad := y >= np.uint64(n)).any():
-        y[bad] = rounds(y[bad])
+        y[bad] = rounds(y[bad], keys if keys.ndim == 0 else keys[bad])
     return y.astype(np.int64)
 
 

@@ -16,6 +16,8 @@ import json
 import threading
 from collections import OrderedDict
 
+import numpy as np
+
 from synthdata.cohort.index import CohortIndex, CohortProblems, build_index
 from synthdata.cohort.table import Table, TableError, read_table
 from synthdata.spec.models import Spec
@@ -85,10 +87,12 @@ def row_pseudonyms(spec: Spec, rows) -> list[str]:
     pseudonym of (table sha256, row) keyed by this machine's pseudonym key."""
     if spec.cohort.patient_column is None:
         return [str(int(r)) for r in rows]
-    from synthdata.privacy import pseudonymize
+    from synthdata.privacy import pseudonymize_many
 
     sha = cohort_index(spec).sha256
-    return [pseudonymize(f"{sha}:{int(r)}", ROW_KIND) for r in rows]
+    unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+    names = pseudonymize_many([f"{sha}:{int(r)}" for r in unique], ROW_KIND)
+    return [names[i] for i in inverse]
 
 
 def patient_pseudonyms(spec: Spec, rows) -> list[str | None]:
@@ -96,10 +100,12 @@ def patient_pseudonyms(spec: Spec, rows) -> list[str | None]:
     `patient_column`)."""
     if spec.cohort.patient_column is None:
         return [None] * len(rows)
-    from synthdata.privacy import pseudonymize
+    from synthdata.privacy import pseudonymize_many
 
     patients = cohort_index(spec).patients
-    return [pseudonymize(str(patients[int(r)]), PATIENT_KIND) for r in rows]
+    unique, inverse = np.unique(patients[np.asarray(rows, dtype=np.int64)].astype(str), return_inverse=True)
+    names = pseudonymize_many(unique.tolist(), PATIENT_KIND)
+    return [names[i] for i in inverse]
 
 
 def remember_rows(spec: Spec, rows) -> None:

@@ -103,10 +103,8 @@ class CohortIndex:
                 m = len(members)
                 at = np.nonzero(g == gi)[0]
                 cycle, j = np.divmod(k_in[at], m)
-                for c in np.unique(cycle):
-                    key = int(mix(seed, _STREAM_COHORT, int(li), int(gi), int(c)) & np.uint64(SEED_MASK))
-                    pick = at[cycle == c]
-                    rows[sel[pick]] = members[permute(j[cycle == c], m, key)]
+                keys = mix(seed, _STREAM_COHORT, int(li), int(gi), cycle.astype(np.uint64)) & np.uint64(SEED_MASK)
+                rows[sel[at]] = members[permute(j, m, keys)]
         return rows
 
     def strata(self, label: int) -> list[tuple[str, ...]]:
