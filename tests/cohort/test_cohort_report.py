@@ -65,7 +65,7 @@ def test_requested_cells_follow_the_table_and_stratification(generated_cohort):
         "stratified by sex x decade: every cell within rounding of its request"
 
 
-def test_realized_counts_only_accepted_samples_once_screened(generated_cohort, tmp_path):
+def test_realized_counts_only_accepted_samples_once_screened(generated_cohort, tmp_path, monkeypatch):
     """Real screening (pixel embedder; two real pydicom test images as the reference; the
     threshold set at the median similarity so some samples are rejected): realized counts the
     accepted rows only."""
@@ -79,6 +79,7 @@ def test_realized_counts_only_accepted_samples_once_screened(generated_cohort, t
     from synthdata.spec.models import Memorization
 
     _, out = generated_cohort
+    monkeypatch.setenv("SYNTHDATA_CACHE", str(tmp_path / "cache"))  # keep the session's screening cache as it is
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     reference = tmp_path / "real"

@@ -138,7 +138,8 @@ qc:
 def test_bad_classifier_checks(scripted, tmp_path, check, field, fragment):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "brightness").symlink_to(scripted, target_is_directory=True)
-    text = ("name: c\ncount: 4\nlabels: {a: {prompts: ['{sex}']}}\nvars: {sex: [female, male], age: {min: 1, max: 2}, race: [x]}\n"
+    text = ("name: c\ncount: 4\nlabels: {a: {prompts: ['{sex}']}}\n"
+            "vars: {sex: [female, male], age: {min: 1, max: 2}, race: [x]}\n"
             f"generator: {{height: 64, width: 64}}\nqc:\n  checks:\n    - {check}\n")
     with pytest.raises(SpecError) as info:
         load_spec_text(text, source="s.yaml", base_dir=tmp_path)

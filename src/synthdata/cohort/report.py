@@ -1,12 +1,13 @@
 """Requested vs planned vs realized joint distributions of a cohort dataset.
 
 `write_cohort_summary(spec, folder)` runs with the plan (it needs the table) and writes
-DIR/cohort.json: the table's summary and the *requested* distribution, i.e. the expected count of
-each cell (label x sex x age decade x stratification variables) given the label counts and the
-rows of each label (and stratum). `cohort_report(folder)` needs only the folder: it counts the
-same cells in plan.parquet (*planned*) and among the samples of manifest.parquet (*realized*: the
-accepted ones once screening has run, else the generated ones), and measures the gap by total variation distance (half the L1 distance of the
-shares). `draw_cohort_plot` and `cohort_section` turn that into a PNG and card lines.
+DIR/cohort.json: the table's summary and the *requested* distribution, i.e. the expected count
+of each cell (label x sex x age decade x stratification variables) given the label counts and
+the rows of each label (and stratum). `cohort_report(folder)` needs only the folder: it counts
+the same cells in plan.parquet (*planned*) and among the samples of manifest.parquet
+(*realized*: the accepted ones once screening has run, else the generated ones), and measures
+the gap by total variation distance (half the L1 distance of the shares). `draw_cohort_plot`
+and `cohort_section` turn that into a PNG and card lines.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from synthdata.spec.models import Spec
 from synthdata.spec.qc import CHECK_TAGS
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
-__all__ = ["Spec", "NON_DATA_SECTIONS", "data_view", "dataset_dict", "load_spec", "parse_spec", "spec_hash", "resolved_yaml", "json_schema",
-           "template_slots"]
+__all__ = ["Spec", "NON_DATA_SECTIONS", "data_view", "dataset_dict", "load_spec", "parse_spec",
+           "resolve_input_paths", "spec_hash", "resolved_yaml", "json_schema", "template_slots"]
 
 
 def _line_for(lines: dict[FieldPath, int], path: FieldPath) -> int | None:
