@@ -161,10 +161,11 @@ def test_table_content_is_part_of_the_spec_hash(tmp_path):
     assert spec.cohort.sha256 and spec.cohort.table == str(table)
     again = load_spec_text(resolved_yaml(spec))
     assert spec_hash(again) == spec_hash(spec), "the resolved spec reloads as the same dataset"
-    moved = tmp_path / "elsewhere.csv"
+    (tmp_path / "elsewhere").mkdir()
+    moved = tmp_path / "elsewhere" / "nih.csv"
     moved.write_bytes(NIH.read_bytes())
     assert spec_hash(load_spec_text(nih_spec_text(100, table=moved))) == spec_hash(spec), \
-        "the table's path is not part of the hash, its content is"
+        "the table's folder is not part of the hash (its name and content are)"
     table.write_text(NIH.read_text().replace("00000034_000.png,Emphysema,0,34,73,",
                                              "00000034_000.png,Emphysema,0,34,74,"))
     assert spec_hash(load_spec_text(nih_spec_text(100, table=table))) != spec_hash(spec)

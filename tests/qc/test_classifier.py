@@ -7,6 +7,7 @@ predicts 'male' when m > 0.5 and age = 100 m, so the expected verdicts are known
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -102,8 +103,7 @@ def test_transformers_classifier_with_its_own_labels(tmp_path):
 
 
 def test_classifier_checks_in_a_spec(scripted, tmp_path):
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "brightness").symlink_to(scripted, target_is_directory=True)
+    shutil.copytree(scripted, tmp_path / "models" / "brightness")
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text("""\
 name: c
@@ -120,7 +120,7 @@ qc:
     assert spec.qc.checks[0].model == str(tmp_path / "models" / "brightness"), "from the spec's folder"
     checks = build_checks(spec.qc, device="cpu")
     assert [c.name for c in checks] == ["classifier:sex", "classifier:age"]
-    assert checks[0].params["fingerprint"] == load_classifier(scripted, "cpu").fingerprint
+    assert checks[0].params["fingerprint"] == load_classifier(scripted, "cpu").fingerprint, "same files"
     results = run_checks(checks, [gray_image(80), gray_image(200)],
                          rows({"sex": "female", "age": "35"}, {"sex": "female", "age": "35"}))
     assert [r.passed for r in results] == [True, False]
@@ -136,8 +136,7 @@ qc:
      "qc.checks.0.variable", "no variable 'gender'"),
 ])
 def test_bad_classifier_checks(scripted, tmp_path, check, field, fragment):
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "brightness").symlink_to(scripted, target_is_directory=True)
+    shutil.copytree(scripted, tmp_path / "models" / "brightness")
     text = ("name: c\ncount: 4\nlabels: {a: {prompts: ['{sex}']}}\n"
             "vars: {sex: [female, male], age: {min: 1, max: 2}, race: [x]}\n"
             f"generator: {{height: 64, width: 64}}\nqc:\n  checks:\n    - {check}\n")

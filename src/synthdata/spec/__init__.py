@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import yaml
@@ -13,12 +11,17 @@ from pydantic import ValidationError
 
 from synthdata.errors import Problem, SpecError
 from synthdata.spec.checks import check_spec, template_slots
+from synthdata.spec.cohort import cohort_path_fields
 from synthdata.spec.models import Spec
-from synthdata.spec.qc import CHECK_TAGS
+from synthdata.spec.paths import EXTRA_PATH_FIELDS, location_free, resolve_paths
+from synthdata.spec.qc import CHECK_TAGS, qc_path_fields
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
-__all__ = ["Spec", "NON_DATA_SECTIONS", "data_view", "dataset_dict", "load_spec", "parse_spec",
-           "resolve_input_paths", "spec_hash", "resolved_yaml", "json_schema", "template_slots"]
+__all__ = ["Spec", "NON_DATA_SECTIONS", "dataset_dict", "json_schema", "load_spec", "parse_spec",
+           "resolved_yaml", "spec_hash", "template_slots", "with_overrides"]
+
+
+EXTRA_PATH_FIELDS.extend(f for f in (cohort_path_fields, qc_path_fields) if f not in EXTRA_PATH_FIELDS)
 
 
 def _line_for(lines: dict[FieldPath, int], path: FieldPath) -> int | None:
@@ -56,45 +59,30 @@ def _pydantic_problems(exc: ValidationError, source: str, lines: dict) -> list[P
     return list(unique.values())
 
 
-def _absolute(value: object, base: Path) -> object:
-    if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
-        return value
-    return os.path.normpath(base / value)
-
-
-def resolve_input_paths(data: dict, base_dir: str | Path | None) -> dict:
-    """A copy of the spec data with the cohort table and QC model folders made absolute, taken
-    from `base_dir` (the spec file's folder; default: the current folder)."""
-    base = Path(os.path.abspath(base_dir if base_dir is not None else Path.cwd()))
-    data = copy.deepcopy(data)
-    cohort = data.get("cohort")
-    if isinstance(cohort, dict) and "table" in cohort:
-        cohort["table"] = _absolute(cohort["table"], base)
-    qc = data.get("qc")
-    if isinstance(qc, dict) and isinstance(qc.get("checks"), list):
-        for check in qc["checks"]:
-            if isinstance(check, dict) and "model" in check:
-                check["model"] = _absolute(check["model"], base)
-    return data
-
-
 def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: str = "<spec>",
-               base_dir: str | Path | None = None) -> Spec:
-    """Validate already-parsed YAML data into a Spec (structure, then cross-field checks, then
-    the cohort table). Relative cohort/QC input paths are taken from `base_dir`."""
+               *, base_dir: str | Path | None = None, check_files: bool = True) -> Spec:
+    """Validate already-parsed YAML data into a Spec (structure, cross-field checks, then the
+    cohort table, whose sha256 is filled in).
+
+    With `base_dir`, relative file paths are resolved against it and recorded absolute
+    (`spec.paths`). `check_files=False` skips the checks that named files exist and the
+    cohort table (a recorded spec already holds its sha256).
+    """
     lines = lines or {}
     if not isinstance(data, dict):
         raise SpecError([Problem(source, "expected a YAML mapping at the top level "
                                  f"(name, count, labels, ...), got {type(data).__name__}", line=1)])
     try:
-        spec = Spec.model_validate(resolve_input_paths(data, base_dir))
+        spec = Spec.model_validate(data)
+        if base_dir is not None:
+            spec = Spec.model_validate(resolve_paths(spec.model_dump(mode="json"), base_dir))
     except ValidationError as exc:
         raise SpecError(_pydantic_problems(exc, source, lines)) from None
-    found = check_spec(spec)
-    if not found and spec.cohort is not None:
+    found = check_spec(spec, check_files)
+    if not found and spec.cohort is not None and check_files:
         from synthdata.cohort import check_cohort
 
-        spec, found = check_cohort(spec)
+        spec, found = check_cohort(spec)  # reads the table; fills in cohort.sha256
     problems = [Problem(source, msg, line=_line_for(lines, path), field=_dotted(path))
                 for path, msg in found]
     if problems:
@@ -102,19 +90,31 @@ def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: 
     return spec
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file. Raises SpecError; never writes anything.
+def load_spec(path: str | Path, *, check_files: bool = True) -> Spec:
+    """Read and validate a spec file; relative paths in it resolve against its folder.
 
-    Relative paths of the cohort table and QC models are taken from the spec file's folder.
+    Raises SpecError; never writes anything. `check_files=False` reads a spec structurally,
+    without requiring the model, adapters or reference data to exist (auditing a copy).
     """
     data, lines = read_yaml(path)
-    return parse_spec(data, lines, str(path), base_dir=Path(path).parent)
+    return parse_spec(data, lines, str(path), base_dir=Path(path).parent, check_files=check_files)
 
 
-def load_spec_text(text: str, source: str = "<spec>", base_dir: str | Path | None = None) -> Spec:
-    """Validate spec YAML given as text (relative cohort/QC paths from `base_dir`, default cwd)."""
+def load_spec_text(text: str, source: str = "<spec>", *, base_dir: str | Path | None = None) -> Spec:
+    """Validate spec YAML given as text (relative paths against `base_dir` when given)."""
     data, lines = parse_yaml(text, source)
     return parse_spec(data, lines, source, base_dir=base_dir)
+
+
+def with_overrides(spec: Spec, out_dir: str | Path | None = None, engine: str | None = None,
+                   workers: int | None = None, dvc: bool | None = None) -> Spec:
+    """The spec with command-line overrides (output folder, made absolute; engine; workers; DVC)."""
+    execution = spec.execution.model_copy(update={k: v for k, v in
+                                                  (("engine", engine), ("workers", workers)) if v})
+    out = str(Path(out_dir).resolve()) if out_dir is not None else None
+    output = spec.output.model_copy(update={k: v for k, v in (("dir", out), ("dvc", dvc))
+                                            if v is not None})
+    return spec.model_copy(update={"execution": execution, "output": output})
 
 
 def resolved_dict(spec: Spec) -> dict:
@@ -127,25 +127,16 @@ def resolved_yaml(spec: Spec) -> str:
     return yaml.safe_dump(resolved_dict(spec), sort_keys=False, allow_unicode=True)
 
 
-# Sections that never change the generated bytes: where and how it runs, and its screening.
+# Sections outside the spec hash: where and how it runs, and its screening. Of these, only
+# execution.speed knobs can change generated bytes; shard markers record them and a folder
+# refuses shards made with other knobs (outputs.check_generation_identity).
 NON_DATA_SECTIONS = ("execution", "output", "memorization")
 
 
-def data_view(resolved: dict) -> dict:
-    """A resolved spec dict without NON_DATA_SECTIONS and machine-local input paths (the cohort
-    table, which its sha256 stands for; QC model folders): what determines the dataset's bytes."""
-    data = {k: v for k, v in resolved.items() if k not in NON_DATA_SECTIONS}
-    if isinstance(data.get("cohort"), dict):
-        data["cohort"] = {k: v for k, v in data["cohort"].items() if k != "table"}
-    if isinstance(data.get("qc"), dict):
-        data["qc"] = {**data["qc"], "checks": [{k: v for k, v in c.items() if k != "model"}
-                                               for c in data["qc"].get("checks", [])]}
-    return data
-
-
 def dataset_dict(spec: Spec) -> dict:
-    """The resolved spec without NON_DATA_SECTIONS and machine-local paths (`data_view`)."""
-    return data_view(resolved_dict(spec))
+    """What determines the raw shards' bytes: the resolved spec without NON_DATA_SECTIONS,
+    with local paths reduced to their names (the model fingerprint covers their content)."""
+    return {k: v for k, v in location_free(resolved_dict(spec)).items() if k not in NON_DATA_SECTIONS}
 
 
 def spec_hash(spec: Spec) -> str:

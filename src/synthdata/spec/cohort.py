@@ -6,6 +6,7 @@ are `synthdata.cohort`'s job.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -118,3 +119,12 @@ class Cohort(StrictModel):
     filter: str | None = Field(None, description="expression: only rows where it holds are used")
     stratify: Stratify | None = None
     report: CohortReport = CohortReport()
+
+
+def cohort_path_fields(data: dict) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """The cohort table's path in spec data (for `synthdata.spec.paths`: resolved against the
+    spec file's folder, recorded absolute, reduced to its name in the spec hash, where the
+    table's sha256 stands for its content)."""
+    cohort = data.get("cohort")
+    if isinstance(cohort, dict) and isinstance(cohort.get("table"), str) and cohort["table"]:
+        yield ("cohort", "table"), cohort["table"]

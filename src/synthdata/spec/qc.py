@@ -5,6 +5,7 @@ Only the schema lives here; the checks themselves are `synthdata.qc`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -95,3 +96,13 @@ class QC(StrictModel):
     top_up: bool = Field(False, description=(
         "replace samples rejected by QC or memorization screening, so accepted per-label counts "
         "equal the planned counts (a shortfall after max_attempts is reported per label)"))
+
+
+def qc_path_fields(data: dict) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Classifier folders in spec data (for `synthdata.spec.paths`: resolved against the spec
+    file's folder, recorded absolute, reduced to their name in the spec hash)."""
+    qc = data.get("qc")
+    checks = qc.get("checks") if isinstance(qc, dict) else None
+    for i, check in enumerate(checks if isinstance(checks, list) else []):
+        if isinstance(check, dict) and isinstance(check.get("model"), str) and check["model"]:
+            yield ("qc", "checks", i, "model"), check["model"]
