@@ -248,7 +248,16 @@ def sample_metadata(row: dict, spec: Spec, job: JobInfo, call_size: int, dtype: 
         "width": gen.width, "scheduler": gen.scheduler, "dtype": dtype,
         "model": {"id": gen.model, "revision": gen.revision, "fingerprint": job.model_fingerprint},
         "spec_hash": job.spec_hash, "plan_hash": job.plan_hash,
+        **_blend_record(row["prompt"]),
     }
+
+
+def _blend_record(prompt: str) -> dict:
+    """{"blend": [{prompt, weight}, ...]} for a blend prompt, else nothing (KEY.json unchanged)."""
+    from synthdata.generators.blend import parse_blend
+
+    parts = parse_blend(prompt)
+    return {"blend": [{"prompt": p.prompt, "weight": p.weight} for p in parts]} if parts else {}
 
 
 def generate_call(gen: ImageGenerator, call: list[dict],

@@ -23,6 +23,7 @@ from transformers.utils import logging as transformers_logging
 from synthdata.errors import ModelError
 from synthdata.generators.adapters import apply_loras, apply_textual_inversion
 from synthdata.generators.base import ImageGenerator, SampleRequest
+from synthdata.generators.blend import BlendPart, parse_blend
 from synthdata.generators import dtype_name
 from synthdata.generators.builtin import build_tiny_pipeline  # noqa: F401  (diffusers classes load in the main thread)
 from synthdata.spec.models import Generator as GeneratorConfig
@@ -141,14 +142,35 @@ class DiffusersGenerator(ImageGenerator):
         if len(steps) != 1 or len(guidance) != 1:
             raise ValueError("a batch must share steps and guidance_scale")
         generators = [torch.Generator(device="cpu").manual_seed(int(r.seed)) for r in batch]
+        blends = [parse_blend(r.prompt) for r in batch]
         with torch.inference_mode():
+            if any(blends):
+                text = {"prompt_embeds": None, "negative_prompt_embeds": None}
+                text["prompt_embeds"], text["negative_prompt_embeds"] = self._blend_embeddings(batch, blends)
+            else:
+                text = {"prompt": [r.prompt for r in batch],
+                        "negative_prompt": [r.negative_prompt for r in batch]}
             out = self.pipe(
-                prompt=[r.prompt for r in batch], negative_prompt=[r.negative_prompt for r in batch],
-                num_inference_steps=steps.pop(), guidance_scale=guidance.pop(),
+                **text, num_inference_steps=steps.pop(), guidance_scale=guidance.pop(),
                 height=self.cfg.height, width=self.cfg.width, generator=generators,
                 output_type="np")
         images = np.clip(np.round(out.images * 255.0), 0, 255).astype(np.uint8)
         return list(images)
+
+    def _blend_embeddings(self, batch: Sequence[SampleRequest], blends: list) -> tuple:
+        """Per sample, the weighted sum of its parts' text embeddings (an ordinary prompt is one
+        part of weight 1), and the negative prompts' embeddings; one encoder call for all parts."""
+        parts = [b or [BlendPart(r.prompt, 1.0)] for r, b in zip(batch, blends)]
+        texts = [p.prompt for sample in parts for p in sample]
+        encoded, _ = self.pipe.encode_prompt(texts, self.device, 1, False)
+        negative, _ = self.pipe.encode_prompt([r.negative_prompt for r in batch], self.device, 1, False)
+        mixed, row = [], 0
+        for sample in parts:
+            weights = torch.tensor([p.weight for p in sample], dtype=torch.float32, device=encoded.device)
+            chunk = encoded[row:row + len(sample)].float()
+            mixed.append((chunk * weights[:, None, None]).sum(dim=0))
+            row += len(sample)
+        return torch.stack(mixed).to(encoded.dtype), negative
 
     def describe(self) -> dict:
         return {"model": self.cfg.model, "revision": self.cfg.revision,
