@@ -6,7 +6,7 @@ import re
 import string
 from pathlib import Path
 
-from synthdata.spec.models import Spec
+from synthdata.spec.models import Categorical, Spec
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FieldPath = tuple[str | int, ...]
@@ -165,7 +165,10 @@ def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
                 out.append((path, f"unknown template variable {{{slot}}}; "
                                   f"known variables: {sorted(known) or 'none'}"))
             if not unknown:
-                out += [(path, msg) for msg in _check_blend(template, {**spec.vars, **cfg.vars})]
+                # cohort values come from the table: a placeholder that reads as text or a weight
+                placeholders = {v: Categorical(values=("0.5",), weights=(1.0,)) for v in cohort_vars}
+                out += [(path, msg) for msg in _check_blend(template, {**placeholders, **spec.vars,
+                                                                       **cfg.vars})]
     return out
 
 
