@@ -119,7 +119,8 @@ def expected_identity(spec: Spec, fingerprint: str, gpu_count: int) -> Generatio
         device_kind = "cpu"
     else:
         device_kind = worker.device_type(device)
-    return GenerationIdentity(fingerprint, device_kind, dtype_name(spec.generator.dtype, device_kind))
+    return GenerationIdentity(fingerprint, device_kind, dtype_name(spec.generator.dtype, device_kind),
+                              spec.execution.speed.changed())
 
 
 @task(name="screen-shard", retries=1, cache_policy=NO_CACHE, persist_result=False,
@@ -206,7 +207,7 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
             "generator": spec.generator.model_copy(update={"revision": fp.commit})})
         job = worker.JobInfo(prepared.spec_hash, prepared.plan_hash, fp.fingerprint,
                              spec.generator.device, execution.gpu_count, identity.device_type,
-                             identity.dtype)
+                             identity.dtype, identity.speed)
         pending = pending_shards(folder, prepared.shard_count, prepared.plan_hash)
         timings["plan_s"], clock = time.perf_counter() - clock, time.perf_counter()
         results = []

@@ -2,7 +2,7 @@
 
 A folder holds one dataset. Its identity is what determines the bytes of its raw shards:
 the spec's data sections (the spec hash), the plan, and what generated them — the model
-fingerprint, the device type and the dtype. A run that would change any of these on a
+fingerprint, the device type, the dtype and the speed knobs that are on. A run that would change any of these on a
 folder that already holds generated shards is refused with the difference named, so a
 resume never mixes, say, float16 GPU shards with float32 CPU shards. Sections that do not
 shape the data (execution, output, memorization) may change; `DIR/spec.yaml` is rewritten
@@ -11,7 +11,7 @@ to what ran last.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import filelock
@@ -42,11 +42,13 @@ class PreparedOutput:
 
 @dataclass(frozen=True)
 class GenerationIdentity:
-    """What generated a folder's raw shards, besides the spec: recorded in every shard marker."""
+    """What generated a folder's raw shards, besides the spec: recorded in every shard marker
+    (`speed`: the execution.speed knobs not at their default)."""
 
     model_fingerprint: str
     device_type: str
     dtype: str
+    speed: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """Plain data, as the markers record it."""
@@ -98,14 +100,15 @@ def check_generation_identity(root: str | Path, identity: GenerationIdentity) ->
     expected = identity.as_dict()
     for shard in folder.complete_shards():
         marker = folder.marker(shard) or {}
-        differ = [f"{k}: {marker.get(k)!r} on disk, {v!r} now" for k, v in expected.items()
-                  if marker.get(k) != v]
+        differ = [f"{k}: {marker.get(k, {} if k == 'speed' else None)!r} on disk, {v!r} now"
+                  for k, v in expected.items() if marker.get(k, {} if k == "speed" else None) != v]
         if differ:
             raise OutputError(
                 f"{folder.root}: its shards were generated differently ({'; '.join(differ)}, "
                 f"first seen in shard {shard}); resuming would mix outputs that are not "
-                "byte-compatible. Run on the same model and hardware (set generator.device and "
-                "generator.dtype explicitly), or use another --out.")
+                "byte-compatible. Run on the same model and hardware with the same "
+                "execution.speed knobs (set generator.device and generator.dtype explicitly), or "
+                "use another --out.")
 
 
 def prepare(root: str | Path, spec: Spec, identity: GenerationIdentity | None = None) -> PreparedOutput:
@@ -130,6 +133,10 @@ def prepare(root: str | Path, spec: Spec, identity: GenerationIdentity | None = 
         return PreparedOutput(folder, s_hash, p_hash, info["shards"])
     record_spec(folder, spec)
     written = planning.write_plan(spec, folder.plan_file)
+    if spec.cohort is not None:
+        from synthdata.cohort.report import write_cohort_summary
+
+        write_cohort_summary(spec, folder)
     counts = planning.label_counts(spec)
     write_json_atomic(folder.plan_info_file, {
         "format_version": FORMAT_VERSION, "name": spec.name, "spec_hash": s_hash,
