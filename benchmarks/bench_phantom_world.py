@@ -1,16 +1,17 @@
 """The phantom world: is builtin:phantom measurably better than builtin:tiny, and useful?
 
 Runs, with the real command line:
-1. `synthdata phantoms WORK/real --count R --seed S`                 (the "real" set)
+1. `synthdata phantoms WORK/real --count R --seed S --size PX`      (the "real" set, at the
+   spec's image size)
 2. `synthdata run SPEC --out WORK/phantom` with the spec's model (builtin:phantom) and count N
 3. the same spec with `generator.model: builtin:tiny`               -> WORK/tiny
 4. `synthdata evaluate WORK/{phantom,tiny} --real WORK/real --utility`
 and prints FID (and the real-vs-real floor), KID, PRDC and the synthetic-only utility AUC with
-its interval for both models. The spec's labels must be phantom labels (specs/demo.yaml on
-builtin:phantom). Screening is switched off in the copies (memorization.reference: []) so only
+its interval for both models. The spec's labels must be phantom labels (default:
+specs/demo-phantom.yaml, else specs/demo.yaml, on builtin:phantom). Screening is switched off in the copies (memorization.reference: []) so only
 generation and evaluation are timed.
 
-    python benchmarks/bench_phantom_world.py [--spec specs/demo.yaml] [--count 500] [--real 1000] [--record]
+    python benchmarks/bench_phantom_world.py [--spec specs/demo-phantom.yaml] [--count 500] [--real 1000] [--record]
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def figures(out: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--spec", type=Path, default=REPO / "specs" / "demo.yaml")
+    default_spec = REPO / "specs" / "demo-phantom.yaml"
+    ap.add_argument("--spec", type=Path, default=default_spec if default_spec.is_file()
+                    else REPO / "specs" / "demo.yaml")
     ap.add_argument("--count", type=int, default=500)
     ap.add_argument("--real", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=11)
@@ -79,8 +82,9 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="phantom-world-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    size = yaml.safe_load(args.spec.read_text())["generator"].get("height", 64)
     times = {"phantoms_s": sh("synthdata", "phantoms", str(work / "real"), "--count", str(args.real),
-                              "--seed", str(args.seed))}
+                              "--seed", str(args.seed), "--size", str(size))}
     out = {}
     for name, model in (("phantom", None), ("tiny", "builtin:tiny")):
         spec = spec_copy(args.spec, work, name, model, args.count)
