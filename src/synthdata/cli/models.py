@@ -20,7 +20,7 @@ CatalogOpt = Annotated[Optional[Path], typer.Option("--catalog", help="user cata
 
 @models_app.command("list")
 def list_models(catalog: CatalogOpt = None) -> None:
-    """Every catalogue entry: id, source, modality, body part, license, resolution."""
+    """Every catalogue entry: id, source, modality, body part, resolution, gated, figures."""
     from synthdata.catalog import entries
 
     with user_errors():
