@@ -69,17 +69,34 @@ def _recorded_batch_sizes(out_dir: Path, shard: int) -> dict[str, int] | None:
     return dict(zip(table["key"], table["batch_size"]))
 
 
+def _recorded_row(out_dir: Path, shard: int, key: str) -> dict | None:
+    rows = DatasetFolder(out_dir).raw_rows(shard)
+    if not rows.is_file():
+        return None
+    found = pq.read_table(rows, filters=[("key", "=", key)]).to_pylist()
+    return found[0] if found else None
+
+
 def _call_of(out_dir: Path, spec: Spec, shard: int, key: str) -> list[dict]:
-    """The plan rows the worker passed to the pipeline in the same call as `key`.
+    """The plan rows the worker passed to the pipeline in the same call as `key`'s image.
 
-    The planned calls (`plan.plan_batches`), cut as recorded where the worker had to split a
-    call after running out of GPU memory (`plan.replay_calls` with the recorded batch sizes).
+    Attempt 0: the planned calls (`plan.plan_batches`), cut as recorded where the worker had to
+    split a call after running out of GPU memory (`plan.replay_calls` with the recorded batch
+    sizes). A later attempt (a regeneration after QC): the call recorded with the sample, at
+    that attempt's seeds (`plan.attempt_seed`).
     """
-    from synthdata.plan import replay_calls, shard_rows
+    from synthdata.plan import attempt_seed, replay_calls, shard_rows
 
+    rows = shard_rows(spec, shard).to_pylist()
+    recorded = _recorded_row(out_dir, shard, key) or {}
+    attempt = int(recorded.get("attempt") or 0)
+    if attempt:
+        by_key = {r["key"]: r for r in rows}
+        call = [by_key[k] for k in json.loads(recorded["call_keys"])]
+        return [{**r, "seed": int(attempt_seed(spec.seed, r["index"], attempt))} for r in call]
     sizes = _recorded_batch_sizes(out_dir, shard)
     try:
-        calls = list(replay_calls(shard_rows(spec, shard).to_pylist(), sizes))
+        calls = list(replay_calls(rows, sizes))
     except (KeyError, ValueError) as exc:
         raise LineageError(f"{key!r}: the recorded batch sizes of shard {shard} do not match its "
                            f"plan ({exc})") from None
@@ -133,15 +150,12 @@ def lineage(out_dir: str | Path, key: str) -> dict:
     meta_bytes = read_member(raw_tar, f"{key}.json") if marker else None
     meta = json.loads(meta_bytes) if meta_bytes else {}
     png = read_member(raw_tar, f"{key}.png") if meta_bytes else None
-    rows_file = folder.raw_rows(shard)
-    recorded = None
-    if rows_file.is_file():
-        found = pq.read_table(rows_file, filters=[("key", "=", key)]).to_pylist()
-        recorded = found[0] if found else None
+    recorded = _recorded_row(root, shard, key)
     accepted, accepted_tar = _accepted_tar(root, shard, key)
     screening = (records.screening_results(root, key) or {}).get(key)
     run = records.read_run_record(root) or {}
     call = _call_of(root, spec, shard, key)
+    call_keys = [r["key"] for r in call]
     worker = worker_record(root, shard) or {}
     members = lambda tar: sorted(n for n in records.tar_members(tar) if n.split(".", 1)[0] == key)
     return {
@@ -158,7 +172,8 @@ def lineage(out_dir: str | Path, key: str) -> dict:
                   or (run.get("model") or {}).get("fingerprint"),
                   "commit": (run.get("model") or {}).get("commit")},
         "generation": {
-            "seed": derived["seed"], "batch": derived["batch"], "batch_size": len(call),
+            "seed": meta.get("seed", derived["seed"]), "planned_seed": derived["seed"],
+            "attempt": meta.get("attempt", 0), "batch": derived["batch"], "batch_size": len(call),
             "call_keys": [r["key"] for r in call], "steps": derived["steps"],
             "guidance_scale": derived["guidance_scale"], "scheduler": spec.generator.scheduler,
             "height": spec.generator.height, "width": spec.generator.width,
@@ -184,6 +199,10 @@ def lineage(out_dir: str | Path, key: str) -> dict:
             else hashlib.sha256(png).hexdigest() == recorded.get("png_sha256"),
         },
         "screening": screening,
+        "qc": meta.get("qc"),
+        "attempts": [*meta.get("attempts", []), *([{"attempt": meta.get("attempt", 0),
+                                                    "seed": meta.get("seed"), "call": call_keys,
+                                                    "reason": None}] if meta else [])],
         "status": _status(marker, screening, accepted, accepted_tar),
     }
 
@@ -230,6 +249,12 @@ def render_lineage(info: dict) -> Tree:
     s = tree.add(f"[bold]shard {sh['index']}[/]")
     s.add(f"raw {sh['raw_tar']} (sha256 {(sh['raw_tar_sha256'] or '?')[:16]}): {', '.join(sh['raw_members'])}")
     s.add(f"accepted {sh['accepted_tar'] or '-'}: {', '.join(sh['accepted_members']) or '-'}")
+    if info.get("qc") is not None or len(info.get("attempts") or []) > 1:
+        qc = info.get("qc") or {}
+        q = tree.add(f"[bold]QC[/] {'passed' if qc.get('passed') else 'FAILED: ' + str(qc.get('reason'))}")
+        for a in info.get("attempts") or []:
+            q.add(f"attempt {a['attempt']}: seed {a['seed']}, call of {len(a.get('call') or [])}"
+                  + (f", failed: {a['reason']}" if a.get("reason") else " (this image)"))
     img = info["image"]
     tree.add(f"[bold]image[/] png sha256 {img['png_sha256']}  matches record: {img['matches_record']}")
     scr = info["screening"]
