@@ -69,6 +69,33 @@ def _recorded_batch_sizes(out_dir: Path, shard: int) -> dict[str, int] | None:
     return dict(zip(table["key"], table["batch_size"]))
 
 
+def _plan_rows(out_dir: Path, shard: int) -> list[dict]:
+    """A shard's rows of the recorded plan (plan.parquet), in index order."""
+    table = pq.read_table(DatasetFolder(out_dir).plan_file, filters=[("shard", "=", shard)])
+    return table.sort_by("index").to_pylist()
+
+
+# Plan columns that hold machine-local pseudonyms (cohort tables with patient ids): a plan made
+# on another machine differs there by design, so they are left out of the row comparison.
+PSEUDONYM_COLUMNS = ("source_row", "source_patient")
+
+
+def _derived_row(spec: Spec, index: int) -> tuple[dict | None, str]:
+    """The plan row derived afresh from the spec (None when its cohort table is not here)."""
+    from synthdata.plan import derive_rows
+
+    if spec.cohort is not None and not Path(spec.cohort.table).is_file():
+        return None, f"cohort table {spec.cohort.table} is not on this machine; the row is read from plan.parquet"
+    return derive_rows(spec, index, index + 1).to_pylist()[0], ""
+
+
+def _same_row(a: dict | None, b: dict | None) -> bool | None:
+    if a is None or b is None:
+        return None
+    drop = lambda r: {k: v for k, v in r.items() if k not in PSEUDONYM_COLUMNS}  # noqa: E731
+    return drop(a) == drop(b)
+
+
 def _recorded_row(out_dir: Path, shard: int, key: str) -> dict | None:
     rows = DatasetFolder(out_dir).raw_rows(shard)
     if not rows.is_file():
@@ -85,9 +112,9 @@ def _call_of(out_dir: Path, spec: Spec, shard: int, key: str) -> list[dict]:
     sizes). A later attempt (a regeneration after QC): the call recorded with the sample, at
     that attempt's seeds (`plan.attempt_seed`).
     """
-    from synthdata.plan import attempt_seed, replay_calls, shard_rows
+    from synthdata.plan import attempt_seed, replay_calls
 
-    rows = shard_rows(spec, shard).to_pylist()
+    rows = _plan_rows(out_dir, shard)
     recorded = _recorded_row(out_dir, shard, key) or {}
     attempt = int(recorded.get("attempt") or 0)
     if attempt:
@@ -136,13 +163,14 @@ def lineage(out_dir: str | Path, key: str) -> dict:
     folder = DatasetFolder(root)
     spec = folder_spec(root)
     index = _index_of(key, spec)
-    from synthdata.plan import derive_rows, total_count
     from synthdata.spec import spec_hash
 
-    if index >= total_count(spec):
-        raise LineageError(f"{key!r}: the plan of {spec.name!r} has only {total_count(spec)} samples")
+    count = int(folder.plan_info()["count"])
+    if index >= count:
+        raise LineageError(f"{key!r}: the plan of {spec.name!r} has only {count} samples")
     plan_row = _plan_row(root, key)
-    derived = derive_rows(spec, index, index + 1).to_pylist()[0]
+    fresh, plan_note = _derived_row(spec, index)
+    derived = fresh or plan_row
     shard = int(derived["shard"])
     raw_tar = folder.raw_tar(shard)
     state = folder.shard_state(shard)
@@ -165,7 +193,7 @@ def lineage(out_dir: str | Path, key: str) -> dict:
                  "recorded_spec_hash": folder.plan_info().get("spec_hash"),
                  "source": run.get("spec_path"), "git": run.get("git")},
         "plan": {"path": str(folder.plan_file), "plan_hash": meta.get("plan_hash") or run.get("plan_hash"),
-                 "row": plan_row, "row_matches_spec": plan_row == derived},
+                 "row": plan_row, "row_matches_spec": _same_row(plan_row, fresh), "note": plan_note},
         "model": {"id": spec.generator.model, "revision": (meta.get("model") or {}).get("revision",
                                                                                      spec.generator.revision),
                   "fingerprint": (meta.get("model") or {}).get("fingerprint")
