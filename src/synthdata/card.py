@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import yaml
 
 from synthdata import records
-from synthdata.evaluation.report import evaluation_section
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_text_atomic
 
@@ -215,6 +214,14 @@ def _limitations(spec: dict, screened: bool) -> list[str]:
     return [*lines, ""]
 
 
+def _extra_sections(root: Path) -> list[str]:
+    """Sections other packages contribute when the folder has their files (cohort, evaluation)."""
+    from synthdata.cohort.report import cohort_section
+    from synthdata.evaluation.report import evaluation_section
+
+    return cohort_section(root) + evaluation_section(root)
+
+
 def card_text(out_dir: str | Path) -> str:
     """The whole dataset card as Markdown."""
     root = Path(out_dir)
@@ -231,7 +238,8 @@ def card_text(out_dir: str | Path) -> str:
              (f"Samples: {stats['samples']['planned']} planned, {stats['samples']['generated']} "
               f"generated, {accepted} accepted (in `{split}/`)."), "",
              *_model_section(root, spec, run), *_screening_section(screening),
-             *evaluation_section(root), *_usage_section(root, split), *_limitations(spec, screening is not None)]
+             *_extra_sections(root),
+             *_usage_section(root, split), *_limitations(spec, screening is not None)]
     return "\n".join(parts)
 
 
