@@ -105,7 +105,7 @@ def test_repro_resumes_after_a_kill_and_reruns_only_what_changed(project, tmp_pa
 
     complete = _kill_repro_after_first_shard(project, out, tmp_path / "killed.log")
     assert 1 <= complete < SHARDS, "killed mid-generation"
-    resumed = subprocess.run(["dvc", "repro"], cwd=project, capture_output=True, text=True)
+    resumed = subprocess.run(["dvc", "repro"], cwd=project, capture_output=True, text=True, check=False)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     said = re.search(r"(\d+) generated, (\d+) already complete", " ".join(resumed.stdout.split()))
     assert said and (int(said[1]), int(said[2])) == (SHARDS - complete, complete), resumed.stdout

@@ -20,7 +20,6 @@ from synthdata.versioning import (
     prepare_folder,
     pull_outputs,
     reset_dataset,
-    resolve_spec,
     track_outputs,
 )
 from tests.lineage.conftest import DEMO_SPEC, REJECTED, copy_dataset
@@ -209,10 +208,10 @@ def test_reset_refuses_anything_but_the_datasets_own_folder(screened_dataset, tm
     renamed.write_text(yaml.safe_dump({**yaml.safe_load(DEMO_SPEC.read_text()), "name": "cxr-pneumonia"}))
     before = {p: _tree(p) for p in (repo, foreign, mixed, other, unverified)}
     assert before[repo] == {"README.md": b"# my project\n"}
-    for folder in before:
+    for folder, tree in before.items():
         with pytest.raises(VersioningError, match=str(folder)):
             prepare_folder(renamed, folder)
-        assert _tree(folder) == before[folder], f"{folder} left as it was"
+        assert _tree(folder) == tree, f"{folder} left as it was"
     with pytest.raises(VersioningError, match="repository root"):
         prepare_folder(DEMO_SPEC, repo)
     assert reset_dataset(tmp_path / "missing", "demo-cxr") == []
