@@ -57,6 +57,13 @@ class ReproduceResult:
                 f"{self.threads} thread(s) in {self.seconds:.1f} s){' - ' + self.note if self.note else ''}")
 
 
+def recorded_speed(out_dir: str | Path, shard: int):
+    """The execution.speed knobs a shard was generated with (its marker), to replay them."""
+    from synthdata.spec.models import Speed
+
+    return Speed.model_validate((DatasetFolder(out_dir).marker(shard) or {}).get("speed") or {})
+
+
 def require_model(spec: Spec) -> None:
     """ModelError naming what is missing when the generating model or an adapter is not here."""
     from synthdata.fingerprint import model_fingerprint
@@ -91,9 +98,11 @@ def reproduce_many(out_dir: str | Path, keys: list[str]) -> list[ReproduceResult
     for key in keys:
         shard = _index_of(key, spec) // spec.shards.size
         device = (worker_record(out_dir, shard) or {}).get("device") or spec.generator.device
-        gen = generators.get(device)
+        speed = recorded_speed(out_dir, shard)
+        which = json.dumps([device, speed.changed()], sort_keys=True)
+        gen = generators.get(which)
         if gen is None:
-            gen = generators[device] = DiffusersGenerator(spec.generator, device=device)
+            gen = generators[which] = DiffusersGenerator(spec.generator, device=device, speed=speed)
             gen.load()
         results.append(reproduce(out_dir, key, generator=gen))
     return results
@@ -153,7 +162,8 @@ def reproduce(out_dir: str | Path, key: str, *, device: str | None = None, threa
         meta = json.loads(read_member(raw_tar, f"{key}.json") or b"{}")
         recorded_fp = (meta.get("model") or {}).get("fingerprint")
         model_ok = None if not recorded_fp else model_fingerprint(spec.generator).fingerprint == recorded_fp
-    gen = generator or DiffusersGenerator(spec.generator, device=device)
+    gen = generator or DiffusersGenerator(spec.generator, device=device,
+                                              speed=recorded_speed(out_dir, shard))
     previous = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:

@@ -7,6 +7,7 @@ defined once, by `DatasetFolder.shard_state`; where the files live, by `DatasetF
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DeterministicTarWriter", "Sample", "clear_shard", "encode_png", "shard_name",
+__all__ = ["DeterministicTarWriter", "Sample", "WrittenTar", "clear_shard", "encode_png", "shard_name",
            "write_marker", "write_tar"]
 
 import numpy as np
@@ -81,24 +82,52 @@ class DeterministicTarWriter:
         self._tar.close()
 
 
-def write_tar(path: str | Path, samples: Iterable[Sample]) -> int:
-    """Write samples (in key order) to a tar atomically; return how many were written."""
+class _HashingFile:
+    """A write-only file wrapper that hashes what passes through (no second read of the tar)."""
+
+    def __init__(self, f):
+        self._f, self.sha256, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+@dataclass(frozen=True)
+class WrittenTar:
+    """What write_tar wrote: sample count, sha256 and size of the tar."""
+
+    count: int
+    sha256: str
+    size: int
+
+
+def write_tar(path: str | Path, samples: Iterable[Sample]) -> WrittenTar:
+    """Write samples (in key order) to a tar atomically; count, sha256 and size of what was written."""
     n = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        writer = DeterministicTarWriter(f)
+        hashed = _HashingFile(f)
+        writer = DeterministicTarWriter(hashed)
         for sample in samples:
             writer.add_sample(sample)
             n += 1
         writer.close()
-    return n
+    return WrittenTar(n, hashed.sha256.hexdigest(), hashed.size)
 
 
-def write_marker(folder: DatasetFolder, shard: int, info: dict) -> None:
-    """Write a shard's completion marker (tar size and sha256 included): the last file a shard writes."""
+def write_marker(folder: DatasetFolder, shard: int, info: dict, written: WrittenTar | None = None) -> None:
+    """Write a shard's completion marker (tar size and sha256 included): the last file a shard
+    writes. `written` (from write_tar) saves reading the tar again to hash it."""
     tar = folder.raw_tar(shard)
+    sha, size = (written.sha256, written.size) if written else (sha256_file(tar), tar.stat().st_size)
+    if size != tar.stat().st_size:
+        raise OSError(f"{tar}: {tar.stat().st_size} bytes on disk, {size} written")
     write_json_atomic(folder.raw_marker(shard), {
-        **info, "shard": shard, "tar": tar.name, "tar_bytes": tar.stat().st_size,
-        "tar_sha256": sha256_file(tar)})
+        **info, "shard": shard, "tar": tar.name, "tar_bytes": size, "tar_sha256": sha})
 
 
 def clear_shard(folder: DatasetFolder, shard: int) -> None:

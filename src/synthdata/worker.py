@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _LOAD_LOCK = threading.Lock()
+_SLOT_LOCKS: dict[int, threading.Lock] = {}
 _FREE_SLOTS: list[int] = []
 _SLOT_COUNT = 0
 _MODELS: dict[int, LoadedModel] = {}
@@ -73,6 +74,7 @@ class JobInfo:
     gpu_count: int = 0
     device_type: str = ""
     dtype: str = ""
+    speed: dict | None = None
 
 
 class WorkerMismatch(SynthdataError):
@@ -148,14 +150,46 @@ def worker_device(requested: str, slot: int) -> str:
 LOAD_FIELDS = {"model", "revision", "scheduler", "dtype", "textual_inversion", "lora"}
 
 
+def _slot_lock(slot: int) -> threading.Lock:
+    with _LOCK:
+        return _SLOT_LOCKS.setdefault(slot, threading.Lock())
+
+
 def get_generator(spec: Spec, job: JobInfo, slot: int = 0) -> LoadedModel:
     """The slot's generator for the spec, loaded once per process and slot and then reused.
 
     A slot keeps one model: loading another (a different model, adapters, dtype or device)
-    replaces it, so memory holds at most one pipeline per concurrent worker.
+    replaces it, so memory holds at most one pipeline per concurrent worker. A caller that finds
+    the slot being loaded (by `preload`) waits for that load instead of loading again.
     """
+    with _slot_lock(slot):
+        return _get_generator(spec, job, slot)
+
+
+def preload(spec: Spec, slots: int) -> threading.Thread:
+    """Load the spec's model into this process's first `slots` slots in the background, so it
+    is ready when the flow's first shard task starts (Prefect's server starts meanwhile).
+
+    A load that fails here is left to the shard tasks, which load again and report the error.
+    """
+    def load_all() -> None:
+        job = JobInfo("", "", "", device=spec.generator.device)
+        for slot in range(slots):
+            try:
+                get_generator(spec, job, slot)
+            except SynthdataError as exc:  # the shard task's own load reports it
+                log.debug("preload of slot %d failed: %s", slot, exc)
+                return
+
+    thread = threading.Thread(target=load_all, name="synthdata-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def _get_generator(spec: Spec, job: JobInfo, slot: int) -> LoadedModel:
     device = worker_device(job.device, slot)
-    key = json.dumps([spec.generator.model_dump(mode="json", include=LOAD_FIELDS), device], sort_keys=True)
+    key = json.dumps([spec.generator.model_dump(mode="json", include=LOAD_FIELDS), device,
+                      spec.execution.speed.changed()], sort_keys=True)
     loaded = _MODELS.get(slot)
     if loaded is not None and loaded.key == key:
         loaded.generator.cfg = spec.generator  # this spec's image size for the calls
@@ -164,7 +198,7 @@ def get_generator(spec: Spec, job: JobInfo, slot: int = 0) -> LoadedModel:
         _MODELS.pop(slot, None)
         del loaded
         _empty_cuda_cache()
-    gen = DiffusersGenerator(spec.generator, device=device)
+    gen = DiffusersGenerator(spec.generator, device=device, speed=spec.execution.speed)
     with _LOAD_LOCK:  # loading patches torch globally (meta-device init): one load at a time
         gen.load()
     with _LOCK:
@@ -214,7 +248,16 @@ def sample_metadata(row: dict, spec: Spec, job: JobInfo, call_size: int, dtype: 
         "width": gen.width, "scheduler": gen.scheduler, "dtype": dtype,
         "model": {"id": gen.model, "revision": gen.revision, "fingerprint": job.model_fingerprint},
         "spec_hash": job.spec_hash, "plan_hash": job.plan_hash,
+        **_blend_record(row["prompt"]),
     }
+
+
+def _blend_record(prompt: str) -> dict:
+    """{"blend": [{prompt, weight}, ...]} for a blend prompt, else nothing (KEY.json unchanged)."""
+    from synthdata.generators.blend import parse_blend
+
+    parts = parse_blend(prompt)
+    return {"blend": [{"prompt": p.prompt, "weight": p.weight} for p in parts]} if parts else {}
 
 
 def generate_call(gen: ImageGenerator, call: list[dict],
@@ -291,14 +334,16 @@ def write_shard(spec: Spec, job: JobInfo, gen: ImageGenerator, out_dir: str | Pa
                 records.append(record)
                 yield sample
 
-        count = write_tar(folder.raw_tar(shard), samples())
+        written = write_tar(folder.raw_tar(shard), samples())
     with atomic_path(folder.raw_rows(shard)) as tmp:
         pq.write_table(pa.Table.from_pylist(records), tmp)
     described = gen.describe()
+    count = written.count
     write_marker(folder, shard, {
         "count": count, "spec_hash": job.spec_hash, "plan_hash": job.plan_hash,
         "model_fingerprint": job.model_fingerprint,
-        "device_type": device_type(described["device"]), "dtype": described["dtype"]})
+        "device_type": device_type(described["device"]), "dtype": described["dtype"],
+        "speed": described.get("speed", {})}, written)
     return count
 
 
@@ -310,9 +355,11 @@ def device_type(device: str) -> str:
 def check_worker_hardware(job: JobInfo, gen: ImageGenerator) -> None:
     """Refuse when this worker would generate on another device type or dtype than expected."""
     described = gen.describe()
-    actual = {"device_type": device_type(described["device"]), "dtype": described["dtype"]}
-    expected = {"device_type": job.device_type, "dtype": job.dtype}
-    differ = [f"{k} {actual[k]} (expected {v})" for k, v in expected.items() if v and actual[k] != v]
+    actual = {"device_type": device_type(described["device"]), "dtype": described["dtype"],
+              "speed": described.get("speed", {})}
+    expected = {"device_type": job.device_type, "dtype": job.dtype, "speed": job.speed}
+    differ = [f"{k} {actual[k]} (expected {v})" for k, v in expected.items()
+              if v is not None and v != "" and actual[k] != v]
     if differ:
         raise WorkerMismatch(f"worker {socket.gethostname()} would generate with {', '.join(differ)}; "
                              "the dataset's shards must all come from one device type and dtype")

@@ -68,10 +68,26 @@ def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | Non
             check_identity(root, loaded)
         quiet_environment()
         from synthdata.flow import synthdata_run
+        from synthdata.spec import with_overrides
+
+        _preload(with_overrides(loaded, None, engine.value if engine else None, workers))
 
         return synthdata_run(str(spec), out_dir=str(out) if out else None,
                              engine=engine.value if engine else None, workers=workers, dvc=dvc,
                              stop_after=stop_after, replace_stale=replace_stale)
+
+
+def _preload(spec) -> None:
+    """Local engine: start loading the model into this process's worker slots while Prefect's
+    server starts and the plan is written (the shard tasks then find it loaded)."""
+    from synthdata import engines, worker
+    from synthdata.folder import DatasetFolder
+
+    folder = DatasetFolder(spec.output_dir())
+    if folder.is_dataset() and len(folder.complete_shards()) >= int(folder.plan_info()["shards"]):
+        return  # nothing to generate
+    if spec.execution.engine == "local":
+        worker.preload(spec, engines.resolve(spec.execution, spec.generator.device).workers)
 
 
 @app.command()
@@ -93,8 +109,8 @@ def generate(spec: SpecArg, out: OutOpt = None,
              engine: Annotated[Optional[Engine], typer.Option(help="task runner engine")] = None,
              workers: Annotated[Optional[int], typer.Option(min=1, help="worker count")] = None,
              replace_stale: Annotated[bool, typer.Option(
-                 "--replace-stale", help="remove raw shards that another model, device or dtype "
-                 "generated instead of refusing (the DVC generate stage: its cache keeps them)")] = False,
+                 "--replace-stale", help="remove raw shards that another model, device, dtype or "
+                 "speed knobs generated instead of refusing (the DVC generate stage: its cache keeps them)")] = False,
              ) -> None:
     """Plan and generate the raw shards only (no screening or records but run.json); resumes."""
     result = _run(spec, out, engine, workers, None, "generate", replace_stale)

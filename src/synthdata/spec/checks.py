@@ -81,11 +81,38 @@ def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
             except ValueError as exc:
                 out.append((path, f"bad prompt template {template!r}: {exc}"))
                 continue
-            for slot in slots:
-                if slot not in known:
-                    out.append((path, f"unknown template variable {{{slot}}}; "
-                                      f"known variables: {sorted(known) or 'none'}"))
+            unknown = [slot for slot in slots if slot not in known]
+            for slot in unknown:
+                out.append((path, f"unknown template variable {{{slot}}}; "
+                                  f"known variables: {sorted(known) or 'none'}"))
+            if not unknown:
+                out += [(path, msg) for msg in _check_blend(template, {**spec.vars, **cfg.vars})]
     return out
+
+
+def _check_blend(template: str, variables: dict) -> list[str]:
+    """Problems of a blend template (generators/blend.py) for the values its weight slots take."""
+    import itertools
+
+    from synthdata.generators.blend import is_blend, parse_blend, template_weight_slots
+    from synthdata.spec.models import IntRange
+
+    if not is_blend(template):
+        return []
+    weight_slots = sorted(set(template_weight_slots(template)))
+    options = {name: ([str(var.min), str(var.max)] if isinstance(var, IntRange) else list(var.values))
+               for name, var in variables.items()}
+    fixed = {name: values[0] for name, values in options.items()}
+    for combo in itertools.islice(itertools.product(*(options[w] for w in weight_slots)), 256):
+        values = {**fixed, **dict(zip(weight_slots, combo))}
+        try:
+            if parse_blend(template.format(**values)) is None:
+                raise ValueError("a weight is not a number, a percentage or `rest`")
+        except ValueError as exc:
+            where = ", ".join(f"{w}={v}" for w, v in zip(weight_slots, combo))
+            return [f"bad blend{' with ' + where if where else ''}: {exc} "
+                    "(weights: numbers in [0, 1], percentages, or `rest`)"]
+    return []
 
 
 def _check_counts(spec: Spec) -> list[tuple[FieldPath, str]]:
