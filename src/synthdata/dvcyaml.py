@@ -114,20 +114,27 @@ def check_inputs(spec: Spec, params_file: str | Path) -> None:
                             "a file named there changes, so it must list exactly what the spec reads)")
 
 
+def generate_view(spec: Spec) -> dict:
+    """What generation's bytes depend on besides the model files (WORK/generate/dataset.json)."""
+    return {**dataset_dict(spec), "execution": {"speed": spec.execution.speed.changed()}}
+
+
 def resolve(spec_path: str | Path, work: str | Path, params_file: str | Path | None = None
             ) -> tuple[Path, Path]:
     """Write WORK/generate/dataset.json and WORK/screen/screening.json; check params.yaml.
 
-    `dataset.json`: every resolved field that shapes the data (what the spec hash covers);
-    `screening.json`: the resolved memorization section. Execution and output settings are left
-    out, so changing them reruns nothing. Each file is rewritten only when its content changes.
+    `dataset.json`: what shapes the raw shards' bytes besides the model files: every resolved
+    field the spec hash covers, and the `execution.speed` knobs not at their default (they may
+    change float results and are part of a folder's identity); `screening.json`: the resolved
+    memorization section. Engine, workers, threads and the output section are left out, so
+    changing them reruns nothing. Each file is rewritten only when its content changes.
     Stamps of inputs no longer named in `params_file` are removed. Neither the model nor the
     reference data is read here.
     """
     spec = load_spec(spec_path, check_files=False)
     if params_file is not None:
         check_inputs(spec, params_file)
-    views = {"generate": dataset_dict(spec), "screen": resolved_dict(spec)["memorization"]}
+    views = {"generate": generate_view(spec), "screen": resolved_dict(spec)["memorization"]}
     paths = []
     for role in ROLES:
         path = Path(work) / role / VIEWS[role]

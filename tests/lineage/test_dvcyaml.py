@@ -30,12 +30,17 @@ def test_resolve_splits_the_spec_so_only_affected_stages_rerun(tmp_path):
     assert data == tmp_path / "work" / "generate" / "dataset.json"
     assert screening == tmp_path / "work" / "screen" / "screening.json"
     first = (data.read_bytes(), screening.read_bytes())
-    assert "memorization" not in data.read_text() and "execution" not in data.read_text()
+    assert "memorization" not in data.read_text() and "workers" not in data.read_text()
     assert '"threshold": "auto"' in screening.read_text()
 
-    _write_spec(spec_file, execution={"workers": 3})
+    _write_spec(spec_file, execution={"workers": 3, "engine": "dask", "threads_per_worker": 2})
     resolve(spec_file, tmp_path / "work")
     assert (data.read_bytes(), screening.read_bytes()) == first
+    _write_spec(spec_file, execution={"workers": 3, "speed": {"channels_last": True}})
+    resolve(spec_file, tmp_path / "work")
+    assert json.loads(data.read_text())["execution"] == {"speed": {"channels_last": True}}, \
+        "speed knobs may change the bytes: generate reruns"
+    assert screening.read_bytes() == first[1]
     _write_spec(spec_file, memorization={"threshold": 0.9})
     resolve(spec_file, tmp_path / "work")
     assert data.read_bytes() == first[0] and screening.read_bytes() != first[1]
