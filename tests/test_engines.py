@@ -37,6 +37,7 @@ def assert_loaded_once_per_worker(root: Path) -> list[dict]:
     assert records, "workers wrote no records"
     assert {r["pid"] for r in records}.isdisjoint({os.getpid()}), "shards ran in worker processes"
     assert [r["loads"] for r in records] == [1] * len(records), records
+    assert [r["process_loads"] for r in records] == [1] * len(records), "one load per worker process"
     assert [r["torch_threads"] for r in records] == [1] * len(records), "threads pinned per worker"
     done = sorted(s for r in records for s in r["shards"])
     assert done == [0, 1, 2], "every shard done exactly once"

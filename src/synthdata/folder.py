@@ -16,6 +16,8 @@ DIR/screening_report.json    (+ .png) decisions, threshold and how it was set
 DIR/embeddings/              screening embeddings of raw shards (re-screening costs a search)
 DIR/manifest.parquet         one row per sample, accepted or not: the auditor's table
 DIR/stats.json               deterministic counts (the DVC metric)
+DIR/cohort.json              cohort specs: the table's summary and the requested joint distribution
+DIR/cohort_report.json       cohort specs: requested vs planned vs realized (+ report/cohort.png)
 DIR/README.md                dataset card
 DIR/report/contact-LABEL.png contact sheet per label
 DIR/workers/                 one record per worker process and slot
@@ -78,6 +80,8 @@ class DatasetFolder:
     SCREENING_REPORT = "screening_report.json"
     SCREENING_PLOT = "screening_report.png"
     STATS = "stats.json"
+    COHORT = "cohort.json"
+    COHORT_REPORT = "cohort_report.json"
     CARD = "README.md"
     RAW = "raw"
     SHARDS = "shards"
@@ -146,6 +150,21 @@ class DatasetFolder:
     def stats_file(self) -> Path:
         """DIR/stats.json."""
         return self.root / self.STATS
+
+    @property
+    def cohort_file(self) -> Path:
+        """DIR/cohort.json: the cohort table's summary and the requested distribution."""
+        return self.root / self.COHORT
+
+    @property
+    def cohort_report_file(self) -> Path:
+        """DIR/cohort_report.json: requested vs planned vs realized joint distributions."""
+        return self.root / self.COHORT_REPORT
+
+    @property
+    def cohort_plot_file(self) -> Path:
+        """DIR/report/cohort.png."""
+        return self.report_dir / "cohort.png"
 
     @property
     def card_file(self) -> Path:

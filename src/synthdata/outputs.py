@@ -160,6 +160,10 @@ def prepare(root: str | Path, spec: Spec, identity: GenerationIdentity | None = 
         return PreparedOutput(folder, s_hash, p_hash, info["shards"], replaced)
     record_spec(folder, spec)
     written = planning.write_plan(spec, folder.plan_file)
+    if spec.cohort is not None:
+        from synthdata.cohort.report import write_cohort_summary
+
+        write_cohort_summary(spec, folder)
     counts = planning.label_counts(spec)
     write_json_atomic(folder.plan_info_file, {
         "format_version": FORMAT_VERSION, "name": spec.name, "spec_hash": s_hash,

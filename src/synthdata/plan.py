@@ -23,7 +23,7 @@ from synthdata.spec.models import Categorical, IntRange
 
 CHUNK_ROWS = 65_536
 SEED_MASK = (1 << 63) - 1
-_STREAM_SEED, _STREAM_PERM, _STREAM_TEMPLATE = 0, 1, 2
+_STREAM_SEED, _STREAM_PERM, _STREAM_TEMPLATE, _STREAM_ATTEMPT = 0, 1, 2, 3
 
 PLAN_SCHEMA = pa.schema([
     ("index", pa.int64()), ("key", pa.string()), ("label", pa.string()),
@@ -32,6 +32,21 @@ PLAN_SCHEMA = pa.schema([
     ("steps", pa.int32()), ("guidance_scale", pa.float64()), ("shard", pa.int32()),
     ("batch", pa.int32()),
 ])
+# Cohort specs add: the table row (its number, or a pseudonym when the table names patients),
+# the patient's pseudonym, and whether the row's report text held de-identification markers.
+COHORT_FIELDS = [("source_row", pa.string()), ("source_patient", pa.string()),
+                 ("deid_markers", pa.bool_())]
+# What the plan hash covers besides PLAN_SCHEMA for cohort specs: machine-independent values
+# only (the raw row number stands for source_row and source_patient, whose pseudonyms depend
+# on this machine's key).
+COHORT_HASHED = ["deid_markers", "source_row_number"]
+
+
+def plan_schema(spec: Spec) -> pa.Schema:
+    """The columns of plan.parquet for this spec."""
+    if spec.cohort is None:
+        return PLAN_SCHEMA
+    return pa.schema([*PLAN_SCHEMA, *[pa.field(n, t) for n, t in COHORT_FIELDS]])
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
@@ -73,6 +88,10 @@ def apportion(total: int, weights: list[float]) -> list[int]:
 
 def label_counts(spec: Spec) -> dict[str, int]:
     """Exact number of samples per label, in spec order."""
+    if spec.cohort is not None and spec.cohort.mode == "mirror":
+        from synthdata.cohort import cohort_index
+
+        return dict(zip(spec.labels, cohort_index(spec).mirror_counts(spec.count)))
     fixed = {k: v.count for k, v in spec.labels.items() if v.count is not None}
     weighted = [k for k in spec.labels if k not in fixed]
     rest = (spec.count or 0) - sum(fixed.values()) if weighted else 0
@@ -87,20 +106,25 @@ def total_count(spec: Spec) -> int:
     return sum(label_counts(spec).values())
 
 
-def permute(indices: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """A keyed bijection of [0, n): a 4-round Feistel network with cycle walking."""
+def permute(indices: np.ndarray, n: int, seed: int | np.ndarray) -> np.ndarray:
+    """A keyed bijection of [0, n): a 4-round Feistel network with cycle walking.
+
+    `seed` is one key, or an array of keys aligned with `indices` (each element permuted by its
+    own key: many small permutations in one vectorised call).
+    """
     half = max(1, math.ceil(max(1, (n - 1).bit_length()) / 2))
     mask = np.uint64((1 << half) - 1)
+    keys = np.asarray(seed, dtype=np.uint64)
 
-    def rounds(x: np.ndarray) -> np.ndarray:
+    def rounds(x: np.ndarray, k: np.ndarray) -> np.ndarray:
         left, right = x >> np.uint64(half), x & mask
         for r in range(4):
-            left, right = right, left ^ (mix(seed, _STREAM_PERM, r, right) & mask)
+            left, right = right, left ^ (mix(k, _STREAM_PERM, r, right) & mask)
         return (left << np.uint64(half)) | right
 
-    y = rounds(indices.astype(np.uint64))
+    y = rounds(indices.astype(np.uint64), keys)
     while (bad := y >= np.uint64(n)).any():
-        y[bad] = rounds(y[bad])
+        y[bad] = rounds(y[bad], keys if keys.ndim == 0 else keys[bad])
     return y.astype(np.int64)
 
 
@@ -113,13 +137,42 @@ def _sample_var(var: IntRange | Categorical, u: np.ndarray) -> np.ndarray:
     return np.asarray(var.values, dtype=object)[np.minimum(pick, len(var.values) - 1)]
 
 
+def attempt_seed(spec_seed: int, index: int | np.ndarray, attempt: int | np.ndarray) -> int | np.ndarray:
+    """The generation seed of a sample's attempt: attempt 0 is the planned seed (plan.parquet's
+    `seed`); attempt a > 0 (a regeneration after QC or screening) a seed derived from
+    (spec seed, index, a) alone. Ints in, int out; arrays in, int64 array out."""
+    idx = np.asarray(index, dtype=np.uint64)
+    att = np.asarray(attempt, dtype=np.int64)
+    if (att < 0).any():
+        raise ValueError("attempt must be >= 0")
+    first = mix(spec_seed, _STREAM_SEED, idx)
+    later = mix(spec_seed, _STREAM_ATTEMPT, idx, att.astype(np.uint64))
+    seeds = (np.where(att == 0, first, later) & np.uint64(SEED_MASK)).astype(np.int64)
+    return int(seeds) if seeds.ndim == 0 else seeds
+
+
 def derive_rows(spec: Spec, start: int, stop: int) -> pa.Table:
-    """Plan rows [start, stop) of the spec, computed from (spec, index) alone."""
-    n = total_count(spec)
+    """Plan rows [start, stop) of the spec, computed from (spec, index) alone (and, for cohort
+    specs, the table's content)."""
+    return _derive(spec, start, stop)[0]
+
+
+def _derive(spec: Spec, start: int, stop: int) -> tuple[pa.Table, np.ndarray | None]:
+    """(plan rows [start, stop), their cohort table rows or None)."""
+    counts = list(label_counts(spec).values())
+    n = sum(counts)
     stop = min(stop, n)
     idx = np.arange(start, stop, dtype=np.int64)
-    bounds = np.cumsum(list(label_counts(spec).values()))
-    label_idx = np.searchsorted(bounds, permute(idx, n, spec.seed), side="right")
+    bounds = np.cumsum(counts)
+    position = permute(idx, n, spec.seed)
+    label_idx = np.searchsorted(bounds, position, side="right")
+    source = cohort = None
+    if spec.cohort is not None:
+        from synthdata.cohort import cohort_index
+
+        cohort = cohort_index(spec)
+        rank = position - (bounds - np.asarray(counts))[label_idx]
+        source = cohort.draw(spec.seed, label_idx, rank, counts)
     names = spec.label_names
     gen = spec.generator
     cols: dict[str, list] = {c: [None] * len(idx) for c in
@@ -138,6 +191,8 @@ def derive_rows(spec: Spec, start: int, stop: int) -> pa.Table:
         guidance = over.guidance_scale if over.guidance_scale is not None else gen.guidance_scale
         for j, row in enumerate(where):
             values = {v: str(d[j]) for v, d in drawn.items()}
+            if cohort is not None:
+                values.update({v: str(col[source[row]]) for v, col in cohort.variables.items()})
             cols["template_index"][row] = int(tmpl[j])
             cols["prompt"][row] = label.prompts[tmpl[j]].format(**values)
             cols["vars"][row] = json.dumps(values, sort_keys=True)
@@ -145,20 +200,31 @@ def derive_rows(spec: Spec, start: int, stop: int) -> pa.Table:
             cols["steps"][row] = steps
             cols["guidance_scale"][row] = guidance
     size, batch = spec.shards.size, gen.batch_size
-    seeds = (mix(spec.seed, _STREAM_SEED, idx.astype(np.uint64)) & np.uint64(SEED_MASK)).astype(np.int64)
-    return pa.Table.from_pydict({
+    seeds = attempt_seed(spec.seed, idx, 0) if len(idx) else np.zeros(0, dtype=np.int64)
+    data = {
         "index": idx, "key": [f"{spec.name}-{i:09d}" for i in idx],
         "label": [names[i] for i in label_idx], "label_index": label_idx.astype(np.int32),
         **cols, "seed": seeds, "shard": (idx // size).astype(np.int32),
         "batch": ((idx % size) // batch).astype(np.int32),
-    }, schema=PLAN_SCHEMA)
+    }
+    if cohort is not None:
+        from synthdata.cohort import patient_pseudonyms, row_pseudonyms
+
+        data.update(source_row=row_pseudonyms(spec, source), source_patient=patient_pseudonyms(spec, source),
+                    deid_markers=cohort.markers[source])
+    return pa.Table.from_pydict(data, schema=plan_schema(spec)), source
 
 
 def iter_plan(spec: Spec, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
     """The whole plan in chunks of at most chunk_rows rows."""
+    for table, _ in _iter_derived(spec, chunk_rows):
+        yield table
+
+
+def _iter_derived(spec: Spec, chunk_rows: int) -> Iterator[tuple[pa.Table, np.ndarray | None]]:
     n = total_count(spec)
     for start in range(0, n, chunk_rows):
-        yield derive_rows(spec, start, start + chunk_rows)
+        yield _derive(spec, start, start + chunk_rows)
 
 
 def shard_count(spec: Spec) -> int:
@@ -173,14 +239,22 @@ def shard_rows(spec: Spec, shard: int) -> pa.Table:
 
 
 class PlanHasher:
-    """sha256 of a plan, the same whatever the chunk size and stable across pyarrow versions."""
+    """sha256 of a plan, the same whatever the chunk size and stable across pyarrow versions.
 
-    def __init__(self) -> None:
-        self._columns = {name: hashlib.sha256() for name in PLAN_SCHEMA.names}
+    Covers PLAN_SCHEMA's columns, and for cohort plans COHORT_HASHED: pseudonyms (source_row,
+    source_patient) are machine-local, so the raw table row numbers stand for them.
+    """
 
-    def update(self, table: pa.Table) -> None:
-        """Add the next rows of the plan."""
+    def __init__(self, cohort: bool = False) -> None:
+        names = PLAN_SCHEMA.names + (COHORT_HASHED if cohort else [])
+        self._columns = {name: hashlib.sha256() for name in names}
+
+    def update(self, table: pa.Table, source_rows: np.ndarray | None = None) -> None:
+        """Add the next rows of the plan (and, for cohort plans, their table row numbers)."""
         for name, h in self._columns.items():
+            if name == "source_row_number":
+                h.update(np.asarray(source_rows, dtype="<i8").tobytes())
+                continue
             col = table.column(name)
             if pa.types.is_string(col.type):
                 for value in col.to_pylist():
@@ -201,20 +275,24 @@ def write_plan(spec: Spec, path: str | Path, chunk_rows: int = CHUNK_ROWS) -> st
     """Write the plan to a parquet file atomically, in chunks; return the plan hash."""
     from synthdata.fsutil import atomic_path
 
-    h = PlanHasher()
+    h = PlanHasher(cohort=spec.cohort is not None)
     with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, PLAN_SCHEMA) as writer:
-            for chunk in iter_plan(spec, chunk_rows):
-                h.update(chunk)
+        with pq.ParquetWriter(tmp, plan_schema(spec)) as writer:
+            for chunk, source in _iter_derived(spec, chunk_rows):
+                h.update(chunk, source)
+                if source is not None:
+                    from synthdata.cohort import remember_rows
+
+                    remember_rows(spec, source)
                 writer.write_table(chunk, row_group_size=chunk_rows)
     return h.hexdigest()
 
 
 def plan_hash(spec: Spec, chunk_rows: int = CHUNK_ROWS) -> str:
     """The plan hash without writing anything (same value write_plan returns)."""
-    h = PlanHasher()
-    for chunk in iter_plan(spec, chunk_rows):
-        h.update(chunk)
+    h = PlanHasher(cohort=spec.cohort is not None)
+    for chunk, source in _iter_derived(spec, chunk_rows):
+        h.update(chunk, source)
     return h.hexdigest()
 
 

@@ -73,8 +73,14 @@ def _key() -> bytes:
 
 def pseudonymize(value: str, kind: str = "id") -> str:
     """The pseudonym of `value` (e.g. a real image id) in namespace `kind`: 'p-' + 16 hex."""
-    digest = hmac.new(_key(), f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()
-    return PREFIX + digest[:16]
+    return pseudonymize_many([value], kind)[0]
+
+
+def pseudonymize_many(values: Iterable[str], kind: str = "id") -> list[str]:
+    """`pseudonymize` of each value, reading the key once (for plan-sized batches)."""
+    key = _key()
+    return [PREFIX + hmac.new(key, f"{kind}\0{v}".encode(), hashlib.sha256).hexdigest()[:16]
+            for v in values]
 
 
 def _db() -> sqlite3.Connection:

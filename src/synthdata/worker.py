@@ -91,11 +91,13 @@ class CallLimit:
 
 @dataclass
 class LoadedModel:
-    """A slot's pipeline and how often this process loaded it."""
+    """A slot's pipeline, how often this process loaded it, and whether the last request loaded it."""
 
     key: str
     generator: ImageGenerator
     loads: int
+    fresh: bool = True
+    preloaded: bool = False
 
 
 @contextlib.contextmanager
@@ -176,7 +178,7 @@ def preload(spec: Spec, slots: int) -> threading.Thread:
         job = JobInfo("", "", "", device=spec.generator.device)
         for slot in range(slots):
             try:
-                get_generator(spec, job, slot)
+                get_generator(spec, job, slot).preloaded = True
             except SynthdataError as exc:  # the shard task's own load reports it
                 log.debug("preload of slot %d failed: %s", slot, exc)
                 return
@@ -193,6 +195,7 @@ def _get_generator(spec: Spec, job: JobInfo, slot: int) -> LoadedModel:
     loaded = _MODELS.get(slot)
     if loaded is not None and loaded.key == key:
         loaded.generator.cfg = spec.generator  # this spec's image size for the calls
+        loaded.fresh = False
         return loaded
     if loaded is not None:
         _MODELS.pop(slot, None)
@@ -208,16 +211,25 @@ def _get_generator(spec: Spec, job: JobInfo, slot: int) -> LoadedModel:
 
 
 def _record(out_dir: str | Path, slot: int, loaded: LoadedModel, spec: Spec, threads: int,
-            current: int | None = None, done: int | None = None, limit: CallLimit | None = None) -> None:
-    """Write this worker's record for this output folder (DIR/workers/<worker>.json)."""
+            current: int | None = None, done: int | None = None, limit: CallLimit | None = None,
+            loaded_now: bool = False) -> None:
+    """Write this worker's record for this output folder (DIR/workers/<worker>.json).
+
+    `loads`: model loads this run's shard tasks made in this slot (a reuse counts none);
+    `preloaded`: the model was loaded before the run's first task (`preload`);
+    `process_loads`: loads of this model into this slot over the process's life.
+    """
     wid = worker_id(slot)
     with _LOCK:
-        run = _RUNS.setdefault((str(Path(out_dir).resolve()), wid), {"shards": []})
+        run = _RUNS.setdefault((str(Path(out_dir).resolve()), wid), {"shards": [], "loads": 0})
+        run["loads"] += int(loaded_now)
         if done is not None:
             run["shards"].append(done)
         record = {"worker": wid, "host": socket.gethostname(), "pid": os.getpid(), "slot": slot,
                   "model": spec.generator.model, "device": loaded.generator.describe()["device"],
-                  "loads": loaded.loads, "threads": threads, "torch_threads": torch.get_num_threads(),
+                  "loads": run["loads"], "preloaded": loaded.preloaded,
+                  "process_loads": loaded.loads, "threads": threads,
+                  "torch_threads": torch.get_num_threads(),
                   "current_shard": current, "shards": list(run["shards"])}
         if done is not None and limit is not None and limit.splits:
             run.setdefault("oom_splits", {})[str(done)] = limit.splits
@@ -373,7 +385,7 @@ def generate_shard(spec_data: dict, out_dir: str, shard: int, job_data: dict,
     with worker_slot() as slot:
         loaded = get_generator(spec, job, slot)
         check_worker_hardware(job, loaded.generator)
-        _record(out_dir, slot, loaded, spec, threads, current=shard)
+        _record(out_dir, slot, loaded, spec, threads, current=shard, loaded_now=loaded.fresh)
         limit = CallLimit()
         count = write_shard(spec, job, loaded.generator, out_dir, shard, limit)
         _record(out_dir, slot, loaded, spec, threads, done=shard, limit=limit)

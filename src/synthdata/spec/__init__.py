@@ -11,12 +11,17 @@ from pydantic import ValidationError
 
 from synthdata.errors import Problem, SpecError
 from synthdata.spec.checks import check_spec, template_slots
+from synthdata.spec.cohort import cohort_path_fields
 from synthdata.spec.models import Spec
-from synthdata.spec.paths import location_free, resolve_paths
+from synthdata.spec.paths import EXTRA_PATH_FIELDS, location_free, resolve_paths
+from synthdata.spec.qc import CHECK_TAGS, qc_path_fields
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
 __all__ = ["Spec", "NON_DATA_SECTIONS", "dataset_dict", "json_schema", "load_spec", "parse_spec",
            "resolved_yaml", "spec_hash", "template_slots", "with_overrides"]
+
+
+EXTRA_PATH_FIELDS.extend(f for f in (cohort_path_fields, qc_path_fields) if f not in EXTRA_PATH_FIELDS)
 
 
 def _line_for(lines: dict[FieldPath, int], path: FieldPath) -> int | None:
@@ -36,6 +41,9 @@ def _pydantic_problems(exc: ValidationError, source: str, lines: dict) -> list[P
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if p not in ("function-after", "[key]")
                     and not (isinstance(p, str) and p.startswith(("function-", "literal[", "int", "float"))))
+        # a tagged union (qc.checks) puts the tag in the path: checks.3.dynamic_range.min_range
+        loc = tuple(p for i, p in enumerate(loc)
+                    if not (p in CHECK_TAGS and i >= 2 and loc[i - 2] == "checks" and isinstance(loc[i - 1], int)))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; `synthdata schema` lists the allowed fields)"
@@ -53,10 +61,12 @@ def _pydantic_problems(exc: ValidationError, source: str, lines: dict) -> list[P
 
 def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: str = "<spec>",
                *, base_dir: str | Path | None = None, check_files: bool = True) -> Spec:
-    """Validate already-parsed YAML data into a Spec (structure, then cross-field checks).
+    """Validate already-parsed YAML data into a Spec (structure, cross-field checks, then the
+    cohort table, whose sha256 is filled in).
 
     With `base_dir`, relative file paths are resolved against it and recorded absolute
-    (`spec.paths`). `check_files=False` skips the checks that named files exist.
+    (`spec.paths`). `check_files=False` skips the checks that named files exist and the
+    cohort table (a recorded spec already holds its sha256).
     """
     lines = lines or {}
     if not isinstance(data, dict):
@@ -68,8 +78,13 @@ def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: 
             spec = Spec.model_validate(resolve_paths(spec.model_dump(mode="json"), base_dir))
     except ValidationError as exc:
         raise SpecError(_pydantic_problems(exc, source, lines)) from None
+    found = check_spec(spec, check_files)
+    if not found and spec.cohort is not None and check_files:
+        from synthdata.cohort import check_cohort
+
+        spec, found = check_cohort(spec)  # reads the table; fills in cohort.sha256
     problems = [Problem(source, msg, line=_line_for(lines, path), field=_dotted(path))
-                for path, msg in check_spec(spec, check_files)]
+                for path, msg in found]
     if problems:
         raise SpecError(problems)
     return spec

@@ -6,7 +6,7 @@ import re
 import string
 from pathlib import Path
 
-from synthdata.spec.models import Spec
+from synthdata.spec.models import Categorical, Spec
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FieldPath = tuple[str | int, ...]
@@ -51,8 +51,11 @@ def check_spec(spec: Spec, check_files: bool = True) -> list[tuple[FieldPath, st
     """
     problems: list[tuple[FieldPath, str]] = []
     problems += _check_templates(spec)
-    problems += _check_counts(spec)
+    problems += _check_cohort(spec) if spec.cohort is not None else _check_no_cohort(spec)
+    if spec.cohort is None or spec.cohort.mode == "explicit":
+        problems += _check_counts(spec)
     problems += _check_builtin(spec)
+    problems += _check_qc(spec, check_files)
     if check_files:
         problems += _check_paths(spec)
     return problems
@@ -70,10 +73,86 @@ def _check_builtin(spec: Spec) -> list[tuple[FieldPath, str]]:
              f"known: {['builtin:' + m for m in BUILTIN_MODELS]}")]
 
 
+def _check_no_cohort(spec: Spec) -> list[tuple[FieldPath, str]]:
+    return [(("labels", name, "where"), "`where` selects rows of a cohort table; add a `cohort:` "
+             "section or remove it") for name, cfg in spec.labels.items() if cfg.where is not None]
+
+
+def _check_cohort(spec: Spec) -> list[tuple[FieldPath, str]]:
+    """Cohort checks that need no table (the table's own are in synthdata.cohort)."""
+    cohort = spec.cohort
+    out: list[tuple[FieldPath, str]] = []
+    columns = set(cohort.columns)
+    for var in sorted(columns & set(spec.vars)):
+        out.append((("vars", var), f"{var!r} is also a cohort column variable; rename one of them"))
+    for name, cfg in spec.labels.items():
+        for var in sorted(columns & set(cfg.vars)):
+            out.append((("labels", name, "vars", var), f"{var!r} is also a cohort column variable; "
+                        "rename one of them"))
+        if cohort.mode == "mirror" and (cfg.weight is not None or cfg.count is not None):
+            out.append((("labels", name), "cohort.mode is mirror: label counts follow the table; "
+                        "remove weight/count, or set cohort.mode: explicit"))
+    for role in ("sex", "age"):
+        var = getattr(cohort.report, role)
+        if var is not None and var not in columns:
+            out.append((("cohort", "report", role), f"{var!r} is not a cohort column variable "
+                        f"(known: {', '.join(sorted(columns)) or 'none'})"))
+    if cohort.stratify is not None:
+        unknown = [v for v in cohort.stratify.by if v not in columns]
+        if unknown:
+            out.append((("cohort", "stratify", "by"), f"not cohort column variables: {', '.join(unknown)} "
+                        f"(known: {', '.join(sorted(columns)) or 'none'})"))
+    return out
+
+
+def _check_qc(spec: Spec, check_files: bool = True) -> list[tuple[FieldPath, str]]:
+    if spec.qc is None:
+        return []
+    out: list[tuple[FieldPath, str]] = []
+    cohort_vars = set(spec.cohort.columns) if spec.cohort is not None else set()
+    for i, check in enumerate(spec.qc.checks):
+        if check.check != "classifier":
+            continue
+        path: FieldPath = ("qc", "checks", i)
+        for name, cfg in spec.labels.items():
+            known = set(spec.vars) | set(cfg.vars) | cohort_vars
+            if check.target not in known:
+                out.append((path + ("variable",), f"label {name!r} has no variable {check.target!r} "
+                            f"to compare the classifier's {check.attribute!r} with "
+                            f"(known: {', '.join(sorted(known)) or 'none'})"))
+                break
+        if not check_files:
+            continue
+        if not Path(check.model).is_dir():
+            out.append((path + ("model",), f"classifier folder {check.model!r} does not exist "
+                        "(taken from the spec file's folder)"))
+            continue
+        out += _check_classifier_config(check, path)
+    return out
+
+
+def _check_classifier_config(check, path: FieldPath) -> list[tuple[FieldPath, str]]:
+    from synthdata.errors import ModelError
+    from synthdata.qc.classifier import read_config
+
+    try:
+        outputs = read_config(check.model)["outputs"]
+    except ModelError as exc:
+        return [(path + ("model",), str(exc))]
+    if check.attribute not in outputs:
+        return [(path + ("attribute",), f"the classifier has no output {check.attribute!r} "
+                 f"(outputs: {', '.join(outputs)})")]
+    if outputs[check.attribute]["type"] == "numeric" and check.tolerance is None:
+        return [(path + ("tolerance",), f"{check.attribute!r} is numeric: give a tolerance "
+                 "(e.g. 16 for age in years)")]
+    return []
+
+
 def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
     out = []
+    cohort_vars = set(spec.cohort.columns) if spec.cohort is not None else set()
     for label, cfg in spec.labels.items():
-        known = set(spec.vars) | set(cfg.vars)
+        known = set(spec.vars) | set(cfg.vars) | cohort_vars
         for i, template in enumerate(cfg.prompts):
             path: FieldPath = ("labels", label, "prompts", i)
             try:
@@ -86,7 +165,10 @@ def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
                 out.append((path, f"unknown template variable {{{slot}}}; "
                                   f"known variables: {sorted(known) or 'none'}"))
             if not unknown:
-                out += [(path, msg) for msg in _check_blend(template, {**spec.vars, **cfg.vars})]
+                # cohort values come from the table: a placeholder that reads as text or a weight
+                placeholders = {v: Categorical(values=("0.5",), weights=(1.0,)) for v in cohort_vars}
+                out += [(path, msg) for msg in _check_blend(template, {**placeholders, **spec.vars,
+                                                                       **cfg.vars})]
     return out
 
 

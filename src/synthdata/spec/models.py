@@ -5,23 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     WithJsonSchema,
 )
 
+from synthdata.spec.base import StrictModel
+from synthdata.spec.cohort import Cohort
+from synthdata.spec.qc import QC
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 SCHEDULERS = ("ddim", "ddpm", "pndm", "dpm++", "euler", "euler_a", "heun", "unipc")
-
-
-class StrictModel(BaseModel):
-    """Base: unknown fields are errors; values are immutable once validated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class IntRange(StrictModel):
@@ -94,6 +90,11 @@ Variable = Annotated[
     IntRange | Categorical, BeforeValidator(_to_variable), PlainSerializer(_from_variable),
     WithJsonSchema(_VARIABLE_SCHEMA),
 ]
+def _is_none(value: Any) -> bool:
+    """Unset optional sections stay out of the resolved spec, so older specs hash as before."""
+    return value is None
+
+
 Dim = Annotated[int, Field(ge=16, le=4096, multiple_of=8)]
 
 
@@ -146,6 +147,9 @@ class Label(StrictModel):
     prompts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     vars: dict[str, Variable] = {}
     generator: GeneratorOverride = GeneratorOverride()
+    where: str | None = Field(None, exclude_if=_is_none, description=(
+        "cohort specs: expression over the table's columns selecting this label's rows "
+        "(a row takes the first label whose `where` holds)"))
 
 
 class Shards(StrictModel):
@@ -238,6 +242,10 @@ class Spec(StrictModel):
     memorization: Memorization = Memorization()
     output: Output = Output()
     execution: Execution = Execution()
+    cohort: Cohort | None = Field(None, exclude_if=_is_none, description=(
+        "draw labels and variables from rows of a table of real metadata"))
+    qc: QC | None = Field(None, exclude_if=_is_none, description=(
+        "per-sample quality checks, regeneration attempts and top-up"))
 
     @property
     def label_names(self) -> list[str]:
