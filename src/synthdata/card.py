@@ -214,6 +214,13 @@ def _limitations(spec: dict, screened: bool) -> list[str]:
     return [*lines, ""]
 
 
+def _extra_sections(root: Path) -> list[str]:
+    """Sections other packages contribute when the folder has their files (cohort, evaluation)."""
+    from synthdata.cohort.report import cohort_section
+
+    return cohort_section(root)
+
+
 def card_text(out_dir: str | Path) -> str:
     """The whole dataset card as Markdown."""
     root = Path(out_dir)
@@ -230,6 +237,7 @@ def card_text(out_dir: str | Path) -> str:
              (f"Samples: {stats['samples']['planned']} planned, {stats['samples']['generated']} "
               f"generated, {accepted} accepted (in `{split}/`)."), "",
              *_model_section(root, spec, run), *_screening_section(screening),
+             *_extra_sections(root),
              *_usage_section(root, split), *_limitations(spec, screening is not None)]
     return "\n".join(parts)
 

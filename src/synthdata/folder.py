@@ -96,8 +96,8 @@ class DatasetFolder:
 
     # Every top-level entry synthdata writes (what a reset of a dataset folder may remove).
     ENTRIES = (SPEC, PLAN_INFO, PLAN, RUN, MANIFEST, SCREENING, SCREENING_REPORT, SCREENING_PLOT,
-               STATS, CARD, RAW, SHARDS, EMBEDDINGS, WORKERS, REPORT, EVALUATION, LOCK,
-               SCREENING_LOCK, STAGING)
+               STATS, CARD, RAW, SHARDS, EMBEDDINGS, WORKERS, REPORT, EVALUATION, COHORT,
+               COHORT_REPORT, LOCK, SCREENING_LOCK, STAGING)
 
     def __init__(self, root: str | Path):
         self.root = Path(root)

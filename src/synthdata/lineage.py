@@ -69,17 +69,61 @@ def _recorded_batch_sizes(out_dir: Path, shard: int) -> dict[str, int] | None:
     return dict(zip(table["key"], table["batch_size"]))
 
 
+def _plan_rows(out_dir: Path, shard: int) -> list[dict]:
+    """A shard's rows of the recorded plan (plan.parquet), in index order."""
+    table = pq.read_table(DatasetFolder(out_dir).plan_file, filters=[("shard", "=", shard)])
+    return table.sort_by("index").to_pylist()
+
+
+# Plan columns that hold machine-local pseudonyms (cohort tables with patient ids): a plan made
+# on another machine differs there by design, so they are left out of the row comparison.
+PSEUDONYM_COLUMNS = ("source_row", "source_patient")
+
+
+def _derived_row(spec: Spec, index: int) -> tuple[dict | None, str]:
+    """The plan row derived afresh from the spec (None when its cohort table is not here)."""
+    from synthdata.plan import derive_rows
+
+    if spec.cohort is not None and not Path(spec.cohort.table).is_file():
+        return None, f"cohort table {spec.cohort.table} is not on this machine; the row is read from plan.parquet"
+    return derive_rows(spec, index, index + 1).to_pylist()[0], ""
+
+
+def _same_row(a: dict | None, b: dict | None) -> bool | None:
+    if a is None or b is None:
+        return None
+    drop = lambda r: {k: v for k, v in r.items() if k not in PSEUDONYM_COLUMNS}  # noqa: E731
+    return drop(a) == drop(b)
+
+
+def _recorded_row(out_dir: Path, shard: int, key: str) -> dict | None:
+    rows = DatasetFolder(out_dir).raw_rows(shard)
+    if not rows.is_file():
+        return None
+    found = pq.read_table(rows, filters=[("key", "=", key)]).to_pylist()
+    return found[0] if found else None
+
+
 def _call_of(out_dir: Path, spec: Spec, shard: int, key: str) -> list[dict]:
-    """The plan rows the worker passed to the pipeline in the same call as `key`.
+    """The plan rows the worker passed to the pipeline in the same call as `key`'s image.
 
-    The planned calls (`plan.plan_batches`), cut as recorded where the worker had to split a
-    call after running out of GPU memory (`plan.replay_calls` with the recorded batch sizes).
+    Attempt 0: the planned calls (`plan.plan_batches`), cut as recorded where the worker had to
+    split a call after running out of GPU memory (`plan.replay_calls` with the recorded batch
+    sizes). A later attempt (a regeneration after QC): the call recorded with the sample, at
+    that attempt's seeds (`plan.attempt_seed`).
     """
-    from synthdata.plan import replay_calls, shard_rows
+    from synthdata.plan import attempt_seed, replay_calls
 
+    rows = _plan_rows(out_dir, shard)
+    recorded = _recorded_row(out_dir, shard, key) or {}
+    attempt = int(recorded.get("attempt") or 0)
+    if attempt:
+        by_key = {r["key"]: r for r in rows}
+        call = [by_key[k] for k in json.loads(recorded["call_keys"])]
+        return [{**r, "seed": int(attempt_seed(spec.seed, r["index"], attempt))} for r in call]
     sizes = _recorded_batch_sizes(out_dir, shard)
     try:
-        calls = list(replay_calls(shard_rows(spec, shard).to_pylist(), sizes))
+        calls = list(replay_calls(rows, sizes))
     except (KeyError, ValueError) as exc:
         raise LineageError(f"{key!r}: the recorded batch sizes of shard {shard} do not match its "
                            f"plan ({exc})") from None
@@ -119,13 +163,14 @@ def lineage(out_dir: str | Path, key: str) -> dict:
     folder = DatasetFolder(root)
     spec = folder_spec(root)
     index = _index_of(key, spec)
-    from synthdata.plan import derive_rows, total_count
     from synthdata.spec import spec_hash
 
-    if index >= total_count(spec):
-        raise LineageError(f"{key!r}: the plan of {spec.name!r} has only {total_count(spec)} samples")
+    count = int(folder.plan_info()["count"])
+    if index >= count:
+        raise LineageError(f"{key!r}: the plan of {spec.name!r} has only {count} samples")
     plan_row = _plan_row(root, key)
-    derived = derive_rows(spec, index, index + 1).to_pylist()[0]
+    fresh, plan_note = _derived_row(spec, index)
+    derived = fresh or plan_row
     shard = int(derived["shard"])
     raw_tar = folder.raw_tar(shard)
     state = folder.shard_state(shard)
@@ -133,15 +178,12 @@ def lineage(out_dir: str | Path, key: str) -> dict:
     meta_bytes = read_member(raw_tar, f"{key}.json") if marker else None
     meta = json.loads(meta_bytes) if meta_bytes else {}
     png = read_member(raw_tar, f"{key}.png") if meta_bytes else None
-    rows_file = folder.raw_rows(shard)
-    recorded = None
-    if rows_file.is_file():
-        found = pq.read_table(rows_file, filters=[("key", "=", key)]).to_pylist()
-        recorded = found[0] if found else None
+    recorded = _recorded_row(root, shard, key)
     accepted, accepted_tar = _accepted_tar(root, shard, key)
     screening = (records.screening_results(root, key) or {}).get(key)
     run = records.read_run_record(root) or {}
     call = _call_of(root, spec, shard, key)
+    call_keys = [r["key"] for r in call]
     worker = worker_record(root, shard) or {}
     members = lambda tar: sorted(n for n in records.tar_members(tar) if n.split(".", 1)[0] == key)
     return {
@@ -151,14 +193,15 @@ def lineage(out_dir: str | Path, key: str) -> dict:
                  "recorded_spec_hash": folder.plan_info().get("spec_hash"),
                  "source": run.get("spec_path"), "git": run.get("git")},
         "plan": {"path": str(folder.plan_file), "plan_hash": meta.get("plan_hash") or run.get("plan_hash"),
-                 "row": plan_row, "row_matches_spec": plan_row == derived},
+                 "row": plan_row, "row_matches_spec": _same_row(plan_row, fresh), "note": plan_note},
         "model": {"id": spec.generator.model, "revision": (meta.get("model") or {}).get("revision",
                                                                                      spec.generator.revision),
                   "fingerprint": (meta.get("model") or {}).get("fingerprint")
                   or (run.get("model") or {}).get("fingerprint"),
                   "commit": (run.get("model") or {}).get("commit")},
         "generation": {
-            "seed": derived["seed"], "batch": derived["batch"], "batch_size": len(call),
+            "seed": meta.get("seed", derived["seed"]), "planned_seed": derived["seed"],
+            "attempt": meta.get("attempt", 0), "batch": derived["batch"], "batch_size": len(call),
             "call_keys": [r["key"] for r in call], "steps": derived["steps"],
             "guidance_scale": derived["guidance_scale"], "scheduler": spec.generator.scheduler,
             "height": spec.generator.height, "width": spec.generator.width,
@@ -184,6 +227,10 @@ def lineage(out_dir: str | Path, key: str) -> dict:
             else hashlib.sha256(png).hexdigest() == recorded.get("png_sha256"),
         },
         "screening": screening,
+        "qc": meta.get("qc"),
+        "attempts": [*meta.get("attempts", []), *([{"attempt": meta.get("attempt", 0),
+                                                    "seed": meta.get("seed"), "call": call_keys,
+                                                    "reason": None}] if meta else [])],
         "status": _status(marker, screening, accepted, accepted_tar),
     }
 
@@ -230,6 +277,12 @@ def render_lineage(info: dict) -> Tree:
     s = tree.add(f"[bold]shard {sh['index']}[/]")
     s.add(f"raw {sh['raw_tar']} (sha256 {(sh['raw_tar_sha256'] or '?')[:16]}): {', '.join(sh['raw_members'])}")
     s.add(f"accepted {sh['accepted_tar'] or '-'}: {', '.join(sh['accepted_members']) or '-'}")
+    if info.get("qc") is not None or len(info.get("attempts") or []) > 1:
+        qc = info.get("qc") or {}
+        q = tree.add(f"[bold]QC[/] {'passed' if qc.get('passed') else 'FAILED: ' + str(qc.get('reason'))}")
+        for a in info.get("attempts") or []:
+            q.add(f"attempt {a['attempt']}: seed {a['seed']}, call of {len(a.get('call') or [])}"
+                  + (f", failed: {a['reason']}" if a.get("reason") else " (this image)"))
     img = info["image"]
     tree.add(f"[bold]image[/] png sha256 {img['png_sha256']}  matches record: {img['matches_record']}")
     scr = info["screening"]

@@ -45,6 +45,8 @@ MANIFEST_SCHEMA = pa.schema([
     ("png_bytes", pa.int64()), ("decision", pa.string()), ("nearest_real_id", pa.string()),
     ("score", pa.float64()), ("accepted", pa.bool_()), ("accepted_tar", pa.string()),
     ("model_fingerprint", pa.string()), ("spec_hash", pa.string()), ("plan_hash", pa.string()),
+    ("attempt", pa.int32()), ("generated_seed", pa.int64()), ("qc_passed", pa.bool_()),
+    ("qc_reason", pa.string()),
 ])
 
 
@@ -199,6 +201,9 @@ def dataset_stats(out_dir: str | Path, manifest: pa.Table | None = None) -> dict
     per_label = {k: {"planned": planned.get(k, 0), "generated": generated.get(k, 0),
                      "accepted": accepted.get(k, 0) if has_accepted else None} for k in labels}
     decisions = value_counts(pc.fill_null(table["decision"], "unscreened"))
+    qc_failed = value_counts(table.filter(pc.equal(pc.fill_null(table["qc_passed"], True), False))["label"])
+    for label, entry in per_label.items():
+        entry["qc_failed"] = qc_failed.get(label, 0)
     scores = table["score"]
     max_score, mean_score = pc.max(scores).as_py(), pc.mean(scores).as_py()
     return {

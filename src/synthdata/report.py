@@ -73,6 +73,10 @@ def write_report(out_dir: str | Path) -> dict:
     root = Path(out_dir)
     records.write_manifest(root)
     records.write_stats(root)
+    if DatasetFolder(root).cohort_file.is_file():
+        from synthdata.cohort.report import write_cohort_report
+
+        write_cohort_report(root)
     card.write_card(root)
     write_contact_sheets(root)
     return records.dataset_stats(root)

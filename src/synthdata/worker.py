@@ -10,41 +10,39 @@ Every worker writes `DIR/workers/<host>-<pid>-<slot>.json`: how often it loaded 
 which device, with how many torch threads, and which shards it ran, so tests and auditors can
 see how many loads happened where.
 
-A CUDA out-of-memory error on a pipeline call retries that call in halves (down to one image);
-the size a sample was actually generated in is its `batch_size` (KEY.json, rows parquet), and
-`plan.replay_calls` rebuilds the exact pipeline calls from those sizes for `reproduce`. The
-lowered call size lasts for the rest of that shard only: a shard's batch cuts depend on its
-plan and on the out-of-memory errors inside it, never on what the worker ran before.
+Generating one shard (pipeline calls as the plan cuts them, out-of-memory halving, quality
+checks and regeneration, the tar, rows and marker) is `synthdata.shardgen`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import socket
 import sys
 import threading
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from synthdata import plan as planning
 from synthdata.errors import SynthdataError
 from synthdata.folder import DatasetFolder
-from synthdata.fsutil import atomic_path, write_json_atomic
-from synthdata.generators.base import ImageGenerator, SampleRequest
+from synthdata.fsutil import write_json_atomic
+from synthdata.generators.base import ImageGenerator
 from synthdata.generators.diffusers_gen import DiffusersGenerator
 from synthdata.plan import plan_batches, replay_calls  # noqa: F401  (re-exported for callers)
-from synthdata.shards import Sample, clear_shard, encode_png, write_marker, write_tar
+from synthdata.shardgen import (  # noqa: F401  (re-exported for callers)
+    CallLimit,
+    JobInfo,
+    device_type,
+    generate_call,
+    sample_metadata,
+    write_shard,
+)
 from synthdata.spec import Spec
 
 log = logging.getLogger(__name__)
@@ -52,6 +50,7 @@ log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 _LOAD_LOCK = threading.Lock()
 _SLOT_LOCKS: dict[int, threading.Lock] = {}
+_CHECKS: dict[tuple[int, str], list] = {}
 _FREE_SLOTS: list[int] = []
 _SLOT_COUNT = 0
 _MODELS: dict[int, LoadedModel] = {}
@@ -59,34 +58,8 @@ _LOADS: dict[tuple[int, str], int] = {}
 _RUNS: dict[tuple[str, str], dict] = {}
 
 
-@dataclass(frozen=True)
-class JobInfo:
-    """What every shard task shares: hashes, the model fingerprint, the expected hardware.
-
-    `device_type` and `dtype` are what the flow resolved for the folder's identity ("" when
-    not checked); a worker that resolves differently refuses rather than write other bytes.
-    """
-
-    spec_hash: str
-    plan_hash: str
-    model_fingerprint: str
-    device: str = "auto"
-    gpu_count: int = 0
-    device_type: str = ""
-    dtype: str = ""
-    speed: dict | None = None
-
-
 class WorkerMismatch(SynthdataError):
     """A worker would generate on another device type or dtype than the dataset's."""
-
-
-@dataclass
-class CallLimit:
-    """Largest pipeline call to attempt within one shard; lowered after a CUDA out-of-memory error."""
-
-    size: int | None = None
-    splits: int = 0
 
 
 @dataclass
@@ -242,128 +215,6 @@ def _empty_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def _requests(rows: list[dict]) -> list[SampleRequest]:
-    return [SampleRequest(key=r["key"], prompt=r["prompt"], negative_prompt=r["negative_prompt"],
-                          seed=r["seed"], steps=r["steps"], guidance_scale=r["guidance_scale"])
-            for r in rows]
-
-
-def sample_metadata(row: dict, spec: Spec, job: JobInfo, call_size: int, dtype: str) -> dict:
-    """The KEY.json of a sample: everything needed to trace and replay it."""
-    gen = spec.generator
-    return {
-        "key": row["key"], "index": row["index"], "label": row["label"],
-        "label_index": row["label_index"], "prompt": row["prompt"],
-        "negative_prompt": row["negative_prompt"], "vars": json.loads(row["vars"]),
-        "seed": row["seed"], "shard": row["shard"], "batch": row["batch"], "batch_size": call_size,
-        "steps": row["steps"], "guidance_scale": row["guidance_scale"], "height": gen.height,
-        "width": gen.width, "scheduler": gen.scheduler, "dtype": dtype,
-        "model": {"id": gen.model, "revision": gen.revision, "fingerprint": job.model_fingerprint},
-        "spec_hash": job.spec_hash, "plan_hash": job.plan_hash,
-        **_blend_record(row["prompt"]),
-    }
-
-
-def _blend_record(prompt: str) -> dict:
-    """{"blend": [{prompt, weight}, ...]} for a blend prompt, else nothing (KEY.json unchanged)."""
-    from synthdata.generators.blend import parse_blend
-
-    parts = parse_blend(prompt)
-    return {"blend": [{"prompt": p.prompt, "weight": p.weight} for p in parts]} if parts else {}
-
-
-def generate_call(gen: ImageGenerator, call: list[dict],
-                  limit: CallLimit | None = None) -> Iterator[tuple[list[dict], list]]:
-    """Run one planned pipeline call, yielding (rows, images) for each call actually made.
-
-    Calls are cut to the shard's limit. A CUDA out-of-memory error on a call of n > 1 images
-    lowers the limit to ceil(n / 2) and retries from the same row, so a call is retried at half
-    its size until it fits (down to single images); the lowered limit is kept for the shard's
-    later calls. The parts are consecutive rows of the planned call (see `replay_calls`).
-    """
-    limit = limit if limit is not None else CallLimit()
-    i = 0
-    while i < len(call):
-        part = call[i:i + (limit.size or len(call))]
-        try:
-            images = gen.generate(_requests(part))
-        except torch.cuda.OutOfMemoryError:
-            if len(part) == 1:
-                raise
-            images = None  # handled below, outside the handler, so the failed call's memory is freed
-        if images is None:
-            limit.size, limit.splits = (len(part) + 1) // 2, limit.splits + 1
-            log.warning("CUDA out of memory on a call of %d images; retrying in calls of %d",
-                        len(part), limit.size)
-            _empty_cuda_cache()
-            continue
-        yield part, images
-        i += len(part)
-
-
-def _samples(spec: Spec, job: JobInfo, gen: ImageGenerator, rows: list[dict], pool: ThreadPoolExecutor,
-             limit: CallLimit) -> Iterator[tuple[Sample, dict]]:
-    """Generate call by call; PNG encoding of one call overlaps generation of the next."""
-    dtype = gen.describe()["dtype"]
-    pending: deque = deque()
-    for calls in plan_batches(rows):
-        batch = []
-        for call in calls:
-            for part, images in generate_call(gen, call, limit):
-                batch += [(row, len(part), pool.submit(encode_png, image)) for row, image in zip(part, images)]
-        pending.extend(sorted(batch, key=lambda entry: entry[0]["index"]))
-        while pending and pending[0][2].done():
-            yield _finish(spec, job, dtype, *pending.popleft())
-    while pending:
-        yield _finish(spec, job, dtype, *pending.popleft())
-
-
-def _finish(spec, job, dtype, row, call_size, future) -> tuple[Sample, dict]:
-    png = future.result()
-    meta = sample_metadata(row, spec, job, call_size, dtype)
-    sample = Sample(key=row["key"], png=png, meta=meta, label_index=row["label_index"],
-                    prompt=row["prompt"])
-    record = {**row, "batch_size": call_size, "png_sha256": hashlib.sha256(png).hexdigest(),
-              "png_bytes": len(png)}
-    return sample, record
-
-
-def write_shard(spec: Spec, job: JobInfo, gen: ImageGenerator, out_dir: str | Path, shard: int,
-                limit: CallLimit | None = None) -> int:
-    """Generate one shard with `gen` into DIR/raw: tar, rows parquet, then completion marker.
-
-    `limit` starts empty for every shard (pass one only to observe the out-of-memory splits).
-    """
-    folder = DatasetFolder(out_dir)
-    clear_shard(folder, shard)
-    rows = planning.shard_rows(spec, shard).to_pylist()
-    limit = limit if limit is not None else CallLimit()
-    records: list[dict] = []
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="png") as pool:
-
-        def samples() -> Iterator[Sample]:
-            for sample, record in _samples(spec, job, gen, rows, pool, limit):
-                records.append(record)
-                yield sample
-
-        written = write_tar(folder.raw_tar(shard), samples())
-    with atomic_path(folder.raw_rows(shard)) as tmp:
-        pq.write_table(pa.Table.from_pylist(records), tmp)
-    described = gen.describe()
-    count = written.count
-    write_marker(folder, shard, {
-        "count": count, "spec_hash": job.spec_hash, "plan_hash": job.plan_hash,
-        "model_fingerprint": job.model_fingerprint,
-        "device_type": device_type(described["device"]), "dtype": described["dtype"],
-        "speed": described.get("speed", {})}, written)
-    return count
-
-
-def device_type(device: str) -> str:
-    """cuda:1 -> cuda; cpu -> cpu."""
-    return str(device).split(":", 1)[0]
-
-
 def check_worker_hardware(job: JobInfo, gen: ImageGenerator) -> None:
     """Refuse when this worker would generate on another device type or dtype than expected."""
     described = gen.describe()
@@ -387,10 +238,24 @@ def generate_shard(spec_data: dict, out_dir: str, shard: int, job_data: dict,
         check_worker_hardware(job, loaded.generator)
         _record(out_dir, slot, loaded, spec, threads, current=shard, loaded_now=loaded.fresh)
         limit = CallLimit()
-        count = write_shard(spec, job, loaded.generator, out_dir, shard, limit)
+        count = write_shard(spec, job, loaded.generator, out_dir, shard, limit,
+                            qc_checks(spec, slot, loaded.generator))
         _record(out_dir, slot, loaded, spec, threads, done=shard, limit=limit)
     return {"shard": shard, "count": count, "worker": worker_id(slot), "oom_splits": limit.splits,
             "device": loaded.generator.describe()["device"]}
+
+
+def qc_checks(spec: Spec, slot: int, gen: ImageGenerator) -> list:
+    """The spec's QC checks, built once per process and slot (classifiers load once)."""
+    if spec.qc is None or not spec.qc.checks:
+        return []
+    from synthdata.qc import build_checks
+
+    key = (slot, spec.qc.model_dump_json())
+    with _LOCK:
+        if key not in _CHECKS:
+            _CHECKS[key] = build_checks(spec.qc, gen.describe()["device"])
+        return _CHECKS[key]
 
 
 def job_as_dict(job: JobInfo) -> dict:

@@ -113,6 +113,7 @@ class DiffusersGenerator(ImageGenerator):
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.speed = speed or Speed()
         self.pipe = None
+        self.last_non_finite: dict[int, np.ndarray] = {}
 
     def load(self) -> None:
         cfg = self.cfg
@@ -154,7 +155,11 @@ class DiffusersGenerator(ImageGenerator):
                 **text, num_inference_steps=steps.pop(), guidance_scale=guidance.pop(),
                 height=self.cfg.height, width=self.cfg.width, generator=generators,
                 output_type="np")
-        images = np.clip(np.round(out.images * 255.0), 0, 255).astype(np.uint8)
+        finite = np.isfinite(out.images).reshape(len(out.images), -1).all(axis=1)
+        # Float images that held NaN or infinite values, for the non_finite QC check; the uint8
+        # conversion below would hide them.
+        self.last_non_finite = {i: out.images[i] for i in np.nonzero(~finite)[0]}
+        images = np.clip(np.round(np.nan_to_num(out.images, nan=0.0) * 255.0), 0, 255).astype(np.uint8)
         return list(images)
 
     def _blend_embeddings(self, batch: Sequence[SampleRequest], blends: list) -> tuple:

@@ -186,7 +186,9 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     else:
         real_ids, sim_lists, top1_list = [[] for _ in keys], [[] for _ in keys], [None] * n
         decisions, notes = [ACCEPT] * n, [NO_REFERENCE] * n
-    keep = {k for k, d in zip(keys, decisions) if d == ACCEPT}
+    failed_qc = shardio.qc_failures(job.out_dir, shard)
+    notes = [f"qc failed: {failed_qc[k]}" if k in failed_qc else note for k, note in zip(keys, notes)]
+    keep = {k for k, d in zip(keys, decisions) if d == ACCEPT and k not in failed_qc}
     staged_tar = job.staging / DatasetFolder.SHARDS / f"{shard_name(shard)}.tar"
     if not keep:
         staged_tar.unlink(missing_ok=True)

@@ -133,3 +133,13 @@ def write_accepted_tar(members: list[tuple[str, bytes]], keep: set[str],
                     kept, last = kept + 1, key
         writer.close()
     return kept
+
+
+def qc_failures(out_dir: str | Path, shard: int) -> dict[str, str]:
+    """key -> reason of the raw shard's samples that failed QC (none without QC columns); they
+    are never copied into the accepted shards."""
+    path = DatasetFolder(out_dir).raw_rows(shard)
+    if "qc_passed" not in pq.read_schema(path).names:
+        return {}
+    table = pq.read_table(path, columns=["key", "qc_passed", "qc_reason"]).to_pylist()
+    return {r["key"]: r["qc_reason"] for r in table if not r["qc_passed"]}
