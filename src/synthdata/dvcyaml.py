@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from synthdata.errors import SynthdataError
+from synthdata.folder import DatasetFolder
 from synthdata.fsutil import sha256_file, write_text_atomic
 from synthdata.spec import Spec, dataset_dict, load_spec, resolved_dict
 from synthdata.spec.paths import path_fields
@@ -119,6 +120,31 @@ def generate_view(spec: Spec) -> dict:
     return {**dataset_dict(spec), "execution": {"speed": spec.execution.speed.changed()}}
 
 
+# Outputs that only some specs make, by stage: DVC cannot declare an optional output, so a
+# spec that makes them needs them added to the stage (checked by `check_optional_outputs`).
+OPTIONAL_OUTPUTS = {"cohort": {"plan": DatasetFolder.COHORT, "report": DatasetFolder.COHORT_REPORT}}
+
+
+def _declared(stage: dict) -> set[str]:
+    outs = (stage or {}).get("outs") or []
+    return {next(iter(o)) if isinstance(o, dict) else str(o) for o in outs}
+
+
+def check_optional_outputs(spec: Spec, dvc_file: str | Path) -> None:
+    """Refuse a spec that writes outputs `dvc_file` does not declare (a cohort spec writes
+    DIR/cohort.json with the plan and DIR/cohort_report.json with the report)."""
+    path = Path(dvc_file)
+    stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    missing = [f"{stage}: outs: ${{out}}/{name}"
+               for section, outs in OPTIONAL_OUTPUTS.items() if getattr(spec, section) is not None
+               for stage, name in outs.items() if f"${{out}}/{name}" not in _declared(stages.get(stage))]
+    if missing:
+        raise PipelineError(f"{path}: this spec also writes files no stage declares; add "
+                            f"{'; '.join(missing)} (and each as a dep of the stages after it; DVC "
+                            "requires a declared output to exist, so dvc.yaml cannot declare them "
+                            "for every spec)")
+
+
 def resolve(spec_path: str | Path, work: str | Path, params_file: str | Path | None = None
             ) -> tuple[Path, Path]:
     """Write WORK/generate/dataset.json and WORK/screen/screening.json; check params.yaml.
@@ -134,6 +160,9 @@ def resolve(spec_path: str | Path, work: str | Path, params_file: str | Path | N
     spec = load_spec(spec_path, check_files=False)
     if params_file is not None:
         check_inputs(spec, params_file)
+        dvc_file = Path(params_file).parent / "dvc.yaml"
+        if dvc_file.is_file():
+            check_optional_outputs(spec, dvc_file)
     views = {"generate": generate_view(spec), "screen": resolved_dict(spec)["memorization"]}
     paths = []
     for role in ROLES:

@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synthdata.dvcyaml import PipelineError, check_inputs, content_digest, resolve, stamp
+from synthdata.dvcyaml import (
+    PipelineError,
+    check_inputs,
+    check_optional_outputs,
+    content_digest,
+    resolve,
+    stamp,
+)
 from synthdata.spec import load_spec
-from tests.lineage.conftest import DEMO_SPEC
+from tests.lineage.conftest import DEMO_SPEC, REPO
 
 
 def _write_spec(path: Path, **changes) -> dict:
@@ -118,3 +125,16 @@ def test_stamps_hold_content_not_location_and_stale_ones_go(tmp_path):
     assert sorted(p.name for p in (root / "work" / "generate").iterdir()) == ["dataset.json"]
     assert sorted(p.name for p in (root / "work" / "screen").iterdir()) == ["input-real.json",
                                                                           "screening.json"]
+
+
+def test_a_cohort_spec_needs_its_extra_outputs_declared(tmp_path):
+    cohort = load_spec(REPO / "specs" / "cohort-demo.yaml", check_files=False)
+    check_optional_outputs(load_spec(DEMO_SPEC), REPO / "dvc.yaml")
+    with pytest.raises(PipelineError, match=r"add plan: outs: \$\{out\}/cohort.json; "
+                                            r"report: outs: \$\{out\}/cohort_report.json"):
+        check_optional_outputs(cohort, REPO / "dvc.yaml")
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    pipeline["stages"]["plan"]["outs"].append({"${out}/cohort.json": {"persist": True}})
+    pipeline["stages"]["report"]["outs"].append("${out}/cohort_report.json")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
+    check_optional_outputs(cohort, tmp_path / "dvc.yaml")
