@@ -136,14 +136,8 @@ def test_cuda_oom_halves_the_call_and_records_the_size_replay_rebuilds(oom_gener
     from synthdata.outputs import prepare
     from synthdata.plan import shard_rows
     from synthdata.spec import load_spec
-    from synthdata.worker import (
-        CallLimit,
-        JobInfo,
-        _requests,
-        plan_batches,
-        replay_calls,
-        write_shard,
-    )
+    from synthdata.plan import plan_batches, replay_calls
+    from synthdata.shardgen import CallLimit, JobInfo, requests, write_shard
 
     demo = load_spec(DEMO_SPEC)  # 2 denoising steps: the calls matter here, not the images
     spec = demo.model_copy(update={"generator": demo.generator.model_copy(update={"steps": 2})})
@@ -177,7 +171,7 @@ def test_cuda_oom_halves_the_call_and_records_the_size_replay_rebuilds(oom_gener
     plain = DiffusersGenerator(spec.generator, device="cpu")
     plain.load()
     call = replayed[2]  # the second part of the call that ran out of memory
-    for row, image in zip(call, plain.generate(_requests(call))):
+    for row, image in zip(call, plain.generate(requests(call))):
         stored = np.asarray(Image.open(io.BytesIO(members[f"{row['key']}.png"])))
         assert np.array_equal(stored, image), "replaying the recorded call gives the stored pixels"
 

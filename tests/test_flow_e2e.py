@@ -62,8 +62,9 @@ def test_second_run_with_other_worker_count_is_byte_identical(demo_run, tmp_path
     out = tmp_path / "again"
     synthdata_run(str(DEMO_SPEC), out_dir=str(out), workers=1)
     assert tar_bytes(out) == tar_bytes(demo_run)
-    loads = [json.loads(p.read_text()) for p in (out / "workers").glob("*.json")]
-    assert [w["loads"] for w in loads] == [1], "one worker loads the model exactly once"
+    records = [json.loads(p.read_text()) for p in (out / "workers").glob("*.json")]
+    assert len(records) == 1 and records[0]["shards"] == [0, 1, 2], "one worker ran every shard"
+    assert records[0]["loads"] <= 1, "the run loaded the model at most once (0: this process had it)"
 
 
 def test_rerun_skips_complete_shards_and_refuses_a_changed_spec(demo_run, tmp_path):

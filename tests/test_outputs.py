@@ -83,6 +83,30 @@ def test_shards_of_another_model_or_hardware_are_not_mixed(tmp_path):
         check_generation_identity(folder.root, GenerationIdentity("f2", "cuda", "float16"))
 
 
+def test_replace_stale_removes_raw_shards_only_when_another_model_made_them(tmp_path):
+    from tests.test_folder import _complete_shard
+
+    out = tmp_path / "ds"
+    spec = load_spec(DEMO_SPEC)
+    prepared = prepare(out, spec)
+    folder = prepared.folder
+    _complete_shard(folder, plan_hash=prepared.plan_hash)
+    marker = folder.marker(0)
+    marker.update(model_fingerprint="old", device_type="cpu", dtype="float32")
+    folder.raw_marker(0).write_text(json.dumps(marker))
+    folder.worker_file("w0").parent.mkdir()
+    folder.worker_file("w0").write_text("{}")
+    same = prepare(out, spec, GenerationIdentity("old", "cpu", "float32"), replace_stale=True)
+    assert same.replaced == () and folder.is_complete(0), "a resume keeps matching shards"
+    with pytest.raises(OutputError, match="model_fingerprint: 'old' on disk, 'new' now"):
+        prepare(out, spec, GenerationIdentity("new", "cpu", "float32"))
+    assert folder.is_complete(0), "without replace_stale nothing is removed"
+    replaced = prepare(out, spec, GenerationIdentity("new", "cpu", "float32"), replace_stale=True)
+    assert replaced.replaced == ("raw", "workers")
+    assert not folder.raw_dir.exists() and not folder.workers_dir.exists()
+    assert folder.plan_file.is_file() and folder.spec_file.is_file()
+
+
 def test_spec_paths_resolve_against_the_spec_folder_and_do_not_change_the_hash(tmp_path, monkeypatch):
     for name in ("a", "b"):
         root = tmp_path / name

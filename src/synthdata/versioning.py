@@ -10,16 +10,18 @@ DVC refuses concurrent commands on one repository (its lock fails rather than wa
 call here runs under a file lock beside the DVC repository and retries briefly when an outside
 `dvc` process holds DVC's own lock. `DVC_NO_ANALYTICS=1` is set for every call.
 
-`python -m synthdata.versioning resolve|prepare ...` serve the root `dvc.yaml`: `resolve` splits
-the spec into per-stage dependencies (so a stage reruns only when what it reads changed) and
+`python -m synthdata.versioning resolve|stamp|prepare ...` serve the root `dvc.yaml` (see
+`synthdata.dvcyaml` and docs/dvc.md): `resolve` splits the spec into per-stage dependencies (so
+a stage reruns only when what it reads changed), `stamp` records an input file's content, and
 `prepare` resets the output folder when the dataset changed (DVC removes only a stage's own
-outputs, and a synthdata output folder refuses to mix two datasets).
+outputs, and a synthdata output folder refuses to mix two datasets). A reset removes only
+`DatasetFolder.ENTRIES`, and only from a folder whose plan.json names the dataset and that
+holds nothing else: never a repository root or a folder of other files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -32,10 +34,9 @@ import filelock
 
 from synthdata.errors import SynthdataError
 from synthdata.folder import DatasetFolder
-from synthdata.fsutil import write_text_atomic
 
-TRACKED_FOLDERS = ("raw", "shards")
-TRACKED_FILES = ("plan.parquet", "manifest.parquet", "screening.parquet")
+TRACKED_FOLDERS = (DatasetFolder.RAW, DatasetFolder.SHARDS)
+TRACKED_FILES = (DatasetFolder.PLAN, DatasetFolder.MANIFEST, DatasetFolder.SCREENING)
 # What a synthdata output folder holds; `reset` removes exactly these.
 DATASET_ENTRIES = DatasetFolder.ENTRIES
 LOCK_NAME = "synthdata-dvc.lock"
@@ -189,79 +190,110 @@ def pull_outputs(out_dir: str | Path, *, remote: str | None = None) -> list[str]
     return targets
 
 
-def reset_dataset(out_dir: str | Path) -> list[str]:
-    """Remove a dataset folder's generated contents (only names synthdata writes); return them.
+def _repository_root(root: Path) -> bool:
+    return (root / ".git").exists() or (root / ".dvc").is_dir()
 
-    A `.gitignore` that DVC wrote there is removed too when it lists only such names.
+
+def reset_dataset(out_dir: str | Path, name: str) -> list[str]:
+    """Remove a dataset folder's generated contents (only `DatasetFolder.ENTRIES`); return them.
+
+    Only from a folder that is verifiably the synthdata dataset `name`: its plan.json names it,
+    and it holds nothing synthdata did not write (a `.gitignore` aside); never a repository
+    root. Otherwise VersioningError naming the folder and what was found, and nothing removed.
+    A `.gitignore` that DVC wrote there is removed too when it lists only synthdata's names.
     """
-    root = Path(out_dir)
+    folder = DatasetFolder(Path(out_dir).resolve())
+    root = folder.root
+    if not root.exists():
+        return []
+    if not root.is_dir():
+        raise VersioningError(f"{root} is not a folder; refusing to reset it")
+    if _repository_root(root):
+        raise VersioningError(
+            f"{root} is a repository root (it holds .git or .dvc); refusing to reset it. "
+            "Point the dataset's output folder (params.yaml `out`) at a folder of its own")
+    names = {p.name for p in root.iterdir()}
+    ours = [n for n in DATASET_ENTRIES if n in names]
+    foreign = sorted(names - set(DATASET_ENTRIES) - {".gitignore"})
+    if foreign:
+        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+        raise VersioningError(
+            f"{root} holds files synthdata did not write ({shown}); refusing to reset it. "
+            "Point the dataset's output folder at a folder of its own, or move those files")
+    if not ours:
+        return []
+    if not folder.plan_info_file.is_file():
+        raise VersioningError(
+            f"{root} has no {folder.PLAN_INFO}, so it cannot be verified to hold dataset {name!r} "
+            f"(found {', '.join(sorted(ours))}); refusing to reset it. Delete the folder yourself "
+            "if it is yours to discard")
+    try:
+        found = folder.plan_info().get("name")
+    except SynthdataError as exc:
+        raise VersioningError(f"{exc}; refusing to reset it") from None
+    if found != name:
+        raise VersioningError(
+            f"{root} holds dataset {found!r} (its {folder.PLAN_INFO}), not {name!r}; refusing to "
+            "reset another dataset. Use another output folder, or delete this one yourself "
+            "(e.g. after renaming the dataset)")
     removed = []
-    for name in DATASET_ENTRIES:
-        p = root / name
+    for entry in ours:
+        p = root / entry
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
         else:
-            continue
-        removed.append(name)
+            p.unlink()
+        removed.append(entry)
     ignore = root / ".gitignore"
     if ignore.is_file():  # DVC lists a stage's outputs there; drop it when it lists nothing else
         entries = {line.strip() for line in ignore.read_text().splitlines()} - {""}
-        if entries <= {f"/{name}" for name in DATASET_ENTRIES}:
+        if entries <= {f"/{entry}" for entry in DATASET_ENTRIES}:
             ignore.unlink()
             removed.append(".gitignore")
     return removed
 
 
-def resolve_spec(spec_path: str | Path, folder: str | Path) -> tuple[Path, Path]:
-    """Split a spec into the DVC dependencies of the pipeline stages (files in `folder`).
+def resolve_spec(spec_path: str | Path, folder: str | Path,
+                 params_file: str | Path | None = None) -> tuple[Path, Path]:
+    """The DVC pipeline's per-stage views of a spec (see `synthdata.dvcyaml.resolve`)."""
+    from synthdata.dvcyaml import resolve
 
-    `dataset.json`: every resolved field that shapes the data (what the spec hash covers);
-    `screening.json`: the resolved memorization section. Execution and output settings are left
-    out, so changing them reruns nothing. Each file is rewritten only when its content changes.
-    """
-    from synthdata.spec import dataset_dict, load_spec, resolved_dict
-
-    spec = load_spec(spec_path)
-    data, screening = dataset_dict(spec), resolved_dict(spec)["memorization"]
-    paths = (Path(folder) / "dataset.json", Path(folder) / "screening.json")
-    for path, content in zip(paths, (data, screening)):
-        text = json.dumps(content, indent=2, sort_keys=True) + "\n"
-        if not path.is_file() or path.read_text() != text:
-            write_text_atomic(path, text)
-    return paths
+    return resolve(spec_path, folder, params_file)
 
 
 def prepare_folder(spec_path: str | Path, out_dir: str | Path) -> str:
     """Make a dataset folder ready for `synthdata plan SPEC --out DIR` under DVC.
 
-    Same dataset (spec hash in DIR/plan.json unchanged): keep everything and refresh DIR/spec.yaml
-    (its memorization, execution and output sections may have changed) -> "kept". Otherwise
-    remove the previous dataset's files (`reset_dataset`; DVC's cache keeps them) -> "reset".
+    Same dataset (spec hash in DIR/plan.json unchanged) -> "kept" (`synthdata plan` then
+    refreshes DIR/spec.yaml). Otherwise remove the previous dataset's files (`reset_dataset`,
+    which refuses anything but this dataset's own folder; DVC's cache keeps them) -> "reset".
+    A repository root is refused either way: DVC would replace its README.md with the card.
     """
-    from synthdata.spec import load_spec, resolved_yaml, spec_hash
+    from synthdata.spec import load_spec, spec_hash
 
-    spec = load_spec(spec_path)
-    root = Path(out_dir)
-    info = root / "plan.json"
+    spec = load_spec(spec_path, check_files=False)
+    folder = DatasetFolder(Path(out_dir).resolve())
+    if folder.root.is_dir() and _repository_root(folder.root):
+        raise VersioningError(
+            f"{folder.root} is a repository root (it holds .git or .dvc); a dataset needs a folder "
+            "of its own (params.yaml `out`, e.g. datasets/NAME)")
     try:
-        same = json.loads(info.read_text()).get("spec_hash") == spec_hash(spec)
-    except (OSError, json.JSONDecodeError):
-        same = False
-    if same and (root / "spec.yaml").is_file() and (root / "plan.parquet").is_file():
-        text = resolved_yaml(spec)
-        if (root / "spec.yaml").read_text(encoding="utf-8") != text:
-            write_text_atomic(root / "spec.yaml", text)
+        info = folder.plan_info() if folder.plan_info_file.is_file() else {}
+    except SynthdataError:
+        info = {}
+    if info.get("spec_hash") == spec_hash(spec) and info.get("name") == spec.name \
+            and folder.spec_file.is_file() and folder.plan_file.is_file():
         return "kept"
-    reset_dataset(root)
+    reset_dataset(folder.root, spec.name)
     return "reset"
 
 
 USAGE = """usage: python -m synthdata.versioning VERB ...
-  resolve SPEC FOLDER   write FOLDER/dataset.json and FOLDER/screening.json (dvc.yaml deps)
-  prepare SPEC DIR      keep DIR if it holds this spec's dataset (refresh spec.yaml), else reset it
-  reset DIR             remove a dataset folder's generated files
+  resolve SPEC WORK PARAMS  write WORK/generate/dataset.json, WORK/screen/screening.json;
+                            check PARAMS' generate_inputs/screen_inputs against the spec
+  stamp PATH OUT        write the content digest of a file or folder to OUT
+  prepare SPEC DIR      keep DIR if it holds this spec's dataset, else reset it (guarded)
+  reset DIR NAME        remove dataset NAME's generated files from DIR (guarded)
   track DIR             dvc add its tars and tables, push to the default remote
   pull DIR              dvc pull them back"""
 
@@ -269,18 +301,22 @@ USAGE = """usage: python -m synthdata.versioning VERB ...
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m synthdata.versioning` (see USAGE); used by the root dvc.yaml."""
     args = sys.argv[1:] if argv is None else argv
-    arity = {"resolve": 3, "prepare": 3, "reset": 2, "track": 2, "pull": 2}
+    arity = {"resolve": 4, "stamp": 3, "prepare": 3, "reset": 3, "track": 2, "pull": 2}
     if not args or arity.get(args[0]) != len(args):
         print(USAGE, file=sys.stderr)
         return 2
     verb = args[0]
     try:
         if verb == "resolve":
-            print("wrote " + ", ".join(str(p) for p in resolve_spec(args[1], args[2])))
+            print("wrote " + ", ".join(str(p) for p in resolve_spec(args[1], args[2], args[3])))
+        elif verb == "stamp":
+            from synthdata.dvcyaml import stamp
+
+            print(f"stamped {args[1]} -> {stamp(args[1], args[2])}")
         elif verb == "prepare":
             print(f"{args[2]}: {prepare_folder(args[1], args[2])}")
         elif verb == "reset":
-            print(f"reset {args[1]}: removed {', '.join(reset_dataset(args[1])) or 'nothing'}")
+            print(f"reset {args[1]}: removed {', '.join(reset_dataset(args[1], args[2])) or 'nothing'}")
         elif verb == "track":
             res = track_outputs(args[1])
             print(f"tracked {len(res.tracked)} path(s) in {res.repo}; pushed {res.pushed} to {res.remote}")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from synthdata.folder import DatasetFolder
 from synthdata.loader import collate, load
 from synthdata.versioning import (
     VersioningError,
@@ -19,7 +20,6 @@ from synthdata.versioning import (
     prepare_folder,
     pull_outputs,
     reset_dataset,
-    resolve_spec,
     track_outputs,
 )
 from tests.lineage.conftest import DEMO_SPEC, REJECTED, copy_dataset
@@ -162,31 +162,59 @@ def test_tracking_refuses_clearly(tmp_path, dvc_project, screened_dataset):
 
 def test_reset_removes_only_what_synthdata_writes(screened_dataset, tmp_path):
     out = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
-    (out / "notes.txt").write_text("mine")
-    removed = reset_dataset(out)
-    assert {"raw", "shards", "spec.yaml", "plan.parquet", "manifest.parquet", "README.md"} <= set(removed)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (out / ".gitignore").write_text("/raw\n/shards\n")  # as DVC writes it for stage outputs
+    removed = reset_dataset(out, "demo-cxr")
+    assert {"raw", "shards", "spec.yaml", "plan.parquet", "manifest.parquet", "README.md",
+            ".gitignore"} <= set(removed)
+    assert set(removed) - {".gitignore"} <= set(DatasetFolder.ENTRIES)
+    assert list(out.iterdir()) == []
 
 
-def test_resolve_splits_the_spec_so_only_affected_stages_rerun(tmp_path):
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_reset_refuses_anything_but_the_datasets_own_folder(screened_dataset, tmp_path):
+    # a repository root: .git beside the user's README.md (what `out: .` would name)
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "README.md").write_text("# my project\n")
+    with pytest.raises(VersioningError, match=f"{repo} is a repository root"):
+        reset_dataset(repo, "demo-cxr")
+    # a folder of other files, with or without synthdata's names among them
+    foreign = tmp_path / "docs"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    (foreign / "README.md").write_text("mine")
+    with pytest.raises(VersioningError, match=r"holds files synthdata did not write \(thesis.tex\)"):
+        reset_dataset(foreign, "demo-cxr")
+    # a dataset folder with a file of the user's added
+    mixed = copy_dataset(screened_dataset, tmp_path / "mixed")
+    (mixed / "notes.txt").write_text("mine")
+    with pytest.raises(VersioningError, match=r"\(notes.txt\)"):
+        reset_dataset(mixed, "demo-cxr")
+    # another dataset's folder
+    other = copy_dataset(screened_dataset, tmp_path / "other")
+    with pytest.raises(VersioningError, match="holds dataset 'demo-cxr' .*, not 'cxr-pneumonia'"):
+        reset_dataset(other, "cxr-pneumonia")
+    # synthdata's names but no plan.json to verify whose they are
+    unverified = copy_dataset(screened_dataset, tmp_path / "unverified")
+    (unverified / "plan.json").unlink()
+    with pytest.raises(VersioningError, match="no plan.json, so it cannot be verified"):
+        reset_dataset(unverified, "demo-cxr")
     import yaml
 
-    spec = yaml.safe_load(DEMO_SPEC.read_text())
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(spec))
-    data, screening = resolve_spec(spec_file, tmp_path / "work")
-    first = (data.read_bytes(), screening.read_bytes())
-    assert "memorization" not in data.read_text() and "execution" not in data.read_text()
-    assert '"threshold": "auto"' in screening.read_text()
-
-    spec["execution"] = {"workers": 3}
-    spec_file.write_text(yaml.safe_dump(spec))
-    resolve_spec(spec_file, tmp_path / "work")
-    assert (data.read_bytes(), screening.read_bytes()) == first
-    spec["memorization"] = {"threshold": 0.9}
-    spec_file.write_text(yaml.safe_dump(spec))
-    resolve_spec(spec_file, tmp_path / "work")
-    assert data.read_bytes() == first[0] and screening.read_bytes() != first[1]
+    renamed = tmp_path / "cxr-pneumonia.yaml"  # another dataset: prepare_folder must reset
+    renamed.write_text(yaml.safe_dump({**yaml.safe_load(DEMO_SPEC.read_text()), "name": "cxr-pneumonia"}))
+    before = {p: _tree(p) for p in (repo, foreign, mixed, other, unverified)}
+    assert before[repo] == {"README.md": b"# my project\n"}
+    for folder, tree in before.items():
+        with pytest.raises(VersioningError, match=str(folder)):
+            prepare_folder(renamed, folder)
+        assert _tree(folder) == tree, f"{folder} left as it was"
+    with pytest.raises(VersioningError, match="repository root"):
+        prepare_folder(DEMO_SPEC, repo)
+    assert reset_dataset(tmp_path / "missing", "demo-cxr") == []
 
 
 def test_prepare_keeps_the_same_dataset_and_resets_another(screened_dataset, tmp_path):
@@ -200,7 +228,6 @@ def test_prepare_keeps_the_same_dataset_and_resets_another(screened_dataset, tmp
     spec_file.write_text(yaml.safe_dump(spec))
     assert prepare_folder(spec_file, out) == "kept"
     assert (out / "raw").is_dir()
-    assert yaml.safe_load((out / "spec.yaml").read_text())["memorization"]["threshold"] == 0.8
     spec["seed"] = 1
     spec_file.write_text(yaml.safe_dump(spec))
     assert prepare_folder(spec_file, out) == "reset"

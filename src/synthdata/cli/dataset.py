@@ -57,7 +57,7 @@ def plan(spec: SpecArg, out: OutOpt = None) -> None:
 
 
 def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | None, dvc: bool | None,
-         stop_after: str) -> dict:
+         stop_after: str, replace_stale: bool = False) -> dict:
     from synthdata.outputs import check_identity
     from synthdata.spec import load_spec
 
@@ -74,7 +74,7 @@ def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | Non
 
         return synthdata_run(str(spec), out_dir=str(out) if out else None,
                              engine=engine.value if engine else None, workers=workers, dvc=dvc,
-                             stop_after=stop_after)
+                             stop_after=stop_after, replace_stale=replace_stale)
 
 
 def _preload(spec) -> None:
@@ -107,9 +107,13 @@ def run(spec: SpecArg, out: OutOpt = None,
 @app.command()
 def generate(spec: SpecArg, out: OutOpt = None,
              engine: Annotated[Optional[Engine], typer.Option(help="task runner engine")] = None,
-             workers: Annotated[Optional[int], typer.Option(min=1, help="worker count")] = None) -> None:
+             workers: Annotated[Optional[int], typer.Option(min=1, help="worker count")] = None,
+             replace_stale: Annotated[bool, typer.Option(
+                 "--replace-stale", help="remove raw shards that another model, device, dtype or "
+                 "speed knobs generated instead of refusing (the DVC generate stage: its cache keeps them)")] = False,
+             ) -> None:
     """Plan and generate the raw shards only (no screening or records but run.json); resumes."""
-    result = _run(spec, out, engine, workers, None, "generate")
+    result = _run(spec, out, engine, workers, None, "generate", replace_stale)
     console.print(f"[green]generated[/] {result['out_dir']}: {result['shards']} shards "
                   f"({result['generated']} generated, {result['skipped']} already complete)")
 
@@ -118,10 +122,13 @@ def generate(spec: SpecArg, out: OutOpt = None,
 def screen(out: DirArg,
            threshold: Annotated[Optional[float], typer.Option(min=-1, max=1, help="similarity at or "
                                                               "above which a sample is rejected")] = None,
+           report: Annotated[bool, typer.Option("--report/--no-report", help="refresh manifest, "
+                                                "stats, card and contact sheets after screening")] = True,
            ) -> None:
     """(Re-)screen a dataset against its real reference without regenerating; refresh its records.
 
     DIR/spec.yaml records what ran: a --threshold given here becomes its memorization.threshold.
+    `--no-report` writes screening's outputs only (the DVC screen stage; `report` follows).
     """
     from synthdata.lineage import folder_spec
     from synthdata.outputs import acquire_lock, record_spec
@@ -140,7 +147,8 @@ def screen(out: DirArg,
             from synthdata.folder import DatasetFolder
 
             record_spec(DatasetFolder(root), spec)
-            write_report(root)
+            if report:
+                write_report(root)
         finally:
             lock.release()
     info = summary.to_dict()
