@@ -15,7 +15,7 @@ from synthdata.spec.models import Spec
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
 __all__ = ["Spec", "NON_DATA_SECTIONS", "dataset_dict", "load_spec", "parse_spec", "spec_hash", "resolved_yaml", "json_schema",
-           "template_slots"]
+           "template_slots", "problems_of", "line_of", "dotted"]
 
 
 def _line_for(lines: dict[FieldPath, int], path: FieldPath) -> int | None:
@@ -48,6 +48,21 @@ def _pydantic_problems(exc: ValidationError, source: str, lines: dict) -> list[P
     for p in problems:
         unique.setdefault(p.field or "", p)
     return list(unique.values())
+
+
+def problems_of(exc: ValidationError, source: str, lines: dict[FieldPath, int]) -> list[Problem]:
+    """The Problems of a pydantic ValidationError, each with its line (for other YAML schemas)."""
+    return _pydantic_problems(exc, source, lines)
+
+
+def line_of(lines: dict[FieldPath, int], path: FieldPath) -> int | None:
+    """Line of a field path, or of its nearest enclosing field."""
+    return _line_for(lines, path)
+
+
+def dotted(path: FieldPath) -> str:
+    """A field path as `a.b.0.c`."""
+    return _dotted(path)
 
 
 def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: str = "<spec>") -> Spec:
