@@ -230,7 +230,7 @@ def _build(target: Path, parts, embedder: Embedder, options: ReaderOptions, sett
     if extend and plan.kind != "flat":
         # Tune on the new vectors before adding them: they are not in the graph yet.
         params = {k: v for k, v in parent_meta["index"].items() if k not in ("kind", "dim")}
-        plan = ix.IndexPlan(plan.kind, plan.dim, params)
+        plan = ix.IndexChoice(plan.kind, plan.dim, params)
         index = ix.load_index(parent / "index.faiss", plan, old_vec)
         plan_info = ix.tune(index, old_vec, plan,
                             queries=new_vec if len(new_vec) >= 100 else None)
@@ -310,7 +310,7 @@ def load_reference(handle: ReferenceHandle) -> LoadedReference:
             path = Path(handle.path)
             meta = json.loads((path / "meta.json").read_text())
             p = dict(meta["index"])
-            plan = ix.IndexPlan(p.pop("kind"), p.pop("dim"), p)
+            plan = ix.IndexChoice(p.pop("kind"), p.pop("dim"), p)
             vectors = np.load(path / "vectors.npy", mmap_mode="r")
             index = ix.build_index(np.asarray(vectors), plan) if plan.kind == "flat" \
                 else ix.load_index(path / "index.faiss", plan, vectors)

@@ -10,6 +10,8 @@ from synthdata.spec.models import Spec
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FieldPath = tuple[str | int, ...]
+# memorization.reference values that name no file (resolved by other packages).
+SPECIAL_REFERENCES = ("from-training",)
 
 
 def template_slots(template: str) -> list[str]:
@@ -25,22 +27,47 @@ def template_slots(template: str) -> list[str]:
     return slots
 
 
-def is_local_model(model: str) -> bool:
-    """True when the model string names a local folder rather than a builtin or hub id."""
-    if model.startswith("builtin:"):
+def is_local_model(model: str, base_dir: str | Path | None = None) -> bool:
+    """True when the model string names a local folder rather than a builtin or hub id.
+
+    `org/name` is a hub id unless a folder of that name exists (relative to `base_dir`, the
+    spec file's folder, when given; else the current folder).
+    """
+    if model.startswith(("builtin:", "catalog:")):
         return False
-    if model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists():
+    if model.startswith(("/", "./", "../", "~")):
+        return True
+    candidate = Path(model).expanduser()
+    if (Path(base_dir) / candidate if base_dir is not None else candidate).exists():
         return True
     return not HUB_ID.match(model)
 
 
-def check_spec(spec: Spec) -> list[tuple[FieldPath, str]]:
-    """Every cross-field problem of a structurally valid spec, as (field path, message)."""
+def check_spec(spec: Spec, check_files: bool = True) -> list[tuple[FieldPath, str]]:
+    """Every cross-field problem of a structurally valid spec, as (field path, message).
+
+    `check_files=False` leaves out the checks that named files exist (a dataset folder's
+    recorded spec is read on machines that have neither the model nor the real data).
+    """
     problems: list[tuple[FieldPath, str]] = []
     problems += _check_templates(spec)
     problems += _check_counts(spec)
-    problems += _check_paths(spec)
+    problems += _check_builtin(spec)
+    if check_files:
+        problems += _check_paths(spec)
     return problems
+
+
+def _check_builtin(spec: Spec) -> list[tuple[FieldPath, str]]:
+    model = spec.generator.model
+    if not model.startswith("builtin:"):
+        return []
+    from synthdata.generators import BUILTIN_MODELS
+
+    if model.removeprefix("builtin:") in BUILTIN_MODELS:
+        return []
+    return [(("generator", "model"), f"unknown built-in model {model!r}; "
+             f"known: {['builtin:' + m for m in BUILTIN_MODELS]}")]
 
 
 def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
@@ -54,11 +81,38 @@ def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
             except ValueError as exc:
                 out.append((path, f"bad prompt template {template!r}: {exc}"))
                 continue
-            for slot in slots:
-                if slot not in known:
-                    out.append((path, f"unknown template variable {{{slot}}}; "
-                                      f"known variables: {sorted(known) or 'none'}"))
+            unknown = [slot for slot in slots if slot not in known]
+            for slot in unknown:
+                out.append((path, f"unknown template variable {{{slot}}}; "
+                                  f"known variables: {sorted(known) or 'none'}"))
+            if not unknown:
+                out += [(path, msg) for msg in _check_blend(template, {**spec.vars, **cfg.vars})]
     return out
+
+
+def _check_blend(template: str, variables: dict) -> list[str]:
+    """Problems of a blend template (generators/blend.py) for the values its weight slots take."""
+    import itertools
+
+    from synthdata.generators.blend import is_blend, parse_blend, template_weight_slots
+    from synthdata.spec.models import IntRange
+
+    if not is_blend(template):
+        return []
+    weight_slots = sorted(set(template_weight_slots(template)))
+    options = {name: ([str(var.min), str(var.max)] if isinstance(var, IntRange) else list(var.values))
+               for name, var in variables.items()}
+    fixed = {name: values[0] for name, values in options.items()}
+    for combo in itertools.islice(itertools.product(*(options[w] for w in weight_slots)), 256):
+        values = {**fixed, **dict(zip(weight_slots, combo))}
+        try:
+            if parse_blend(template.format(**values)) is None:
+                raise ValueError("a weight is not a number, a percentage or `rest`")
+        except ValueError as exc:
+            where = ", ".join(f"{w}={v}" for w, v in zip(weight_slots, combo))
+            return [f"bad blend{' with ' + where if where else ''}: {exc} "
+                    "(weights: numbers in [0, 1], percentages, or `rest`)"]
+    return []
 
 
 def _check_counts(spec: Spec) -> list[tuple[FieldPath, str]]:
@@ -89,13 +143,7 @@ def _check_counts(spec: Spec) -> list[tuple[FieldPath, str]]:
 def _check_paths(spec: Spec) -> list[tuple[FieldPath, str]]:
     out: list[tuple[FieldPath, str]] = []
     gen = spec.generator
-    if gen.model.startswith("builtin:"):
-        from synthdata.generators import BUILTIN_MODELS
-
-        if gen.model.removeprefix("builtin:") not in BUILTIN_MODELS:
-            out.append((("generator", "model"), f"unknown built-in model {gen.model!r}; "
-                        f"known: {['builtin:' + m for m in BUILTIN_MODELS]}"))
-    elif is_local_model(gen.model) and not Path(gen.model).expanduser().is_dir():
+    if is_local_model(gen.model) and not Path(gen.model).expanduser().is_dir():
         out.append((("generator", "model"), f"model folder {gen.model!r} does not exist "
                     "(expected builtin:tiny, a local diffusers pipeline folder, or a hub id org/name)"))
     for i, ti in enumerate(gen.textual_inversion):
@@ -110,6 +158,6 @@ def _check_paths(spec: Spec) -> list[tuple[FieldPath, str]]:
         elif not Path(lora.path).expanduser().is_file():
             out.append((("generator", "lora", i, "path"), f"file {lora.path!r} does not exist"))
     for i, ref in enumerate(spec.memorization.reference):
-        if not Path(ref).expanduser().exists():
+        if ref not in SPECIAL_REFERENCES and not Path(ref).expanduser().exists():
             out.append((("memorization", "reference", i), f"reference path {ref!r} does not exist"))
     return out

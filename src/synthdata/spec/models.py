@@ -185,13 +185,43 @@ class Output(StrictModel):
     dvc: bool = False
 
 
+ATTENTION_BACKENDS = ("default", "math", "efficient", "flash", "cudnn")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+class Speed(StrictModel):
+    """Speed knobs of the generator. They never change which samples are in which pipeline call
+    (the plan decides that), but some change float results: every knob that is not at its
+    default is recorded in each shard's marker, is part of the folder's identity (a resume with
+    other knobs is refused) and is replayed by `reproduce`. See docs/throughput.md for which
+    knobs changed pixels on which device."""
+
+    attention: Literal[ATTENTION_BACKENDS] = Field(  # type: ignore[valid-type]
+        "default", description="attention kernel: default (diffusers' choice), math, efficient, "
+                               "flash, cudnn (torch scaled-dot-product backends)")
+    channels_last: bool = Field(False, description="UNet and VAE in channels-last memory format")
+    compile: Literal[COMPILE_MODES] = Field(  # type: ignore[valid-type]
+        "off", description="torch.compile the UNet with this mode (artefacts cached under "
+                           "$SYNTHDATA_CACHE/inductor across workers and runs)")
+    fuse_qkv: bool = Field(False, description="fused query/key/value projections")
+    vae_slicing: bool = Field(False, description="decode one image at a time (less memory)")
+    vae_tiling: bool = Field(False, description="decode in tiles (less memory at large sizes)")
+    tf32: bool = Field(False, description="TF32 matrix multiplication on Ampere+ GPUs")
+
+    def changed(self) -> dict:
+        """The knobs that are not at their default (what markers record)."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
 class Execution(StrictModel):
-    """Where the generation runs. Performance-only: never changes the bytes of the dataset."""
+    """Where and how fast the generation runs. Engine, workers and threads never change the
+    bytes of the dataset; `speed` knobs may, and are recorded per shard (see Speed)."""
 
     engine: Literal["local", "dask", "ray"] = "local"
     workers: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
     address: str | None = None
     threads_per_worker: int = Field(1, ge=1, le=256)
+    speed: Speed = Speed()
 
 
 class Spec(StrictModel):
@@ -215,5 +245,5 @@ class Spec(StrictModel):
         return list(self.labels)
 
     def output_dir(self) -> str:
-        """The output folder: output.dir, or datasets/<name>."""
+        """The output folder: output.dir, or datasets/<name> in the current folder."""
         return self.output.dir or f"datasets/{self.name}"
