@@ -254,8 +254,7 @@ def source_record(data: Data) -> dict:
     """What the data section points at, for train.json (paths absolute)."""
     kind = data.source_kind()
     if kind == "phantoms":
-        return {"kind": "phantoms", **data.phantoms.model_dump(mode="json"),
-                "folder": str(phantom_set(data.phantoms).resolve())}
+        return {"kind": "phantoms", **data.phantoms.model_dump(mode="json")}
     if kind == "webdataset":
         tars = sorted({str(Path(p).resolve()) for pattern in data.webdataset
                        for p in glob.glob(str(Path(pattern).expanduser()))})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -120,7 +121,9 @@ def finish(trainer, root: Path, seconds: float, ran: int) -> dict:
         if "model" in outputs else None
     source = source_record(spec.data)
     if source["kind"] == "phantoms":
-        folder = Path(source["folder"])
+        from synthdata.training.data import phantom_set
+
+        folder = phantom_set(spec.data.phantoms).resolve()
         images = [str(it.path.resolve().relative_to(folder)) for it in trainer.items]
     else:
         images = [it.id if it.member else str(it.path.resolve()) for it in trainer.items]
@@ -153,4 +156,6 @@ def finish(trainer, root: Path, seconds: float, ran: int) -> dict:
                    "peak_rss_mb": _peak_rss_mb()},
     }
     write_train_record(root, record)
+    if spec.output.clean_checkpoints:
+        shutil.rmtree(root / "checkpoints", ignore_errors=True)
     return record

@@ -125,6 +125,8 @@ class TrainOutput(StrictModel):
     """Where the trained model goes."""
 
     dir: str | None = None
+    clean_checkpoints: bool = Field(False, description="delete DIR/checkpoints once the run has "
+                                                       "written its outputs and train.json")
 
 
 class TrainSpec(StrictModel):
@@ -145,7 +147,7 @@ class TrainSpec(StrictModel):
     output: TrainOutput = TrainOutput()
 
     def output_dir(self) -> str:
-        """output.dir, or models/<name>."""
+        """output.dir (relative to the spec file), or models/<name> in the current folder."""
         return self.output.dir or f"models/{self.name}"
 
 
@@ -153,9 +155,49 @@ class TrainSpec(StrictModel):
 NON_IDENTITY_FIELDS = ("output", "description")
 
 
+def _path_fields(data: dict, base_dir: str | Path | None = None) -> list[tuple[tuple, str]]:
+    """(field path, value) of every local path a train spec's data names."""
+    out: list[tuple[tuple, str]] = []
+    base = data.get("base")
+    if isinstance(base, str) and is_local_model(base, base_dir):
+        out.append((("base",), base))
+    src = data.get("data") or {}
+    for key in ("folder", "csv", "parquet"):
+        if isinstance(src.get(key), str):
+            out.append((("data", key), src[key]))
+    for i, pattern in enumerate(src.get("webdataset") or []):
+        if isinstance(pattern, str):
+            out.append((("data", "webdataset", i), pattern))
+    if isinstance((data.get("output") or {}).get("dir"), str):
+        out.append((("output", "dir"), data["output"]["dir"]))
+    return out
+
+
+def resolve_train_paths(data: dict, base_dir: str | Path) -> dict:
+    """A copy of train-spec data with relative local paths made absolute against base_dir
+    (the spec file's folder), as generation specs do."""
+    base = Path(base_dir).expanduser().resolve()
+    out = json.loads(json.dumps(data))
+    for path, value in _path_fields(out, base):
+        p = Path(value).expanduser()
+        target = out
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = str(p if p.is_absolute() else base / p)
+    return out
+
+
 def train_spec_hash(spec: TrainSpec) -> str:
-    """sha256 of everything that determines the trained weights (resume refuses another hash)."""
+    """sha256 of everything that determines the trained weights (resume refuses another hash).
+
+    Local paths count by their last component only (their content is in train.json's
+    fingerprints), so the same spec in two checkouts has the same hash."""
     data = {k: v for k, v in spec.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
+    for path, value in _path_fields(data):
+        target = data
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = Path(value).name
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -252,14 +294,18 @@ def _problems(exc: ValidationError, source: str, lines: dict) -> list[Problem]:
     return fixed
 
 
-def parse_train_spec(data: object, lines: dict | None = None, source: str = "<train spec>") -> TrainSpec:
-    """Validate parsed YAML into a TrainSpec (structure, then cross-field checks)."""
+def parse_train_spec(data: object, lines: dict | None = None, source: str = "<train spec>",
+                     base_dir: str | Path | None = None) -> TrainSpec:
+    """Validate parsed YAML into a TrainSpec (structure, then cross-field checks); with base_dir,
+    relative paths resolve against it."""
     lines = lines or {}
     if not isinstance(data, dict):
         raise SpecError([Problem(source, "expected a YAML mapping at the top level (name, method, "
                                  f"data, training, ...), got {type(data).__name__}", line=1)])
     try:
         spec = TrainSpec.model_validate(data)
+        if base_dir is not None:
+            spec = TrainSpec.model_validate(resolve_train_paths(spec.model_dump(mode="json"), base_dir))
     except ValidationError as exc:
         raise SpecError(_problems(exc, source, lines)) from None
     problems = [Problem(source, msg, line=line_of(lines, path), field=".".join(map(str, path)))
@@ -270,15 +316,16 @@ def parse_train_spec(data: object, lines: dict | None = None, source: str = "<tr
 
 
 def load_train_spec(path: str | Path) -> TrainSpec:
-    """Read and validate a train spec file; raises SpecError naming every problem."""
+    """Read and validate a train spec file; relative paths in it resolve against its folder.
+    Raises SpecError naming every problem."""
     data, lines = read_yaml(path)
-    return parse_train_spec(data, lines, str(path))
+    return parse_train_spec(data, lines, str(path), base_dir=Path(path).parent)
 
 
-def load_train_spec_text(text: str, source: str = "<train spec>") -> TrainSpec:
-    """Validate train-spec YAML given as text."""
+def load_train_spec_text(text: str, source: str = "<train spec>", base_dir: str | Path | None = None) -> TrainSpec:
+    """Validate train-spec YAML given as text (relative paths against base_dir when given)."""
     data, lines = parse_yaml(text, source)
-    return parse_train_spec(data, lines, source)
+    return parse_train_spec(data, lines, source, base_dir=base_dir)
 
 
 def train_json_schema() -> dict:
