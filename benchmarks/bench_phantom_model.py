@@ -47,7 +47,8 @@ def model_from_checkpoint(checkpoint: Path, train_spec: Path, folder: Path) -> P
     return folder
 
 
-def generate(spec_path: Path, model: str | None) -> tuple[list[np.ndarray], list[str], float]:
+def generate(spec_path: Path, model: str | None, guidance: float | None = None,
+             steps: int | None = None) -> tuple[list[np.ndarray], list[str], float]:
     from synthdata.generators.base import SampleRequest
     from synthdata.generators.diffusers_gen import DiffusersGenerator
     from synthdata.plan import derive_rows, plan_batches, total_count
@@ -58,6 +59,9 @@ def generate(spec_path: Path, model: str | None) -> tuple[list[np.ndarray], list
     gen = DiffusersGenerator(gen_cfg, device="cpu")
     gen.load()
     rows = derive_rows(spec, 0, total_count(spec)).to_pylist()
+    for r in rows:
+        r["guidance_scale"] = guidance if guidance is not None else r["guidance_scale"]
+        r["steps"] = steps or r["steps"]
     images, labels = [], []
     t = time.perf_counter()
     for calls in plan_batches(rows):
@@ -92,6 +96,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="a checkpoints/<...> folder")
     parser.add_argument("--train-spec", type=Path, default=REPO / "specs" / "train-phantom.yaml")
     parser.add_argument("--sheets", type=Path, default=None)
+    parser.add_argument("--guidance", type=float, default=None, help="override the guidance scale")
+    parser.add_argument("--steps", type=int, default=None, help="override the sampling steps")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     from synthdata.phantoms import nearest_centroid_accuracy, thumbnails
@@ -100,11 +106,12 @@ def main() -> None:
         model = args.model
         if args.checkpoint is not None:
             model = str(model_from_checkpoint(args.checkpoint, args.train_spec, Path(tmp) / "model"))
-        images, labels, seconds = generate(args.spec, model)
+        images, labels, seconds = generate(args.spec, model, args.guidance, args.steps)
     accuracy = nearest_centroid_accuracy(thumbnails(images), labels)
     counts = Counter(labels)
     sheets = contact_sheets(images, labels, args.sheets) if args.sheets else []
     emit("phantom-model", {"spec": str(args.spec), "model": model or "spec", "checkpoint": str(args.checkpoint),
+                           "guidance": args.guidance, "sampling_steps": args.steps,
                            "images": len(images), "generation_s": round(seconds, 1),
                            "nearest_centroid_loo_accuracy": round(accuracy, 4),
                            "majority_rate": round(max(counts.values()) / len(labels), 4),

@@ -56,9 +56,14 @@ def synthdata_train(spec_path: str, out_dir: str | None = None, stop_after: int 
 
 
 def train_in_folder(spec: TrainSpec, root: Path, stop_after: int | None = None, log=None) -> dict:
-    """run_training under the folder's lock, with one Prefect task per checkpoint segment."""
+    """run_training under the folder's lock, with one Prefect task per checkpoint segment and a
+    progress bar per stage on stderr."""
+    from synthdata.progress import TrainProgress
+
     lock = acquire_lock(root)
     try:
-        return run_training(spec, root, stop_after=stop_after, segment=_segment, log=log)
+        with TrainProgress() as progress:
+            return run_training(spec, root, stop_after=stop_after, segment=_segment, log=log,
+                                on_step=progress.step)
     finally:
         lock.release()

@@ -129,6 +129,7 @@ class Trainer:
         self.stage_index, self.step = 0, 0
         self.resumed_from: str | None = None
         self.vae_scaling_factor: float | None = None
+        self.on_step = None  # optional callback(stage, step, steps, loss), e.g. a progress bar
 
     # ---- data -------------------------------------------------------------------------
     def _decode(self, i: int) -> np.ndarray:
@@ -312,6 +313,8 @@ class Trainer:
         self.lr_scheduler.step()
         self.step += 1
         self.losses[stage.name].append(total)
+        if self.on_step is not None:
+            self.on_step(stage.name, self.step, stage.steps, total)
         return total
 
     def trained_params(self) -> dict[str, torch.Tensor]:

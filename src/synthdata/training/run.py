@@ -67,7 +67,8 @@ def _peak_rss_mb() -> float:
 
 
 def run_training(spec: TrainSpec, root: str | Path, *, stop_after: int | None = None,
-                 segment: SegmentRunner = run_segment, log: Callable[[str], None] | None = None) -> dict:
+                 segment: SegmentRunner = run_segment, log: Callable[[str], None] | None = None,
+                 on_step: Callable[[str, int, int, float], None] | None = None) -> dict:
     """Train (resuming from the last checkpoint), write the outputs and train.json.
 
     `stop_after`: stop at the first checkpoint after that many steps of this invocation
@@ -82,6 +83,7 @@ def run_training(spec: TrainSpec, root: str | Path, *, stop_after: int | None = 
         return {**done, "already_trained": True}
     clock = time.perf_counter()
     trainer = Trainer(spec, root, spec_hash)
+    trainer.on_step = on_step
     trainer.resume()
     ran, every = 0, spec.training.checkpoint_every
     while True:
