@@ -22,7 +22,7 @@ from synthdata.training import load_train_spec, training_chain, training_referen
 from synthdata.training.spec import train_spec_hash
 from tests.conftest import REPO
 
-PINNED = "PINNED-FINGERPRINT"
+PINNED = "fd44784433f2f280be6688cdc1f4a3da523b588a377b8ac3232a3014ba4db465"
 
 
 def test_fingerprint_is_pinned_and_weights_are_safetensors():
@@ -55,7 +55,11 @@ def test_the_shipped_train_record_is_the_recipe_run():
 
 
 def test_prompts_over_findings_draw_separable_labels():
-    """Two images per (label, side) at 10 steps: nearest centroid on 16x16 thumbnails."""
+    """Four images per (label, side) at 10 steps: nearest centroid on 16x16 thumbnails.
+
+    Chance is 0.2 (five labels); measured 0.825 here, and 0.82 leave-one-out on the demo's 96
+    images (benchmarks/bench_phantom_model.py). The bar leaves room for float differences
+    between CPUs."""
     prompts = {"normal": ["no acute findings, PA, male, age 50", "no acute findings, AP, female, age 60"],
                "effusion": ["large right pleural effusion, PA, male, age 50",
                             "large left pleural effusion, PA, female, age 60"],
@@ -70,11 +74,11 @@ def test_prompts_over_findings_draw_separable_labels():
     requests, labels = [], []
     for label, texts in prompts.items():
         for text in texts:
-            for seed in (1, 2):
+            for seed in (1, 2, 3, 4):
                 requests.append(SampleRequest(key=f"{label}{seed}", prompt=text, negative_prompt="",
                                               seed=seed, steps=10, guidance_scale=3.0))
                 labels.append(label)
     images = [im for k in range(0, len(requests), 10) for im in gen.generate(requests[k:k + 10])]
     assert images[0].shape == (64, 64, 3)
-    assert nearest_centroid_accuracy(thumbnails(images), labels) >= 0.8
+    assert nearest_centroid_accuracy(thumbnails(images), labels) >= 0.7
     assert not np.array_equal(images[0], images[1])

@@ -130,3 +130,13 @@ def test_rerun_is_a_no_op_and_another_spec_is_refused(trained):
     other = load_train_spec(spec_path).model_copy(update={"seed": 99})
     with pytest.raises(OutputError, match="different spec"):
         run_training(other, out)
+
+
+def test_gradient_checkpointing_gives_the_same_steps(trained, tmp_path):
+    from tests.training.conftest import LORA_SPEC
+
+    _, _, record = trained["lora"]
+    body = LORA_SPEC.replace("threads: 1", "threads: 1\n      gradient_checkpointing: true")
+    again = run_training(load_train_spec(write_spec(tmp_path, body)), tmp_path / "out")
+    assert again["hyperparameters"]["training"]["gradient_checkpointing"] is True
+    assert np.allclose(again["loss"]["diffusion"], record["loss"]["diffusion"], rtol=1e-5, atol=1e-6)
