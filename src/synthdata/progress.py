@@ -38,3 +38,30 @@ class ShardProgress:
         task = self._progress.tasks[self._images]
         if task.elapsed:
             self._progress.update(self._images, rate=f"{task.completed / task.elapsed:.2f} img/s")
+
+
+class TrainProgress:
+    """Progress bars of a training run: one per stage, with the moving loss and steps/s."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False)
+        self._tasks: dict[str, int] = {}
+        self._loss: dict[str, float] = {}
+
+    def __enter__(self) -> "TrainProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def step(self, stage: str, done: int, total: int, loss: float) -> None:
+        """Record that `stage` has finished `done` of `total` steps, the last with `loss`."""
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(stage, total=total, completed=done - 1, info="")
+            self._loss[stage] = loss
+        self._loss[stage] = 0.95 * self._loss[stage] + 0.05 * loss
+        self._progress.update(self._tasks[stage], completed=done, info=f"loss {self._loss[stage]:.4f}")

@@ -1,6 +1,6 @@
 """Generators: image models behind one small interface (see base.py). Import-light on purpose."""
 
-BUILTIN_MODELS = ("tiny",)
+BUILTIN_MODELS = ("tiny", "phantom")
 
 
 def dtype_name(requested: str, device: str) -> str:

@@ -1,8 +1,11 @@
-"""Built-in models: small random-weight pipelines built in code, saved once, loaded like any other.
+"""Built-in models, loaded through the same `from_pretrained` path as any other folder.
 
-`builtin:tiny` is a Stable-Diffusion-shaped pipeline (2-block UNet, 2-block VAE, 2-layer CLIP
-text encoder, byte-level tokenizer) with a seeded init. Its images are noise: it exists so the
-demo and the tests exercise the real `from_pretrained` path without a network.
+- `builtin:tiny` is a Stable-Diffusion-shaped pipeline (2-block UNet, 2-block VAE, 2-layer CLIP
+  text encoder, byte-level tokenizer) with a seeded init, built in code and saved once into the
+  cache. Its images are noise: it exists so tests exercise the real loading path offline.
+- `builtin:phantom` is that architecture trained with `synthdata train specs/train-phantom.yaml`
+  on chest-radiograph phantoms (VAE, UNet and text encoder). Its weights ship inside the package
+  (`generators/phantom/model/`, safetensors) beside the run's `train.json`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from synthdata.fsutil import cache_root
 from synthdata.generators import BUILTIN_MODELS
 
 _TINY_VERSION = "tiny-v2"
+PHANTOM_DIR = Path(__file__).resolve().parent / "phantom"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -81,6 +85,8 @@ def ensure_builtin(name: str) -> Path:
     """Folder of a built-in model, building and saving it (safetensors) the first time."""
     if name not in BUILTIN_MODELS:
         raise ValueError(f"unknown built-in model {name!r}; known: {list(BUILTIN_MODELS)}")
+    if name == "phantom":
+        return shipped_phantom()
     target = cache_root() / "models" / _TINY_VERSION
     if (target / "model_index.json").is_file():
         return target
@@ -96,3 +102,14 @@ def ensure_builtin(name: str) -> Path:
                 shutil.rmtree(target)
             os.replace(staged, target)
     return target
+
+
+def shipped_phantom() -> Path:
+    """The folder of `builtin:phantom`'s shipped weights (a diffusers pipeline folder)."""
+    folder = PHANTOM_DIR / "model"
+    if not (folder / "model_index.json").is_file():
+        from synthdata.errors import ModelError
+
+        raise ModelError(f"builtin:phantom's weights are missing from {folder}; rebuild them with "
+                         "`synthdata train specs/train-phantom.yaml` (see docs/training.md)")
+    return folder

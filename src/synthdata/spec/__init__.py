@@ -17,8 +17,8 @@ from synthdata.spec.paths import EXTRA_PATH_FIELDS, location_free, resolve_paths
 from synthdata.spec.qc import CHECK_TAGS, qc_path_fields
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
-__all__ = ["Spec", "NON_DATA_SECTIONS", "dataset_dict", "json_schema", "load_spec", "parse_spec",
-           "resolved_yaml", "spec_hash", "template_slots", "with_overrides"]
+__all__ = ["Spec", "NON_DATA_SECTIONS", "dataset_dict", "dotted", "json_schema", "line_of", "load_spec",
+           "parse_spec", "problems_of", "resolved_yaml", "spec_hash", "template_slots", "with_overrides"]
 
 
 EXTRA_PATH_FIELDS.extend(f for f in (cohort_path_fields, qc_path_fields) if f not in EXTRA_PATH_FIELDS)
@@ -57,6 +57,21 @@ def _pydantic_problems(exc: ValidationError, source: str, lines: dict) -> list[P
     for p in problems:
         unique.setdefault(p.field or "", p)
     return list(unique.values())
+
+
+def problems_of(exc: ValidationError, source: str, lines: dict[FieldPath, int]) -> list[Problem]:
+    """The Problems of a pydantic ValidationError, each with its line (for other YAML schemas)."""
+    return _pydantic_problems(exc, source, lines)
+
+
+def line_of(lines: dict[FieldPath, int], path: FieldPath) -> int | None:
+    """Line of a field path, or of its nearest enclosing field."""
+    return _line_for(lines, path)
+
+
+def dotted(path: FieldPath) -> str:
+    """A field path as `a.b.0.c`."""
+    return _dotted(path)
 
 
 def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: str = "<spec>",

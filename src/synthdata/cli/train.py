@@ -1,0 +1,43 @@
+"""`synthdata train TRAIN.yaml`: adapt a diffusers model to images with captions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from synthdata.cli.app import app, console, quiet_environment, user_errors
+from synthdata.errors import SynthdataError
+
+
+@app.command()
+def train(spec: Annotated[Optional[Path], typer.Argument(help="train spec YAML file")] = None,
+          out: Annotated[Optional[Path], typer.Option(help="output folder (default: the spec's)")] = None,
+          schema: Annotated[bool, typer.Option("--schema", help="print the train spec's JSON Schema")] = False,
+          ) -> None:
+    """Train (full / LoRA / textual inversion) as a Prefect flow; rerun to resume from a checkpoint."""
+    if schema:
+        from synthdata.training.spec import train_json_schema
+
+        typer.echo(json.dumps(train_json_schema(), indent=2))
+        return
+    from synthdata.training.spec import load_train_spec
+
+    with user_errors():
+        if spec is None:
+            raise SynthdataError("give a train spec (synthdata train TRAIN.yaml) or --schema")
+        loaded = load_train_spec(spec)
+        quiet_environment()
+        from synthdata.training.flow import synthdata_train
+
+        result = synthdata_train(str(spec), out_dir=str(out) if out else None)
+    root = Path(out or loaded.output_dir())
+    if result.get("already_trained"):
+        console.print(f"[green]already trained[/] {root / 'train.json'} (same spec); nothing to do")
+        return
+    made = ", ".join(str(root / v["path"]) for v in result["outputs"].values())
+    final = ", ".join(f"{k} {v:.4f}" for k, v in result["final_loss"].items())
+    console.print(f"[green]trained[/] {loaded.name} ({result['method']}, {result['images']} images, "
+                  f"{result['timing']['seconds']:.0f} s): {made}; final loss {final}; {root / 'train.json'}")

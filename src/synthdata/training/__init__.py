@@ -1,0 +1,27 @@
+"""Adapting a diffusers text-to-image model to images with captions (`synthdata train`).
+
+    from synthdata.training import load_train_spec, run_training, training_chain, training_reference
+    record = run_training(load_train_spec("specs/train-demo.yaml"), "models/demo")
+
+Modules: `spec` (the train spec), `data` (sources, captions, fingerprints), `methods` (full,
+LoRA, textual inversion), `loop` (seeded steps, checkpoints, resume), `checkpoints`, `export`
+(what a run writes), `records` (train.json, loss plot, training_chain/training_reference),
+`run` (one run as plain functions), `flow` (the `synthdata-train` Prefect flow).
+Import-light: heavy modules load on first use.
+"""
+
+from __future__ import annotations
+
+from synthdata.training.records import read_train_record, training_chain, training_reference
+from synthdata.training.spec import TrainSpec, load_train_spec, train_json_schema
+
+__all__ = ["TrainSpec", "load_train_spec", "read_train_record", "run_training", "train_json_schema",
+           "training_chain", "training_reference"]
+
+
+def __getattr__(name: str):
+    if name == "run_training":
+        from synthdata.training.run import run_training
+
+        return run_training
+    raise AttributeError(f"module 'synthdata.training' has no attribute {name!r}")
