@@ -61,7 +61,7 @@ def timed(fn, *args):
 
 def bench_index(n_ref: int, n_query: int, dim: int, k: int) -> dict:
     ref, queries = clustered(n_ref, n_query, dim)
-    flat_plan = ix.IndexPlan("flat", dim)
+    flat_plan = ix.IndexChoice("flat", dim)
     flat, flat_build = timed(ix.build_index, ref, flat_plan)
     (exact_sims, exact_ids), flat_search = timed(flat.search, queries, k)
     (_, raw_ids), raw_flat_search = timed(flat.index.search, queries, k)

@@ -110,3 +110,49 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_tars(demo_run, pref
                                                   shardshuffle=False)]
     assert len(keys) == len(set(keys)) == 48
     assert not list(raw.glob(".*tmp*")), "no temporary files left behind"
+
+
+def test_prefect_shows_the_run_by_dataset_name_with_shard_logs_and_progress(demo_run, prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=["demo-cxr", "generate-shards-demo-cxr"])))
+        assert {"demo-cxr", "generate-shards-demo-cxr"} <= {r.name for r in runs}
+        sub = [r.id for r in runs if r.name == "generate-shards-demo-cxr"]
+        deadline, messages = time.time() + 30, []
+        while time.time() < deadline:  # logs reach the server in batches
+            messages = [log.message for log in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=sub)))]
+            if sum("samples in" in m for m in messages) >= 3:
+                break
+            time.sleep(0.5)
+        for shard in range(3):
+            assert any(m.startswith(f"shard {shard}: generating") for m in messages), messages
+            assert any(m.startswith(f"shard {shard}: 16 samples in") for m in messages), messages
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["demo-cxr-progress"])))
+        assert progress and max(a.data for a in progress) == 100.0
+
+
+def test_every_failed_shard_is_reported_with_its_reason(prefect_server, tmp_path):
+    from synthdata.flow import ShardFailure, generate_shards
+    from synthdata.worker import JobInfo, job_as_dict
+
+    spec = load_spec(DEMO_SPEC).model_dump(mode="json")
+    spec["generator"]["model"] = str(tmp_path / "no-model-here")
+    with pytest.raises(ShardFailure) as info:
+        generate_shards(spec, str(tmp_path / "out"), [0, 2], job_as_dict(JobInfo("s", "p", "f")), 1,
+                        {0: 16, 1: 16, 2: 16}, "demo-cxr")
+    assert set(info.value.failures) == {0, 2}
+    text = str(info.value)
+    assert "2 of 2 shards failed" in text and "shard 0: ModelError" in text and "shard 2: ModelError" in text
+    assert "no-model-here" in text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import shutil
 
 import numpy as np
 import pytest
@@ -89,16 +88,27 @@ def test_diffusers_format_embedding_in_safetensors(model_dir, tmp_path):
 
 
 class _Evil:
+    """Unpickling this runs code: it creates the sentinel file (open(path, "w"))."""
+
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
     def __reduce__(self):
-        return (shutil.rmtree, ("/nonexistent-synthdata-test",))
+        return (open, (self.sentinel, "w"))
 
 
-def test_pickled_code_in_an_embedding_is_refused(model_dir, tmp_path):
+def test_pickled_code_in_an_embedding_is_refused_and_never_runs(model_dir, tmp_path):
+    sentinel = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"string_to_param": {"*": _Evil()}}, f)
+        pickle.dump({"string_to_param": {"*": _Evil(sentinel)}}, f)
     with pytest.raises(ModelError, match="cannot load embedding safely"):
         _generate(model_dir, textual_inversion=[{"path": str(path), "token": "<x>"}])
+    assert not sentinel.exists(), "the pickled payload must not have run"
+    # the payload is live: a plain unpickler runs it (so the test above can fail)
+    with open(path, "rb") as f:
+        pickle.load(f)
+    assert sentinel.exists()
 
 
 def test_missing_hub_model_fails_clearly_offline():

@@ -1,9 +1,8 @@
-"""Deterministic tars: same samples, same bytes; atomic writes; completion markers."""
+"""Deterministic tars: same samples, same bytes; atomic writes (markers: tests/test_folder.py)."""
 
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 
 import numpy as np
@@ -70,23 +69,3 @@ def test_out_of_order_members_are_refused(tmp_path):
     samples = make_samples(2)
     with pytest.raises(ValueError, match="sorted order"):
         shards.write_tar(tmp_path / "x.tar", reversed(samples))
-
-
-def test_completion_marker_and_clear(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    assert not shards.is_complete(tmp_path, 0)
-    shards.write_tar(tmp_path / "shard-000000.tar", make_samples())
-    pq.write_table(pa.table({"key": ["a"]}), tmp_path / "shard-000000.parquet")
-    assert not shards.is_complete(tmp_path, 0), "no marker yet"
-    shards.write_marker(tmp_path, 0, {"count": 3, "plan_hash": "p1"})
-    marker = json.loads(shards.marker_path(tmp_path, 0).read_text())
-    assert marker["tar_sha256"] == sha256_file(tmp_path / "shard-000000.tar")
-    assert shards.is_complete(tmp_path, 0) and shards.is_complete(tmp_path, 0, "p1")
-    assert not shards.is_complete(tmp_path, 0, "another-plan")
-    with open(tmp_path / "shard-000000.tar", "ab") as f:
-        f.write(b"\0" * 512)
-    assert not shards.is_complete(tmp_path, 0), "a tar that changed size is not complete"
-    shards.clear_shard(tmp_path, 0)
-    assert list(tmp_path.iterdir()) == []

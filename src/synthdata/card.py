@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from synthdata import records
+from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_text_atomic
 
-CARD = "README.md"
 SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
                 (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
 BUILTIN_LICENSE = "apache-2.0"
@@ -28,39 +28,32 @@ def size_category(n: int) -> str:
     return next((name for limit, name in SIZE_BUCKETS if n < limit), "n>1B" if n > 1e9 else "100M<n<1B")
 
 
-def model_license(model: str, revision: str | None = None) -> str | None:
-    """The model's license: Apache-2.0 for built-ins, else the `license:` of its model card."""
-    if model.startswith("builtin:"):
+def model_license(out_dir: str | Path) -> str | None:
+    """The generating model's license as the run recorded it (run.json: model.license), so the
+    card is written the same with or without the model on this machine; built-ins are Apache-2.0."""
+    spec = records.spec_data(out_dir)
+    if spec["generator"]["model"].startswith("builtin:"):
         return BUILTIN_LICENSE
-    try:
-        from synthdata.fingerprint import model_folder
-        from synthdata.spec.models import Generator
+    run = records.read_run_record(out_dir) or {}
+    return (run.get("model") or {}).get("license")
 
-        readme = model_folder(Generator(model=model, revision=revision)) / "README.md"
-    except Exception:  # noqa: BLE001 - a card is written even when the model is not on disk
-        return None
-    if not readme.is_file():
-        return None
-    text = readme.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---"):
-        return None
-    try:
-        front = yaml.safe_load(text.split("---", 2)[1]) or {}
-    except yaml.YAMLError:
-        return None
-    lic = front.get("license") if isinstance(front, dict) else None
-    return str(lic) if lic else None
+
+def _split(root: Path) -> str:
+    """The folder consumers read: shards/ once screening ran, else raw/."""
+    folder = DatasetFolder(root)
+    return folder.SHARDS if folder.shards_dir.is_dir() else folder.RAW
 
 
 def screening_summary(out_dir: str | Path) -> dict | None:
     """Decisions, per-label results, score range and the nearest pairs; None when not screened."""
     import pyarrow.compute as pc
 
-    root = Path(out_dir)
+    folder = DatasetFolder(out_dir)
+    root = folder.root
     screened = records.screening_table(root)
     if screened is None:
         return None
-    extra = root / "screening_report.json"
+    extra = folder.screening_report_file
     info = json.loads(extra.read_text()) if extra.is_file() else {}
     if isinstance(info.get("embedder"), dict):
         info["embedder"] = info["embedder"].get("name", info["embedder"])
@@ -74,7 +67,7 @@ def screening_summary(out_dir: str | Path) -> dict | None:
         labels.setdefault(row["label"], {})[row["decision"]] = row["key_count"]
     top = screened.filter(pc.is_valid(screened["score"])).sort_by(
         [("score", "descending"), ("key", "ascending")]).slice(0, 5)
-    raw = pq.read_table(root / records.SCREENING)
+    raw = pq.read_table(folder.screening_file)
     thresholds = set(pc.unique(raw["threshold"]).to_pylist()) - {None} if "threshold" in raw.column_names else set()
     return {
         "embedder": info.get("embedder", mem.get("embedder")),
@@ -125,11 +118,10 @@ def front_matter(out_dir: str | Path) -> dict:
     """The card's YAML front matter (Hugging Face dataset-card metadata)."""
     root = Path(out_dir)
     spec = records.spec_data(root)
-    gen = spec["generator"]
     stats = records.dataset_stats(root)
     n = stats["samples"]["accepted"] if stats["samples"]["accepted"] is not None else stats["samples"]["generated"]
-    lic = model_license(gen["model"], gen.get("revision"))
-    data = "shards/*.tar" if (root / "shards").is_dir() else "raw/*.tar"
+    lic = model_license(root)
+    data = f"{_split(root)}/*.tar"
     meta = {"pretty_name": spec["name"],
             "license": lic if lic in (BUILTIN_LICENSE,) else "other",
             "task_categories": ["image-classification", "text-to-image"],
@@ -152,7 +144,7 @@ FILES = ("Each sample is `KEY.png`, `KEY.json` (metadata), `KEY.cls` (label inde
 
 def _model_section(root: Path, spec: dict, run: dict) -> list[str]:
     gen = spec["generator"]
-    lic = model_license(gen["model"], gen.get("revision"))
+    lic = model_license(root)
     first = next(iter(records.raw_rows(root)), {})
     model_fp = (run.get("model") or {}).get("fingerprint") or first.get("model_fingerprint")
     hashes = {k: run.get(k) or first.get(k) or "-" for k in ("spec_hash", "plan_hash")}
@@ -229,7 +221,7 @@ def card_text(out_dir: str | Path) -> str:
     run = records.read_run_record(root) or {}
     stats = records.dataset_stats(root)
     screening = screening_summary(root)
-    split = "shards" if (root / "shards").is_dir() else "raw"
+    split = _split(root)
     accepted = "-" if stats["samples"]["accepted"] is None else stats["samples"]["accepted"]
     parts = ["---", yaml.safe_dump(front_matter(root), sort_keys=False).rstrip(), "---", "",
              f"# {spec['name']}", "", spec.get("description") or "", "",
@@ -244,7 +236,7 @@ def card_text(out_dir: str | Path) -> str:
 
 def write_card(out_dir: str | Path) -> Path:
     """Write DIR/README.md atomically."""
-    path = Path(out_dir) / CARD
+    path = DatasetFolder(out_dir).card_file
     write_text_atomic(path, card_text(out_dir))
     return path
 

@@ -33,7 +33,7 @@ RAY_KEEP_GPUS_VISIBLE = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
 
 
 @dataclass(frozen=True)
-class EnginePlan:
+class ResolvedExecution:
     """The resolved execution: engine, worker count, threads per worker, GPUs seen."""
 
     engine: str
@@ -68,7 +68,7 @@ def uses_gpus(device: str) -> bool:
     return device in ("auto", "cuda")
 
 
-def resolve(execution: Execution, device: str = "auto") -> EnginePlan:
+def resolve(execution: Execution, device: str = "auto") -> ResolvedExecution:
     """Turn `workers: auto` into a number: one per GPU, else one per `threads_per_worker` cores."""
     gpus = visible_gpus() if uses_gpus(device) else 0
     if execution.workers != "auto":
@@ -77,37 +77,37 @@ def resolve(execution: Execution, device: str = "auto") -> EnginePlan:
         workers = gpus
     else:
         workers = max(1, (os.cpu_count() or 1) // execution.threads_per_worker)
-    return EnginePlan(execution.engine, workers, execution.threads_per_worker, gpus,
-                      execution.address, visible_gpu_ids(gpus) if gpus else ())
+    return ResolvedExecution(execution.engine, workers, execution.threads_per_worker, gpus,
+                             execution.address, visible_gpu_ids(gpus) if gpus else ())
 
 
-def task_runner(plan: EnginePlan):
-    """The Prefect task runner for the plan."""
-    if plan.engine == "local":
+def task_runner(execution: ResolvedExecution):
+    """The Prefect task runner for the resolved execution."""
+    if execution.engine == "local":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=plan.workers)
-    if plan.engine == "dask":
-        return _dask_runner(plan)
-    if plan.engine == "ray":
-        return _ray_runner(plan)
-    raise SynthdataError(f"unknown engine {plan.engine!r}; expected local, dask or ray")
+        return ThreadPoolTaskRunner(max_workers=execution.workers)
+    if execution.engine == "dask":
+        return _dask_runner(execution)
+    if execution.engine == "ray":
+        return _ray_runner(execution)
+    raise SynthdataError(f"unknown engine {execution.engine!r}; expected local, dask or ray")
 
 
-def _dask_runner(plan: EnginePlan):
+def _dask_runner(execution: ResolvedExecution):
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:
         raise SynthdataError("engine 'dask' needs prefect-dask: pip install 'synthdata[dask]'") from None
-    if plan.address:
-        return DaskTaskRunner(address=plan.address)
+    if execution.address:
+        return DaskTaskRunner(address=execution.address)
     # A cluster we start and stop ourselves: its scheduler and nannies log to this process, and
     # `silence_logs` covers only their start, not their shutdown chatter.
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    if plan.gpu_ids:
+    if execution.gpu_ids:
         return DaskTaskRunner(cluster_class=pinned_dask_cluster,
-                              cluster_kwargs={"workers": plan.workers, "gpu_ids": list(plan.gpu_ids)})
-    return DaskTaskRunner(cluster_kwargs={"n_workers": plan.workers, "threads_per_worker": 1,
+                              cluster_kwargs={"workers": execution.workers, "gpu_ids": list(execution.gpu_ids)})
+    return DaskTaskRunner(cluster_kwargs={"n_workers": execution.workers, "threads_per_worker": 1,
                                           "processes": True, "dashboard_address": None,
                                           "silence_logs": logging.ERROR})
 
@@ -131,7 +131,7 @@ def pinned_dask_cluster(workers: int, gpu_ids: list[str], asynchronous: bool = F
                        silence_logs=logging.ERROR, name="synthdata-gpu")
 
 
-def _ray_runner(plan: EnginePlan):
+def _ray_runner(execution: ResolvedExecution):
     try:
         from prefect_ray import RayTaskRunner
     except ImportError:
@@ -139,10 +139,10 @@ def _ray_runner(plan: EnginePlan):
     for key, value in RAY_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     init = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if plan.address:  # "auto": the cluster `ray start` made on this machine, or $RAY_ADDRESS
-        return RayTaskRunner(address=plan.address, init_kwargs=init)
-    init.update(include_dashboard=False, num_cpus=plan.workers * plan.threads_per_worker)
-    if not plan.gpu_ids:
+    if execution.address:  # "auto": the cluster `ray start` made on this machine, or $RAY_ADDRESS
+        return RayTaskRunner(address=execution.address, init_kwargs=init)
+    init.update(include_dashboard=False, num_cpus=execution.workers * execution.threads_per_worker)
+    if not execution.gpu_ids:
         init["num_gpus"] = 0
     return RayTaskRunner(init_kwargs=init)
 

@@ -9,7 +9,10 @@ Where the folder comes from:
 - `builtin:NAME`: the cached built-in pipeline (built on first use by `ensure_builtin`);
 - a local folder: that folder;
 - a hub id: its local snapshot, resolved with `huggingface_hub` without the network
-  (`local_files_only`); a snapshot that is not on disk is an error, never a download.
+  (`local_files_only`); a snapshot that is not on disk is an error, never a download. The
+  requested revision (a branch, tag or nothing) resolves once to a commit; the generator
+  loads from that same snapshot folder and workers are given the commit, so what is
+  fingerprinted is what is loaded.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class ModelFingerprint:
     files: dict[str, str] = field(default_factory=dict)
     textual_inversion: list[dict] = field(default_factory=list)
     lora: list[dict] = field(default_factory=list)
+    commit: str | None = None
 
     def as_dict(self) -> dict:
         """Plain data (JSON-able)."""
@@ -79,6 +83,12 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
             f"{repo_id}{' --revision ' + revision if revision else ''}`) or point "
             f"generator.model at a local folder ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
+
+
+def hub_commit(folder: str | Path) -> str | None:
+    """The commit of a hub snapshot folder (.../snapshots/<commit>), else None."""
+    p = Path(folder)
+    return p.name if p.parent.name == "snapshots" else None
 
 
 def model_folder(cfg: GeneratorConfig) -> Path:
@@ -127,9 +137,11 @@ def model_fingerprint(cfg: GeneratorConfig) -> ModelFingerprint:
     tis = [{"path": ti.path, "token": ti.token, "sha256": _adapter_hash(ti.path, "textual-inversion")}
            for ti in cfg.textual_inversion]
     loras = [{"path": lo.path, "sha256": _adapter_hash(lo.path, "LoRA")} for lo in cfg.lora]
+    commit = None if is_local_model(cfg.model) or cfg.model.startswith("builtin:") else hub_commit(folder)
     return ModelFingerprint(
         fingerprint=_combine(cfg.revision, files, tis, loras), model=cfg.model,
-        revision=cfg.revision, folder=str(folder), files=files, textual_inversion=tis, lora=loras)
+        revision=cfg.revision, folder=str(folder), files=files, textual_inversion=tis, lora=loras,
+        commit=commit)
 
 
 def scheduler_config(cfg: GeneratorConfig) -> dict:

@@ -3,6 +3,8 @@
 One Prefect task per shard, never per image. The shard subflow gets its task runner from the
 spec's execution section (local threads, Dask or Ray), so the same flow scales out unchanged.
 Rerunning on the same output folder resumes: complete shards are skipped, others redone.
+Flow runs are named after the dataset; each shard logs its start and finish to the run, and
+a progress artifact advances shard by shard.
 """
 
 from __future__ import annotations
@@ -10,20 +12,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from synthdata import (
     engines,
-    shards,
     worker,  # imported here, in the main thread, so diffusers never loads in a worker thread
 )
 from synthdata.errors import SynthdataError
 from synthdata.fingerprint import model_fingerprint
-from synthdata.outputs import acquire_lock, prepare
+from synthdata.folder import DatasetFolder
+from synthdata.generators import dtype_name
+from synthdata.outputs import GenerationIdentity, acquire_lock, prepare
 from synthdata.progress import ShardProgress
-from synthdata.spec import Spec, load_spec
+from synthdata.spec import Spec, load_spec, with_overrides
+
+STEPS = ("generate", "screen", "record")
 
 
 class ShardFailure(SynthdataError):
@@ -31,119 +36,194 @@ class ShardFailure(SynthdataError):
 
     exit_code = 1
 
+    def __init__(self, failures: dict[int, str], total: int):
+        self.failures = dict(sorted(failures.items()))
+        lines = [f"  shard {s}: {reason}" for s, reason in self.failures.items()]
+        super().__init__(f"{len(failures)} of {total} shards failed after retries; the others are "
+                         "complete and a rerun of the same command resumes:\n" + "\n".join(lines))
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
 
 @task(name="generate-shard", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
       persist_result=False, task_run_name="generate-shard-{shard}")
 def generate_shard_task(spec_data: dict, out_dir: str, shard: int, job_data: dict, threads: int) -> dict:
-    """Generate one shard (see worker.generate_shard)."""
-    return worker.generate_shard(spec_data, out_dir, shard, job_data, threads)
+    """Generate one shard (see worker.generate_shard), logging its start and finish."""
+    logger = get_run_logger()
+    logger.info("shard %d: generating", shard)
+    started = time.perf_counter()
+    result = worker.generate_shard(spec_data, out_dir, shard, job_data, threads)
+    logger.info("shard %d: %d samples in %.1f s on %s (%s)%s", shard, result["count"],
+                time.perf_counter() - started, result["device"], result["worker"],
+                f", {result['oom_splits']} out-of-memory splits" if result["oom_splits"] else "")
+    return result
 
 
-@flow(name="generate-shards", persist_result=False, validate_parameters=False)
+def _progress_artifact(name: str):
+    """A Prefect progress artifact for this flow run, at 0 %."""
+    from prefect.artifacts import create_progress_artifact
+
+    return create_progress_artifact(progress=0.0, key=f"{_artifact_key(name)}-progress",
+                                    description=f"{name}: shards generated in this run")
+
+
+def _artifact_key(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower())
+
+
+@flow(name="generate-shards", persist_result=False, validate_parameters=False,
+      flow_run_name="generate-shards-{dataset}")
 def generate_shards(spec_data: dict, out_dir: str, pending: list[int], job_data: dict,
-                    threads: int, shard_sizes: dict[int, int]) -> list[dict]:
+                    threads: int, shard_sizes: dict[int, int], dataset: str = "") -> list[dict]:
     """Submit one task per pending shard to the flow's task runner and wait for all of them."""
+    from prefect.artifacts import update_progress_artifact
+
+    logger = get_run_logger()
+    logger.info("%s: %d shards to generate (%d samples)", dataset, len(pending),
+                sum(shard_sizes[s] for s in pending))
+    artifact = _progress_artifact(dataset)
     with engines.task_options(job_data.get("device", "auto"), threads):
-        futures = [generate_shard_task.submit(spec_data, out_dir, s, job_data, threads) for s in pending]
-    done, failed = [], []
+        futures = {generate_shard_task.submit(spec_data, out_dir, s, job_data, threads): s for s in pending}
+    done, failed = [], {}
     with ShardProgress(len(pending), sum(shard_sizes[s] for s in pending)) as progress:
-        for future in as_completed(futures):
+        for future in as_completed(list(futures)):
             try:
                 result = future.result()
-            except Exception as exc:  # noqa: BLE001 - reported below, shards stay resumable
-                failed.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            except Exception as exc:  # noqa: BLE001 - every failure is reported below; shards stay resumable
+                failed[futures[future]] = _reason(exc)
+                logger.error("shard %d failed: %s", futures[future], failed[futures[future]])
                 continue
             done.append(result)
             progress.shard_done(result["count"])
+            update_progress_artifact(artifact, 100.0 * len(done) / max(1, len(pending)))
     if failed:
-        raise ShardFailure(f"{len(failed)} of {len(pending)} shards failed after retries "
-                           f"(first: {failed[0]}); rerun the same command to resume")
+        raise ShardFailure(failed, len(pending))
     return sorted(done, key=lambda r: r["shard"])
 
 
-def _with_overrides(spec: Spec, out_dir: str | None, engine: str | None,
-                    workers: int | None, dvc: bool | None) -> Spec:
-    execution = spec.execution.model_copy(update={k: v for k, v in
-                                                  (("engine", engine), ("workers", workers)) if v})
-    output = spec.output.model_copy(update={k: v for k, v in
-                                            (("dir", out_dir), ("dvc", dvc)) if v is not None})
-    return spec.model_copy(update={"execution": execution, "output": output})
+def pending_shards(folder: DatasetFolder, count: int, plan_hash: str) -> list[int]:
+    """Shards without a valid completion marker for this plan (tar sha256 checked)."""
+    complete = set(folder.complete_shards(plan_hash, verify=True))
+    return [s for s in range(count) if s not in complete]
 
 
-def pending_shards(raw: Path, count: int, plan_hash: str) -> list[int]:
-    """Shards without a valid completion marker for this plan."""
-    return [s for s in range(count) if not shards.is_complete(raw, s, plan_hash)]
+def expected_identity(spec: Spec, fingerprint: str, gpu_count: int) -> GenerationIdentity:
+    """The model fingerprint, device type and dtype this run will generate with."""
+    device = spec.generator.device
+    if engines.uses_gpus(device) and gpu_count:
+        device_kind = "cuda"
+    elif device == "auto":
+        device_kind = "cpu"
+    else:
+        device_kind = worker.device_type(device)
+    return GenerationIdentity(fingerprint, device_kind, dtype_name(spec.generator.dtype, device_kind))
 
 
 @task(name="screen-shard", retries=1, cache_policy=NO_CACHE, persist_result=False,
       task_run_name="screen-shard-{shard}")
-def screen_shard_task(plan, shard: int) -> dict:
+def screen_shard_task(job, shard: int) -> dict:
     """Embed (or reuse embeddings of) one raw shard, search the reference, decide."""
     from synthdata.screening import screen_shard
 
-    return screen_shard(plan, shard)
+    return screen_shard(job, shard)
 
 
 def screen(root: Path, spec: Spec) -> dict:
     """Screening as one Prefect task per shard, then the dataset-wide step (near-duplicates, shards/)."""
     from synthdata.screening import finalize_screening, prepare_screening
 
-    plan = prepare_screening(root, spec.memorization)
-    futures = [screen_shard_task.submit(plan, s) for s in plan.shards]
+    job = prepare_screening(root, spec.memorization)
+    futures = [screen_shard_task.submit(job, s) for s in job.shards]
     for future in futures:
         future.result()
-    return finalize_screening(plan).to_dict()
+    return finalize_screening(job).to_dict()
 
 
-def record(root: Path, spec: Spec, spec_path: str, prepared, fp, plan, timings: dict) -> None:
-    """run.json, manifest, stats, dataset card, contact sheets, Prefect artifacts; DVC if asked."""
+def record(folder: DatasetFolder, spec: Spec, spec_path: str, prepared, fp, execution,
+           timings: dict, *, report: bool = True) -> None:
+    """run.json; with `report`, manifest, stats, dataset card, contact sheets, Prefect
+    artifacts, and DVC tracking when asked."""
     from prefect.runtime import flow_run
 
     from synthdata import card, records
     from synthdata.report import write_report
 
     records.write_run_record(
-        root, spec, spec_hash=prepared.spec_hash, plan_hash=prepared.plan_hash, model_fingerprint=fp,
-        engine=plan.engine, workers=plan.workers, threads=plan.threads_per_worker,
+        folder.root, spec, spec_hash=prepared.spec_hash, plan_hash=prepared.plan_hash,
+        model_fingerprint=fp, engine=execution.engine, workers=execution.workers,
+        threads=execution.threads_per_worker,
         flow_run_id=str(flow_run.id) if flow_run.id else None, timings=timings, spec_path=spec_path,
-        extra={"execution": plan.as_record()})
-    write_report(root)
-    card.publish_prefect_artifacts(root)
+        extra={"execution": execution.as_record()})
+    if not report:
+        return
+    write_report(folder.root)
+    card.publish_prefect_artifacts(folder.root)
     if spec.output.dvc:
         from synthdata.versioning import track_outputs
 
-        track_outputs(root, push=True)
+        track_outputs(folder.root, push=True)
 
 
-@flow(name="synthdata-run", persist_result=False, validate_parameters=False)
+def _run_name() -> str:
+    """Flow runs are named after the dataset (the spec's name), not at random."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    try:
+        name = load_spec(params["spec_path"], check_files=False).name
+    except (SynthdataError, OSError, KeyError):  # the flow itself reports a bad spec
+        name = Path(str(params.get("spec_path", "spec"))).stem
+    return f"{name}-{params.get('stop_after', 'record')}" if params.get("stop_after", "record") != "record" \
+        else name
+
+
+@flow(name="synthdata-run", persist_result=False, validate_parameters=False, flow_run_name=_run_name)
 def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None = None,
-                  workers: int | None = None, dvc: bool | None = None) -> dict:
-    """The whole job for one spec: plan, generate shards, screen, record (and version)."""
+                  workers: int | None = None, dvc: bool | None = None,
+                  stop_after: str = "record") -> dict:
+    """The whole job for one spec: plan, generate shards, screen, record (and version).
+
+    `stop_after="generate"` plans and generates raw shards and writes run.json only (the DVC
+    generate stage); "screen" also screens; "record" (default) does everything.
+    """
+    if stop_after not in STEPS:
+        raise SynthdataError(f"stop_after must be one of {', '.join(STEPS)}, got {stop_after!r}")
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    spec = _with_overrides(load_spec(spec_path), out_dir, engine, workers, dvc)
-    root = Path(spec.output_dir())
-    lock = acquire_lock(root)
+    spec = load_spec(spec_path)
+    spec = with_overrides(spec, out_dir or spec.output_dir(), engine, workers, dvc)
+    folder = DatasetFolder(spec.output_dir())
+    lock = acquire_lock(folder.root)
     try:
-        prepared = prepare(root, spec)
         fp = model_fingerprint(spec.generator)
-        plan = engines.resolve(spec.execution, spec.generator.device)
+        execution = engines.resolve(spec.execution, spec.generator.device)
+        identity = expected_identity(spec, fp.fingerprint, execution.gpu_count)
+        prepared = prepare(folder.root, spec, identity)
+        run_spec = spec if fp.commit is None else spec.model_copy(update={
+            "generator": spec.generator.model_copy(update={"revision": fp.commit})})
         job = worker.JobInfo(prepared.spec_hash, prepared.plan_hash, fp.fingerprint,
-                             spec.generator.device, plan.gpu_count)
-        pending = pending_shards(root / "raw", prepared.shard_count, prepared.plan_hash)
+                             spec.generator.device, execution.gpu_count, identity.device_type,
+                             identity.dtype)
+        pending = pending_shards(folder, prepared.shard_count, prepared.plan_hash)
         timings["plan_s"], clock = time.perf_counter() - clock, time.perf_counter()
         results = []
         if pending:
-            results = generate_shards.with_options(task_runner=engines.task_runner(plan))(
-                spec.model_dump(mode="json"), str(root), pending, worker.job_as_dict(job),
-                plan.threads_per_worker, shard_sizes(spec, prepared.shard_count))
+            results = generate_shards.with_options(task_runner=engines.task_runner(execution))(
+                run_spec.model_dump(mode="json"), str(folder.root), pending, worker.job_as_dict(job),
+                execution.threads_per_worker, shard_sizes(spec, prepared.shard_count), spec.name)
         timings["generate_s"], clock = time.perf_counter() - clock, time.perf_counter()
-        screening = screen(root, spec)
-        timings["screen_s"], clock = time.perf_counter() - clock, time.perf_counter()
-        record(root, spec, spec_path, prepared, fp, plan, timings)
+        decisions: dict = {}
+        if stop_after != "generate":
+            decisions = screen(folder.root, spec)["decisions"]
+            timings["screen_s"], clock = time.perf_counter() - clock, time.perf_counter()
+        record(folder, spec, spec_path, prepared, fp, execution, timings,
+               report=stop_after == "record")
         timings["record_s"] = time.perf_counter() - clock
-        return {"out_dir": str(root), "shards": prepared.shard_count, "generated": len(results),
-                "skipped": prepared.shard_count - len(pending), "decisions": screening["decisions"],
+        return {"out_dir": str(folder.root), "shards": prepared.shard_count, "generated": len(results),
+                "skipped": prepared.shard_count - len(pending), "decisions": decisions,
                 "timings": timings}
     finally:
         lock.release()

@@ -27,8 +27,11 @@ DIR/.screening/              screening's staging area
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +86,14 @@ class DatasetFolder:
     REPORT = "report"
     EVALUATION = "evaluation"
     LOCK = ".synthdata.lock"
+    SCREENING_LOCK = ".screening.lock"
     STAGING = ".screening"
     GENERATION = ".screening.json"
+
+    # Every top-level entry synthdata writes (what a reset of a dataset folder may remove).
+    ENTRIES = (SPEC, PLAN_INFO, PLAN, RUN, MANIFEST, SCREENING, SCREENING_REPORT, SCREENING_PLOT,
+               STATS, CARD, RAW, SHARDS, EMBEDDINGS, WORKERS, REPORT, EVALUATION, LOCK,
+               SCREENING_LOCK, STAGING)
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -147,6 +156,16 @@ class DatasetFolder:
     def lock_file(self) -> Path:
         """DIR/.synthdata.lock."""
         return self.root / self.LOCK
+
+    @property
+    def screening_lock_file(self) -> Path:
+        """DIR/.screening.lock: readers share it, a screening commit takes it alone."""
+        return self.root / self.SCREENING_LOCK
+
+    @property
+    def generation_file(self) -> Path:
+        """DIR/shards/.screening.json: which screening the accepted shards belong to."""
+        return self.shards_dir / self.GENERATION
 
     # -- folders ---------------------------------------------------------------------------
     @property
@@ -303,3 +322,26 @@ class DatasetFolder:
         if not self.shards_dir.is_dir():
             return []
         return sorted(p for p in self.shards_dir.glob("shard-*.tar") if shard_of(p.name) is not None)
+
+    @contextlib.contextmanager
+    def screening_lock(self, exclusive: bool = False) -> Iterator[None]:
+        """Hold the screening lock: shared to read accepted shards and screening.parquet as one
+        consistent snapshot, exclusive to commit a new screening. A reader of a folder that
+        has no lock file (a read-only copy) needs none: nothing can be committing there."""
+        if not exclusive and not self.screening_lock_file.is_file():
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.screening_lock_file, "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def screening_generation(self) -> dict | None:
+        """DIR/shards/.screening.json (token and accepted tar hashes), or None."""
+        try:
+            return json.loads(self.generation_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None

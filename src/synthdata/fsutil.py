@@ -66,3 +66,33 @@ def confined(root: str | Path, relative: str | Path) -> Path:
     if target != base and base not in target.parents:
         raise OutputError(f"refusing to write {relative!s}: it is outside the output folder {base}")
     return target
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange_paths(a: str | Path, b: str | Path) -> bool:
+    """Atomically swap two paths (files or folders) on one file system; True when atomic.
+
+    Linux's renameat2(RENAME_EXCHANGE): at every instant each name points at one of the two
+    entries, so a reader never finds `b` missing. Where the call is unavailable (other systems,
+    file systems without it) it falls back to three renames, with a short window in which `b`
+    is absent, and returns False.
+    """
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is not None:
+        if fn(_AT_FDCWD, os.fsencode(str(a)), _AT_FDCWD, os.fsencode(str(b)), _RENAME_EXCHANGE) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(b))
+    side = Path(b).with_name(f".{Path(b).name}.swap-{os.getpid()}")
+    os.replace(b, side)
+    os.replace(a, b)
+    os.replace(side, a)
+    return False

@@ -47,7 +47,9 @@ import numpy as np
 import webdataset as wds
 import yaml
 
-SPLITS = ("shards", "raw")
+from synthdata.folder import DatasetFolder as _Folder
+
+SPLITS = (_Folder.SHARDS, _Folder.RAW)
 
 
 def _decode_image(png: bytes, mode: str | None):
@@ -164,8 +166,21 @@ def _parent(p: str) -> str:
 
 def _spec_near(tar: str, src: _Source) -> str | None:
     """spec.yaml of the dataset a tar belongs to (DIR/raw/x.tar -> DIR/spec.yaml), if any."""
-    candidate = f"{_parent(_parent(tar))}/spec.yaml"
+    candidate = f"{_parent(_parent(tar))}/{_Folder.SPEC}"
     return candidate if src.isfile(candidate) else None
+
+
+def _shard_tars(folder: str, src: _Source) -> list[str]:
+    """The shard tars of a dataset's raw/ or shards/ folder (only shard-NNNNNN.tar). Locally the
+    list is taken under the folder's shared screening lock, so it is one screening's shards."""
+    from synthdata.folder import shard_of
+
+    if not src.isdir(folder):
+        return []
+    if src.fs is not None:
+        return [t for t in src.tars(folder) if shard_of(t.rsplit("/", 1)[-1]) is not None]
+    with _Folder(_parent(folder)).screening_lock():
+        return [t for t in src.tars(folder) if shard_of(Path(t).name) is not None]
 
 
 def _resolve(path: str, split: str, src: _Source) -> tuple[list[str], str | None]:
@@ -173,15 +188,15 @@ def _resolve(path: str, split: str, src: _Source) -> tuple[list[str], str | None
     p = path.rstrip("/") or "."
     if p.endswith(".tar"):
         return [p], _spec_near(p, src)
-    if src.isfile(f"{p}/spec.yaml"):
+    if src.isfile(f"{p}/{_Folder.SPEC}"):
         if split not in SPLITS:
             raise ValueError(f"split_shards must be one of {SPLITS}, got {split!r}")
         folder = f"{p}/{split}"
-        if split == "shards" and not src.isdir(folder) and not src.isfile(f"{p}/screening.parquet"):
+        if split == _Folder.SHARDS and not src.isdir(folder) and not src.isfile(f"{p}/{_Folder.SCREENING}"):
             warnings.warn(f"{p}: no accepted shards (screening has not run); loading raw/ instead",
                           stacklevel=3)
-            folder = f"{p}/raw"
-        return (src.tars(folder) if src.isdir(folder) else []), f"{p}/spec.yaml"
+            folder = f"{p}/{_Folder.RAW}"
+        return _shard_tars(folder, src), f"{p}/{_Folder.SPEC}"
     tars = src.tars(p) if src.isdir(p) else []
     return tars, (_spec_near(tars[0], src) if tars else None)
 

@@ -28,21 +28,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path, write_json_atomic
 from synthdata.spec import Spec, resolved_dict
 
-MANIFEST = "manifest.parquet"
-SCREENING = "screening.parquet"
-RUN_RECORD = "run.json"
-STATS = "stats.json"
 LIBRARIES = ("synthdata", "torch", "diffusers", "transformers", "accelerate", "safetensors", "peft",
              "prefect", "webdataset", "faiss-cpu", "faiss-gpu", "numpy", "pyarrow", "pandas",
              "Pillow", "dvc", "pydantic")
-
-# Column names accepted in screening.parquet (first match wins); lists hold the top-k neighbours.
-_SCREEN_IDS = ("nearest_real_id", "nearest_id", "nearest_real_ids", "nearest_ids", "neighbor_ids",
-               "neighbour_ids", "real_ids")
-_SCREEN_SCORES = ("score", "similarity", "nearest_similarity", "similarities", "scores")
 
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("index", pa.int64()), ("label", pa.string()), ("label_index", pa.int32()),
@@ -58,27 +50,12 @@ MANIFEST_SCHEMA = pa.schema([
 
 def spec_data(out_dir: str | Path) -> dict:
     """The resolved spec of a dataset folder (DIR/spec.yaml) as plain data."""
-    return yaml.safe_load((Path(out_dir) / "spec.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load(DatasetFolder(out_dir).spec_file.read_text(encoding="utf-8"))
 
 
 def complete_shards(out_dir: str | Path) -> list[int]:
-    """Shards of DIR/raw whose completion marker, tar and rows are all there, in order."""
-    raw = Path(out_dir) / "raw"
-    out = []
-    for marker in sorted(raw.glob("shard-*.done.json")):
-        stem = marker.name.removesuffix(".done.json")
-        if (raw / f"{stem}.tar").is_file() and (raw / f"{stem}.parquet").is_file():
-            out.append(int(stem.removeprefix("shard-")))
-    return out
-
-
-def first_metadata(tar_path: str | Path) -> dict:
-    """The KEY.json of the first sample in a tar (reads only the tar's first members)."""
-    with tarfile.open(tar_path, "r:") as tar:
-        for member in tar:
-            if member.name.endswith(".json"):
-                return json.loads(tar.extractfile(member).read())
-    return {}
+    """Complete raw shards of a dataset folder (`DatasetFolder.shard_state`), in order."""
+    return DatasetFolder(out_dir).complete_shards()
 
 
 def tar_members(tar_path: str | Path) -> list[str]:
@@ -89,33 +66,39 @@ def tar_members(tar_path: str | Path) -> list[str]:
 
 def accepted_keys(out_dir: str | Path) -> dict[str, str] | None:
     """key -> accepted tar (relative to DIR) for every sample in DIR/shards; None without shards/."""
-    folder = Path(out_dir) / "shards"
-    if not folder.is_dir():
+    folder = DatasetFolder(out_dir)
+    if not folder.shards_dir.is_dir():
         return None
     out: dict[str, str] = {}
-    for tar in sorted(folder.glob("shard-*.tar")):
+    for tar in folder.accepted_tars():
         for name in tar_members(tar):
-            out.setdefault(name.split(".", 1)[0], f"shards/{tar.name}")
+            out.setdefault(name.split(".", 1)[0], folder.relative(tar))
     return out
 
 
 def raw_table(out_dir: str | Path) -> pa.Table | None:
     """Rows of every complete raw shard, with raw_tar, model fingerprint and hashes; None if none."""
-    raw = Path(out_dir) / "raw"
+    folder = DatasetFolder(out_dir)
     tables = []
-    for shard in complete_shards(out_dir):
-        stem = f"shard-{shard:06d}"
-        meta = first_metadata(raw / f"{stem}.tar")
-        marker = json.loads((raw / f"{stem}.done.json").read_text())
-        table = pq.read_table(raw / f"{stem}.parquet")
-        extra = {"raw_tar": f"raw/{stem}.tar",
-                 "model_fingerprint": (meta.get("model") or {}).get("fingerprint"),
-                 "spec_hash": marker.get("spec_hash", meta.get("spec_hash")),
-                 "plan_hash": marker.get("plan_hash", meta.get("plan_hash"))}
+    for shard in folder.complete_shards():
+        marker = folder.marker(shard) or {}
+        table = pq.read_table(folder.raw_rows(shard))
+        extra = {"raw_tar": folder.relative(folder.raw_tar(shard)),
+                 "model_fingerprint": marker.get("model_fingerprint") or _tar_fingerprint(folder, shard),
+                 "spec_hash": marker.get("spec_hash"), "plan_hash": marker.get("plan_hash")}
         for name, value in extra.items():
             table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
         tables.append(table)
     return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def _tar_fingerprint(folder: DatasetFolder, shard: int) -> str | None:
+    """The model fingerprint in the first KEY.json of a raw tar (format-1 markers lack it)."""
+    with tarfile.open(folder.raw_tar(shard), "r:") as tar:
+        for member in tar:
+            if member.name.endswith(".json"):
+                return (json.loads(tar.extractfile(member).read()).get("model") or {}).get("fingerprint")
+    return None
 
 
 def raw_rows(out_dir: str | Path) -> list[dict]:
@@ -124,70 +107,31 @@ def raw_rows(out_dir: str | Path) -> list[dict]:
     return [] if table is None else table.to_pylist()
 
 
-def _first(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return value[0] if value else None
-    return value
-
-
-def _nearest(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """The first element of a list column (the nearest neighbour), or the column itself."""
-    if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
-        return column
-    try:
-        return pc.list_element(column, 0)
-    except pa.ArrowInvalid:  # an empty list somewhere
-        return pa.array([v[0] if v else None for v in column.to_pylist()])
-
-
-def _screening_columns(table: pa.Table) -> tuple[str | None, str | None, str | None, str | None]:
-    names = table.column_names
-    is_list = lambda c: pa.types.is_list(table.schema.field(c).type)
-    ids = next((c for c in _SCREEN_IDS if c in names), None)
-    scores = next((c for c in _SCREEN_SCORES if c in names), None)
-    list_ids = next((c for c in _SCREEN_IDS if c in names and is_list(c)), None)
-    list_scores = next((c for c in _SCREEN_SCORES if c in names and is_list(c)), None)
-    return ids, scores, list_ids, list_scores
-
-
 def screening_table(out_dir: str | Path) -> pa.Table | None:
-    """screening.parquet reduced to key, decision, nearest_real_id, score; None when not screened."""
-    path = Path(out_dir) / SCREENING
+    """screening.parquet reduced to key, decision, nearest_real_id, score; None when not screened.
+
+    Reads the columns the screening package writes (`screening.pipeline.DECISIONS_SCHEMA`):
+    `decision`, `similarity` (the deciding score) and `nearest_real_id`.
+    """
+    path = DatasetFolder(out_dir).screening_file
     if not path.is_file():
         return None
-    table = pq.read_table(path)
-    ids, scores, _, _ = _screening_columns(table)
-    n = table.num_rows
-    decision = table["decision"] if "decision" in table.column_names else pa.nulls(n, pa.string())
-    nearest = _nearest(table[ids]) if ids else pa.nulls(n, pa.string())
-    score = _nearest(table[scores]) if scores else pa.nulls(n, pa.float64())
-    return pa.table({"key": table["key"], "decision": pc.cast(decision, pa.string()),
-                     "nearest_real_id": pc.cast(nearest, pa.string()),
-                     "score": pc.cast(score, pa.float64())})
+    table = pq.read_table(path, columns=["key", "decision", "nearest_real_id", "similarity"])
+    return pa.table({"key": table["key"], "decision": table["decision"],
+                     "nearest_real_id": table["nearest_real_id"],
+                     "score": pc.cast(table["similarity"], pa.float64())})
 
 
 def screening_results(out_dir: str | Path, key: str | None = None) -> dict[str, dict] | None:
-    """key -> {decision, nearest_real_id, score, nearest_ids, similarities}; None when not screened.
+    """key -> that sample's row of screening.parquet (all columns); None when not screened.
 
-    Accepts the column spellings in _SCREEN_IDS / _SCREEN_SCORES; list columns are top-k
-    neighbours, best first, and the first one is the nearest. `key` reads only that sample.
+    `score` repeats `similarity` (the deciding similarity). `key` reads only that sample.
     """
-    path = Path(out_dir) / SCREENING
+    path = DatasetFolder(out_dir).screening_file
     if not path.is_file():
         return None
     table = pq.read_table(path, filters=None if key is None else [("key", "=", key)])
-    ids_col, score_col, list_ids, list_scores = _screening_columns(table)
-    out: dict[str, dict] = {}
-    for row in table.to_pylist():
-        out[row["key"]] = {
-            "decision": row.get("decision"),
-            "nearest_real_id": None if ids_col is None else _first(row[ids_col]),
-            "score": None if score_col is None else _first(row[score_col]),
-            "nearest_ids": list(row[list_ids]) if list_ids and row[list_ids] is not None else None,
-            "similarities": list(row[list_scores]) if list_scores and row[list_scores] is not None else None,
-            **{k: v for k, v in row.items() if k in ("threshold", "duplicate_of", "self_similarity")},
-        }
-    return out
+    return {row["key"]: {**row, "score": row.get("similarity")} for row in table.to_pylist()}
 
 
 def manifest_table(out_dir: str | Path) -> pa.Table:
@@ -221,7 +165,7 @@ def manifest_table(out_dir: str | Path) -> pa.Table:
 
 def write_manifest(out_dir: str | Path) -> Path:
     """Write DIR/manifest.parquet atomically from the folder's raw rows and screening results."""
-    path = Path(out_dir) / MANIFEST
+    path = DatasetFolder(out_dir).manifest_file
     table = manifest_table(out_dir)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -235,24 +179,20 @@ def value_counts(column: pa.ChunkedArray | pa.Array) -> dict:
 
 def planned_counts(out_dir: str | Path) -> dict[str, int]:
     """Planned samples per label, in spec order (from plan.json, else plan.parquet)."""
-    root = Path(out_dir)
-    order = list(spec_data(root)["labels"])
-    info = root / "plan.json"
-    if info.is_file():
-        counts = json.loads(info.read_text()).get("label_counts")
-        if counts:
-            return {k: int(counts.get(k, 0)) for k in order}
-    labels = value_counts(pq.read_table(root / "plan.parquet", columns=["label"])["label"])
-    return {k: labels.get(k, 0) for k in order}
+    folder = DatasetFolder(out_dir)
+    order = list(spec_data(folder.root)["labels"])
+    counts = folder.plan_info().get("label_counts") or {}
+    return {k: int(counts.get(k, 0)) for k in order}
 
 
 def dataset_stats(out_dir: str | Path, manifest: pa.Table | None = None) -> dict:
     """Counts per label and decision: planned, generated, accepted (deterministic, no timings)."""
-    root = Path(out_dir)
+    folder = DatasetFolder(out_dir)
+    root = folder.root
     table = manifest if manifest is not None else (
-        pq.read_table(root / MANIFEST) if (root / MANIFEST).is_file() else manifest_table(root))
+        pq.read_table(folder.manifest_file) if folder.manifest_file.is_file() else manifest_table(root))
     planned = planned_counts(root)
-    has_accepted = (root / "shards").is_dir()
+    has_accepted = folder.shards_dir.is_dir()
     generated = value_counts(table["label"])
     accepted = value_counts(table.filter(pc.fill_null(table["accepted"], False))["label"])
     labels = list(planned) + sorted(set(generated) - set(planned))
@@ -269,14 +209,14 @@ def dataset_stats(out_dir: str | Path, manifest: pa.Table | None = None) -> dict
         "screening": {"screened": pc.count(table["decision"]).as_py() > 0,
                       "max_score": None if max_score is None else round(max_score, 6),
                       "mean_score": None if mean_score is None else round(mean_score, 6)},
-        "shards": {"complete": len(complete_shards(root)),
-                   "accepted": len(list((root / "shards").glob("shard-*.tar"))) if has_accepted else 0},
+        "shards": {"complete": len(folder.complete_shards()),
+                   "accepted": len(folder.accepted_tars())},
     }
 
 
 def write_stats(out_dir: str | Path) -> Path:
     """Write DIR/stats.json (the DVC metrics file) atomically."""
-    path = Path(out_dir) / STATS
+    path = DatasetFolder(out_dir).stats_file
     write_json_atomic(path, dataset_stats(out_dir))
     return path
 
@@ -320,15 +260,28 @@ def _scheduler_record(spec: Spec) -> dict:
 
     base = scheduler_config(spec.generator)
     record = {"name": spec.generator.scheduler, "model_default": base}
-    try:
-        from synthdata.generators.diffusers_gen import SCHEDULER_CLASSES
+    from synthdata.generators.diffusers_gen import SCHEDULER_CLASSES
 
-        cls = SCHEDULER_CLASSES[spec.generator.scheduler]
-        record["class"] = cls.__name__
-        record["config"] = json.loads(json.dumps(dict(cls.from_config(base).config), default=str))
-    except Exception as exc:  # noqa: BLE001 - a record must not fail the run
-        record["error"] = f"{type(exc).__name__}: {exc}"
+    cls = SCHEDULER_CLASSES[spec.generator.scheduler]
+    record["class"] = cls.__name__
+    record["config"] = json.loads(json.dumps(dict(cls.from_config(base).config), default=str))
     return record
+
+
+def model_card_license(folder: str | Path) -> str | None:
+    """`license:` from the front matter of a model folder's README.md (its model card), if any."""
+    readme = Path(folder) / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError as exc:
+        return f"unreadable model card front matter ({type(exc).__name__})"
+    lic = front.get("license") if isinstance(front, dict) else None
+    return str(lic) if lic else None
 
 
 def write_run_record(out_dir: str | Path, spec: Spec, *, spec_hash: str, plan_hash: str,
@@ -347,7 +300,8 @@ def write_run_record(out_dir: str | Path, spec: Spec, *, spec_hash: str, plan_ha
     if hasattr(fp, "as_dict"):
         details = fp.as_dict()
         model.update(fingerprint=details["fingerprint"], folder=details["folder"], files=details["files"],
-                     textual_inversion=details["textual_inversion"], lora=details["lora"])
+                     textual_inversion=details["textual_inversion"], lora=details["lora"],
+                     commit=details.get("commit"), license=model_card_license(details["folder"]))
     else:
         model["fingerprint"] = str(fp)
     record = {
@@ -368,12 +322,12 @@ def write_run_record(out_dir: str | Path, spec: Spec, *, spec_hash: str, plan_ha
                     "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")},
         **(extra or {}),
     }
-    path = Path(out_dir) / RUN_RECORD
+    path = DatasetFolder(out_dir).run_file
     write_json_atomic(path, json.loads(json.dumps(record, default=str)))
     return path
 
 
 def read_run_record(out_dir: str | Path) -> dict | None:
     """DIR/run.json as data, or None when the folder has none."""
-    path = Path(out_dir) / RUN_RECORD
+    path = DatasetFolder(out_dir).run_file
     return json.loads(path.read_text()) if path.is_file() else None

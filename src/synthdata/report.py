@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from synthdata import card, records
+from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path
 
 SHEET_COLUMNS = 8
@@ -21,9 +22,10 @@ THUMB = 96
 
 
 def _sample_pngs(root: Path, per_label: int) -> dict[int, list[bytes]]:
-    folder = root / "shards" if any((root / "shards").glob("*.tar")) else root / "raw"
+    folder = DatasetFolder(root)
+    tars = folder.accepted_tars() or [folder.raw_tar(s) for s in folder.complete_shards()]
     found: dict[int, list[bytes]] = {}
-    for tar_path in sorted(folder.glob("shard-*.tar")):
+    for tar_path in tars:
         with tarfile.open(tar_path) as tar:
             pngs, labels = {}, {}
             for member in tar:
@@ -59,7 +61,7 @@ def write_contact_sheets(out_dir: str | Path, per_label: int = SHEET_PER_LABEL) 
     written = []
     for index, pngs in sorted(_sample_pngs(root, per_label).items()):
         label = names[index] if 0 <= index < len(names) else f"label{index}"
-        path = root / "report" / f"contact-{label}.png"
+        path = DatasetFolder(root).contact_sheet(label)
         with atomic_path(path) as tmp:
             contact_sheet(pngs).save(tmp, format="PNG")
         written.append(path)

@@ -1,8 +1,8 @@
 """WebDataset shards: byte-deterministic tar files, their row tables and completion markers.
 
 A shard `raw/shard-000042.tar` is written under a temporary name and renamed when complete;
-then its rows (`.parquet`) and, last, its marker (`.done.json`). A shard counts as complete
-only when its marker exists and agrees with the tar on disk.
+then its rows (`.parquet`) and, last, its marker (`.done.json`). What counts as complete is
+defined once, by `DatasetFolder.shard_state`; where the files live, by `DatasetFolder`.
 """
 
 from __future__ import annotations
@@ -14,18 +14,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+__all__ = ["DeterministicTarWriter", "Sample", "clear_shard", "encode_png", "shard_name",
+           "write_marker", "write_tar"]
+
 import numpy as np
 from PIL import Image
 
+from synthdata.folder import DatasetFolder, shard_name
 from synthdata.fsutil import atomic_path, sha256_file, write_json_atomic
 
 FIXED_MTIME = 0
 PNG_COMPRESS_LEVEL = 6
-
-
-def shard_name(shard: int) -> str:
-    """File stem of a shard: shard-000042."""
-    return f"shard-{shard:06d}"
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -94,40 +93,18 @@ def write_tar(path: str | Path, samples: Iterable[Sample]) -> int:
     return n
 
 
-def marker_path(folder: str | Path, shard: int) -> Path:
-    """Completion marker of a shard."""
-    return Path(folder) / f"{shard_name(shard)}.done.json"
-
-
-def write_marker(folder: str | Path, shard: int, info: dict) -> None:
-    """Write a shard's completion marker: the last file a shard writes."""
-    tar = Path(folder) / f"{shard_name(shard)}.tar"
-    write_json_atomic(marker_path(folder, shard), {
+def write_marker(folder: DatasetFolder, shard: int, info: dict) -> None:
+    """Write a shard's completion marker (tar size and sha256 included): the last file a shard writes."""
+    tar = folder.raw_tar(shard)
+    write_json_atomic(folder.raw_marker(shard), {
         **info, "shard": shard, "tar": tar.name, "tar_bytes": tar.stat().st_size,
         "tar_sha256": sha256_file(tar)})
 
 
-def is_complete(folder: str | Path, shard: int, plan_hash: str | None = None) -> bool:
-    """True when the shard's marker exists (for this plan) and its tar and rows are there."""
-    marker = marker_path(folder, shard)
-    if not marker.is_file():
-        return False
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    tar = Path(folder) / f"{shard_name(shard)}.tar"
-    rows = Path(folder) / f"{shard_name(shard)}.parquet"
-    if plan_hash is not None and info.get("plan_hash") != plan_hash:
-        return False
-    return tar.is_file() and rows.is_file() and tar.stat().st_size == info.get("tar_bytes")
-
-
-def clear_shard(folder: str | Path, shard: int) -> None:
+def clear_shard(folder: DatasetFolder, shard: int) -> None:
     """Remove whatever an incomplete shard left (marker first, so it never outlives its files)."""
-    folder = Path(folder)
-    marker_path(folder, shard).unlink(missing_ok=True)
-    for suffix in (".tar", ".parquet"):
-        (folder / f"{shard_name(shard)}{suffix}").unlink(missing_ok=True)
-    for tmp in folder.glob(f".{shard_name(shard)}.*.tmp-*"):
+    folder.raw_marker(shard).unlink(missing_ok=True)
+    for path in (folder.raw_tar(shard), folder.raw_rows(shard)):
+        path.unlink(missing_ok=True)
+    for tmp in folder.raw_dir.glob(f".{shard_name(shard)}.*.tmp-*"):
         tmp.unlink(missing_ok=True)

@@ -31,14 +31,13 @@ from pathlib import Path
 import filelock
 
 from synthdata.errors import SynthdataError
+from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_text_atomic
 
 TRACKED_FOLDERS = ("raw", "shards")
 TRACKED_FILES = ("plan.parquet", "manifest.parquet", "screening.parquet")
 # What a synthdata output folder holds; `reset` removes exactly these.
-DATASET_ENTRIES = ("spec.yaml", "plan.json", "plan.parquet", "run.json", "raw", "shards", "workers",
-                   "screening.parquet", "screening.json", "screening_report.json", "screening_report.png",
-                   "embeddings", "manifest.parquet", "stats.json", "README.md", "report")
+DATASET_ENTRIES = DatasetFolder.ENTRIES
 LOCK_NAME = "synthdata-dvc.lock"
 LOCK_TIMEOUT_S = 600
 DVC_LOCK_RETRIES = 20

@@ -12,7 +12,9 @@ see how many loads happened where.
 
 A CUDA out-of-memory error on a pipeline call retries that call in halves (down to one image);
 the size a sample was actually generated in is its `batch_size` (KEY.json, rows parquet), and
-`plan.replay_calls` rebuilds the exact pipeline calls from those sizes for `reproduce`.
+`plan.replay_calls` rebuilds the exact pipeline calls from those sizes for `reproduce`. The
+lowered call size lasts for the rest of that shard only: a shard's batch cuts depend on its
+plan and on the out-of-memory errors inside it, never on what the worker ran before.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,18 +38,13 @@ import pyarrow.parquet as pq
 import torch
 
 from synthdata import plan as planning
-from synthdata.plan import plan_batches, replay_calls  # noqa: F401  (re-exported for callers)
+from synthdata.errors import SynthdataError
+from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path, write_json_atomic
 from synthdata.generators.base import ImageGenerator, SampleRequest
 from synthdata.generators.diffusers_gen import DiffusersGenerator
-from synthdata.shards import (
-    Sample,
-    clear_shard,
-    encode_png,
-    shard_name,
-    write_marker,
-    write_tar,
-)
+from synthdata.plan import plan_batches, replay_calls  # noqa: F401  (re-exported for callers)
+from synthdata.shards import Sample, clear_shard, encode_png, write_marker, write_tar
 from synthdata.spec import Spec
 
 log = logging.getLogger(__name__)
@@ -63,18 +60,28 @@ _RUNS: dict[tuple[str, str], dict] = {}
 
 @dataclass(frozen=True)
 class JobInfo:
-    """What every shard task shares: hashes and the model fingerprint for the metadata."""
+    """What every shard task shares: hashes, the model fingerprint, the expected hardware.
+
+    `device_type` and `dtype` are what the flow resolved for the folder's identity ("" when
+    not checked); a worker that resolves differently refuses rather than write other bytes.
+    """
 
     spec_hash: str
     plan_hash: str
     model_fingerprint: str
     device: str = "auto"
     gpu_count: int = 0
+    device_type: str = ""
+    dtype: str = ""
+
+
+class WorkerMismatch(SynthdataError):
+    """A worker would generate on another device type or dtype than the dataset's."""
 
 
 @dataclass
 class CallLimit:
-    """Largest pipeline call to attempt; lowered (and kept) after a CUDA out-of-memory error."""
+    """Largest pipeline call to attempt within one shard; lowered after a CUDA out-of-memory error."""
 
     size: int | None = None
     splits: int = 0
@@ -82,12 +89,11 @@ class CallLimit:
 
 @dataclass
 class LoadedModel:
-    """A slot's pipeline, how often this process loaded it, and its pipeline-call limit."""
+    """A slot's pipeline and how often this process loaded it."""
 
     key: str
     generator: ImageGenerator
     loads: int
-    limit: CallLimit = field(default_factory=CallLimit)
 
 
 @contextlib.contextmanager
@@ -168,7 +174,7 @@ def get_generator(spec: Spec, job: JobInfo, slot: int = 0) -> LoadedModel:
 
 
 def _record(out_dir: str | Path, slot: int, loaded: LoadedModel, spec: Spec, threads: int,
-            current: int | None = None, done: int | None = None) -> None:
+            current: int | None = None, done: int | None = None, limit: CallLimit | None = None) -> None:
     """Write this worker's record for this output folder (DIR/workers/<worker>.json)."""
     wid = worker_id(slot)
     with _LOCK:
@@ -178,9 +184,11 @@ def _record(out_dir: str | Path, slot: int, loaded: LoadedModel, spec: Spec, thr
         record = {"worker": wid, "host": socket.gethostname(), "pid": os.getpid(), "slot": slot,
                   "model": spec.generator.model, "device": loaded.generator.describe()["device"],
                   "loads": loaded.loads, "threads": threads, "torch_threads": torch.get_num_threads(),
-                  "current_shard": current, "shards": list(run["shards"]),
-                  "call_limit": loaded.limit.size, "oom_splits": loaded.limit.splits}
-    write_json_atomic(Path(out_dir) / "workers" / f"{wid}.json", record)
+                  "current_shard": current, "shards": list(run["shards"])}
+        if done is not None and limit is not None and limit.splits:
+            run.setdefault("oom_splits", {})[str(done)] = limit.splits
+        record["oom_splits"] = dict(run.get("oom_splits", {}))
+    write_json_atomic(DatasetFolder(out_dir).worker_file(wid), record)
 
 
 def _empty_cuda_cache() -> None:
@@ -213,9 +221,9 @@ def generate_call(gen: ImageGenerator, call: list[dict],
                   limit: CallLimit | None = None) -> Iterator[tuple[list[dict], list]]:
     """Run one planned pipeline call, yielding (rows, images) for each call actually made.
 
-    Calls are cut to the worker's limit. A CUDA out-of-memory error on a call of n > 1 images
+    Calls are cut to the shard's limit. A CUDA out-of-memory error on a call of n > 1 images
     lowers the limit to ceil(n / 2) and retries from the same row, so a call is retried at half
-    its size until it fits (down to single images); the lowered limit is kept for this worker's
+    its size until it fits (down to single images); the lowered limit is kept for the shard's
     later calls. The parts are consecutive rows of the planned call (see `replay_calls`).
     """
     limit = limit if limit is not None else CallLimit()
@@ -267,9 +275,12 @@ def _finish(spec, job, dtype, row, call_size, future) -> tuple[Sample, dict]:
 
 def write_shard(spec: Spec, job: JobInfo, gen: ImageGenerator, out_dir: str | Path, shard: int,
                 limit: CallLimit | None = None) -> int:
-    """Generate one shard with `gen` into DIR/raw: tar, rows parquet, then completion marker."""
-    raw = Path(out_dir) / "raw"
-    clear_shard(raw, shard)
+    """Generate one shard with `gen` into DIR/raw: tar, rows parquet, then completion marker.
+
+    `limit` starts empty for every shard (pass one only to observe the out-of-memory splits).
+    """
+    folder = DatasetFolder(out_dir)
+    clear_shard(folder, shard)
     rows = planning.shard_rows(spec, shard).to_pylist()
     limit = limit if limit is not None else CallLimit()
     records: list[dict] = []
@@ -280,11 +291,31 @@ def write_shard(spec: Spec, job: JobInfo, gen: ImageGenerator, out_dir: str | Pa
                 records.append(record)
                 yield sample
 
-        count = write_tar(raw / f"{shard_name(shard)}.tar", samples())
-    with atomic_path(raw / f"{shard_name(shard)}.parquet") as tmp:
+        count = write_tar(folder.raw_tar(shard), samples())
+    with atomic_path(folder.raw_rows(shard)) as tmp:
         pq.write_table(pa.Table.from_pylist(records), tmp)
-    write_marker(raw, shard, {"count": count, "spec_hash": job.spec_hash, "plan_hash": job.plan_hash})
+    described = gen.describe()
+    write_marker(folder, shard, {
+        "count": count, "spec_hash": job.spec_hash, "plan_hash": job.plan_hash,
+        "model_fingerprint": job.model_fingerprint,
+        "device_type": device_type(described["device"]), "dtype": described["dtype"]})
     return count
+
+
+def device_type(device: str) -> str:
+    """cuda:1 -> cuda; cpu -> cpu."""
+    return str(device).split(":", 1)[0]
+
+
+def check_worker_hardware(job: JobInfo, gen: ImageGenerator) -> None:
+    """Refuse when this worker would generate on another device type or dtype than expected."""
+    described = gen.describe()
+    actual = {"device_type": device_type(described["device"]), "dtype": described["dtype"]}
+    expected = {"device_type": job.device_type, "dtype": job.dtype}
+    differ = [f"{k} {actual[k]} (expected {v})" for k, v in expected.items() if v and actual[k] != v]
+    if differ:
+        raise WorkerMismatch(f"worker {socket.gethostname()} would generate with {', '.join(differ)}; "
+                             "the dataset's shards must all come from one device type and dtype")
 
 
 def generate_shard(spec_data: dict, out_dir: str, shard: int, job_data: dict,
@@ -294,10 +325,13 @@ def generate_shard(spec_data: dict, out_dir: str, shard: int, job_data: dict,
     torch.set_num_threads(threads)
     with worker_slot() as slot:
         loaded = get_generator(spec, job, slot)
+        check_worker_hardware(job, loaded.generator)
         _record(out_dir, slot, loaded, spec, threads, current=shard)
-        count = write_shard(spec, job, loaded.generator, out_dir, shard, loaded.limit)
-        _record(out_dir, slot, loaded, spec, threads, done=shard)
-    return {"shard": shard, "count": count, "worker": worker_id(slot)}
+        limit = CallLimit()
+        count = write_shard(spec, job, loaded.generator, out_dir, shard, limit)
+        _record(out_dir, slot, loaded, spec, threads, done=shard, limit=limit)
+    return {"shard": shard, "count": count, "worker": worker_id(slot), "oom_splits": limit.splits,
+            "device": loaded.generator.describe()["device"]}
 
 
 def job_as_dict(job: JobInfo) -> dict:

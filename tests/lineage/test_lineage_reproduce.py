@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from synthdata.lineage import LineageError, lineage, render_lineage, reproduce
+from synthdata.lineage import LineageError, lineage, render_lineage
+from synthdata.records import screening_results
+from synthdata.reproduce import reproduce
 from synthdata.shards import DeterministicTarWriter, encode_png
 from tests.lineage.conftest import REJECTED, copy_dataset
 
@@ -21,10 +23,11 @@ def test_lineage_of_a_rejected_sample_names_nearest_real_id_and_score(screened_d
     key = REJECTED[1]
     info = lineage(screened_dataset, key)
     json.dumps(info)  # the --json form
-    assert info["screening"]["decision"] == "reject"
-    assert info["screening"]["nearest_real_id"] == "real/case-020.dcm#frame=0"
-    assert info["screening"]["score"] == pytest.approx(0.97)
-    assert info["screening"]["nearest_ids"][1] == "real/other.png"
+    written = screening_results(screened_dataset, key)[key]  # what screening wrote
+    assert info["screening"]["decision"] == written["decision"] == "reject"
+    assert info["screening"]["nearest_real_id"] == written["nearest_real_id"]
+    assert written["nearest_real_id"] != written["nearest_real_ids"][1]
+    assert info["screening"]["score"] == pytest.approx(1.0, abs=1e-4), "a planted exact copy"
     assert info["status"] == "reject (not in accepted shards)"
     assert info["plan"]["row"]["key"] == key and info["plan"]["row_matches_spec"] is True
     run = json.loads((screened_dataset / "run.json").read_text())
@@ -42,7 +45,7 @@ def test_lineage_of_a_rejected_sample_names_nearest_real_id_and_score(screened_d
     console = Console(record=True, width=200)
     console.print(render_lineage(info))
     text = console.export_text()
-    assert "real/case-020.dcm#frame=0" in text and "0.97" in text and "reject" in text
+    assert written["nearest_real_id"] in text and "1.0000" in text and "reject" in text
 
 
 def test_lineage_of_an_accepted_sample_names_its_accepted_tar(screened_dataset):

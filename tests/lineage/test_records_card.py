@@ -66,6 +66,9 @@ def test_manifest_has_one_row_per_generated_sample_with_hashes_and_screening(scr
                 key = member.name.removesuffix(".png")
                 assert by_key[key]["png_sha256"] == hashlib.sha256(tar.extractfile(member).read()).hexdigest()
     run = json.loads((screened_dataset / "run.json").read_text())
+    screened = pq.read_table(screened_dataset / "screening.parquet").to_pylist()
+    written = {r["key"]: r for r in screened}
+    assert set(written) == set(by_key), "every generated sample was screened"
     for r in manifest:
         assert r["model_fingerprint"] == run["model"]["fingerprint"]
         assert r["plan_hash"] == run["plan_hash"] and r["spec_hash"] == run["spec_hash"]
@@ -75,8 +78,9 @@ def test_manifest_has_one_row_per_generated_sample_with_hashes_and_screening(scr
         assert r["decision"] == ("reject" if rejected else "accept")
         assert r["accepted"] is (not rejected)
         assert r["accepted_tar"] == (None if rejected else f"shards/shard-{r['shard']:06d}.tar")
-        assert r["nearest_real_id"] == f"real/case-{r['index']:03d}.dcm#frame=0"
-        assert r["score"] == pytest.approx(0.97 if rejected else 0.31)
+        assert r["nearest_real_id"] == written[r["key"]]["nearest_real_id"]
+        assert r["score"] == pytest.approx(written[r["key"]]["similarity"])
+        assert (r["score"] >= 0.9) is rejected, "planted copies score at the top, the rest below"
 
 
 def test_unscreened_manifest_and_stats(demo_dataset, tmp_path):
@@ -113,8 +117,26 @@ def test_run_record_holds_what_made_the_run(demo_dataset):
     assert run["execution"] == {"engine": "local", "workers": 1, "threads_per_worker": 1}
     assert run["prefect"] == {"flow_run_id": None}
     assert run["timings"]["generate_s"] == 1.0 and "recorded_at" in run["timings"]
-    if run["git"] is not None:  # the checkout this test runs from is a git repository
-        assert len(run["git"]["commit"]) == 40 and run["git"]["path"].endswith("specs/demo.yaml")
+
+
+def test_run_record_names_the_git_commit_of_the_spec(tmp_path):
+    """run.json records the commit of the repository holding the spec (a real git repository)."""
+    import subprocess
+
+    from synthdata.records import git_info
+
+    repo = tmp_path / "project"
+    (repo / "specs").mkdir(parents=True)
+    spec = repo / "specs" / "demo.yaml"
+    spec.write_text("name: x\n")
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.email=t@e", "-c", "user.name=t", "commit",
+                                                "-qm", "spec"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    info = git_info(spec)
+    assert len(info["commit"]) == 40 and info["path"] == "specs/demo.yaml" and info["dirty"] is False
+    spec.write_text("name: y\n")
+    assert git_info(spec)["dirty"] is True
+    assert git_info(tmp_path / "elsewhere.yaml") is None
 
 
 def test_dataset_card_front_matter_and_sections(screened_dataset):

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageEnhance
 
 from synthdata.fsutil import atomic_path
-from synthdata.shards import Sample, encode_png, shard_name, write_marker, write_tar
+from synthdata.folder import DatasetFolder
+from synthdata.shards import Sample, encode_png, write_marker, write_tar
 
 PYDICOM_FILES = ["CT_small.dcm", "MR_small.dcm", "693_J2KI.dcm", "JPEG2000.dcm",
                  "examples_overlay.dcm", "image_dfl.dcm", "SC_rgb_rle_2frame.dcm",
@@ -110,7 +111,7 @@ def write_raw_dataset(out_dir: Path, images: list[tuple[str, np.ndarray]], shard
 
     `images` are (tag, uint8 image); keys follow the plan's `<name>-<index:09d>`.
     """
-    raw = out_dir / "raw"
+    folder = DatasetFolder(out_dir)
     tags: dict[str, str] = {}
     for shard, start in enumerate(range(0, len(images), shard_size)):
         samples, rows = [], []
@@ -127,10 +128,10 @@ def write_raw_dataset(out_dir: Path, images: list[tuple[str, np.ndarray]], shard
             rows.append({"index": index, "key": key, "label": LABELS[label_index],
                          "label_index": label_index, "shard": shard, "batch": 0,
                          "png_sha256": hashlib.sha256(png).hexdigest()})
-        write_tar(raw / f"{shard_name(shard)}.tar", samples)
-        with atomic_path(raw / f"{shard_name(shard)}.parquet") as tmp:
+        write_tar(folder.raw_tar(shard), samples)
+        with atomic_path(folder.raw_rows(shard)) as tmp:
             pq.write_table(pa.Table.from_pylist(rows), tmp)
-        write_marker(raw, shard, {"count": len(samples)})
+        write_marker(folder, shard, {"count": len(samples)})
     return tags
 
 

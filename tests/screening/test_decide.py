@@ -46,7 +46,7 @@ def test_calibration_excludes_the_same_source_file():
                                      base[1] + 0.01 * rng.standard_normal((5, 16)),
                                      base[2:3]]).astype(np.float32))
     groups = np.array([0] * 5 + [1] * 5 + [2], dtype=np.int32)
-    index = ix.build_index(x, ix.IndexPlan("flat", 16))
+    index = ix.build_index(x, ix.IndexChoice("flat", 16))
     sims = calibrate.real_nn_similarities(index, x, groups)
     assert len(sims) == 11 and sims.max() < 0.9  # never a slice of its own volume
     assert len(calibrate.real_nn_similarities(index, x, np.zeros(11, np.int32))) == 0

@@ -41,7 +41,7 @@ def test_hnsw_is_tuned_to_the_recall_target_and_records_it():
 
 def test_ivfpq_is_reranked_exactly_and_its_recall_measured():
     x = clustered(1500, 32)
-    plan = ix.IndexPlan("ivfpq", 32, {"nlist": 16, "m": 8, "nbits": 4, "nprobe": 1})
+    plan = ix.IndexChoice("ivfpq", 32, {"nlist": 16, "m": 8, "nbits": 4, "nprobe": 1})
     index = ix.build_index(x, plan)
     info = ix.tune(index, x, plan)
     assert info["recall_at_1"] >= 0.8 and info["recall_sample"] == 1000  # coarse 4-bit codes
@@ -51,7 +51,7 @@ def test_ivfpq_is_reranked_exactly_and_its_recall_measured():
 
 def test_search_pads_when_asking_for_more_than_indexed():
     x = clustered(3, 8)
-    sims, ids = ix.build_index(x, ix.IndexPlan("flat", 8)).search(x, 5)
+    sims, ids = ix.build_index(x, ix.IndexChoice("flat", 8)).search(x, 5)
     assert ids.shape == (3, 5) and (ids[:, 3:] == -1).all() and np.isneginf(sims[:, 3:]).all()
     assert (ids[:, 0] == np.arange(3)).all()
 
@@ -60,7 +60,8 @@ def _npz_count() -> int:
     return len(list((screening_cache() / "embeddings").rglob("*.npz")))
 
 
-def test_reference_cache_is_reused_and_extended(tmp_path):
+def test_reference_cache_is_reused_and_extended(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTHDATA_CACHE", str(tmp_path / "cache"))  # counts below need a fresh cache
     ref = tmp_path / "ref"
     ref.mkdir()
     for name in ("CT_small.dcm", "MR_small.dcm", "examples_overlay.dcm"):

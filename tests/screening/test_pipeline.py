@@ -100,7 +100,7 @@ def test_screening_twice_writes_identical_bytes(dataset, reference_dir):
     assert summary.decisions["review"] > 0  # the rotated copies fall in the band
     table = pq.read_table(out / "screening.parquet")
     assert table.column_names == ["key", "shard", "label", "label_index", "decision",
-                                  "similarity", "nearest_real_ids", "similarities", "note",
+                                  "similarity", "nearest_real_id", "nearest_real_ids", "similarities", "note",
                                   "near_duplicate_of", "near_duplicate_similarity"]
     row = table.slice(0, 1).to_pylist()[0]
     assert len(row["nearest_real_ids"]) == len(row["similarities"]) == 5
@@ -114,6 +114,7 @@ def test_only_ids_and_scores_are_written(dataset, reference_dir):
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
                and not str(p.relative_to(out)).startswith(("raw/", "embeddings/"))}
     assert written == {"screening.parquet", "screening_report.json", "screening_report.png",
+                       ".screening.lock", "shards/.screening.json",
                        *(f"shards/{p.name}" for p in (out / "shards").glob("*.tar"))}
     assert {p.name for p in (out / "raw").iterdir()} == {
         f"shard-00000{i}{s}" for i in range(3) for s in (".tar", ".parquet", ".done.json")}, \
@@ -150,6 +151,49 @@ def test_per_shard_tasks_resume_and_a_fully_rejected_shard_is_not_written(datase
     assert screen_shard(plan, 0) == {"shard": 0, "samples": 16, "reused": True, "accepted": 0}
     summary = finalize_screening(plan)  # screens shards 1 and 2 itself
     assert summary.decisions == {"accept": 0, "review": 0, "reject": 37}
-    assert summary.accepted_shards == [] and list((out / "shards").iterdir()) == []
+    assert summary.accepted_shards == [] and list((out / "shards").glob("*.tar")) == []
     with tarfile.open(out / "raw" / "shard-000000.tar") as tar:
         assert len(tar.getnames()) == 64
+
+
+def test_readers_never_see_a_mix_of_two_screenings(dataset, reference_dir):
+    """A reader during re-screening sees the old or the new accepted shards with their matching
+    screening.parquet (under the shared screening lock), and DIR/shards is never missing."""
+    import threading
+
+    from synthdata.folder import DatasetFolder
+
+    out, _ = dataset
+    folder = DatasetFolder(out)
+    ref = [str(reference_dir / "dicom")]
+    screen_dataset(out, Memorization(reference=ref, threshold=0.5))
+    seen: list[tuple[int, int]] = []
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            if not folder.shards_dir.is_dir():
+                problems.append("DIR/shards missing")
+            with folder.screening_lock():
+                in_shards = {name.split(".", 1)[0] for tar in folder.accepted_tars()
+                             for name, _ in read_members(tar)}
+                says = {k for k, d in _decisions(out).items() if d == "accept"}
+                token = pq.read_schema(folder.screening_file).metadata[b"token"].decode()
+                generation = folder.screening_generation()["token"]
+            if in_shards != says or token != generation:
+                problems.append(f"mixed: {len(in_shards)} in shards, {len(says)} accepted, "
+                                f"tokens {token} / {generation}")
+            seen.append((len(in_shards), len(says)))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for threshold in (0.99, 0.5, 0.99, 0.5):
+            screen_dataset(out, Memorization(reference=ref, threshold=threshold))
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not problems, problems[:3]
+    assert len({n for n, _ in seen}) == 2, "the reader saw both screenings"
+    assert not folder.staging_dir.exists()

@@ -26,6 +26,11 @@ QUIET_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    # Flow and task run logs (shard started/finished) reach the Prefect UI at INFO, while the
+    # terminal shows warnings and errors only (the progress bars say the rest).
+    "PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL": "INFO",
+    "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "INFO",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
     "TRANSFORMERS_VERBOSITY": "error",
     "DVC_NO_ANALYTICS": "1",
     "TOKENIZERS_PARALLELISM": "false",
@@ -46,8 +51,17 @@ def quiet_environment() -> None:
         os.environ.setdefault(key, value)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from synthdata import __version__
+
+        typer.echo(f"synthdata {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _quiet() -> None:
+def _quiet(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                        help="print the version and exit")) -> None:
     """Synthetic medical-image datasets from a YAML spec."""
     quiet_environment()
 

@@ -1,4 +1,4 @@
-"""Dataset verbs: validate, schema, plan, run, screen, report, lineage, reproduce."""
+"""Dataset verbs: validate, schema, plan, run, generate, screen, report, status, verify."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from synthdata.cli.app import Engine, app, console, label_table, quiet_environment, user_errors
-from synthdata.errors import SynthdataError
+from synthdata.cli.app import Engine, app, console, err_console, label_table, quiet_environment, user_errors
+
+SpecArg = Annotated[Path, typer.Argument(help="spec YAML file")]
+DirArg = Annotated[Path, typer.Argument(help="dataset folder")]
+OutOpt = Annotated[Optional[Path], typer.Option(help="output folder (default: the spec's)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 @app.command()
-def validate(spec: Annotated[Path, typer.Argument(help="spec YAML file")]) -> None:
+def validate(spec: SpecArg) -> None:
     """Check a spec; exit 0 when valid, 2 with every problem listed when not."""
     from synthdata.spec import load_spec
 
@@ -33,75 +37,93 @@ def schema() -> None:
 
 
 @app.command()
-def plan(spec: Annotated[Path, typer.Argument(help="spec YAML file")],
-         out: Annotated[Optional[Path], typer.Option(help="output folder (default: the spec's)")] = None) -> None:
+def plan(spec: SpecArg, out: OutOpt = None) -> None:
     """Write the deterministic plan (spec.yaml, plan.parquet, plan.json) and print the label table."""
     from synthdata.outputs import acquire_lock, prepare
     from synthdata.plan import label_counts
-    from synthdata.spec import load_spec
+    from synthdata.spec import load_spec, with_overrides
 
     with user_errors():
         loaded = load_spec(spec)
-        root = Path(out or loaded.output_dir())
+        loaded = with_overrides(loaded, out or loaded.output_dir())
+        root = Path(loaded.output_dir())
         lock = acquire_lock(root)
         try:
             prepared = prepare(root, loaded)
         finally:
             lock.release()
     console.print(label_table(f"{loaded.name}: plan {prepared.plan_hash[:12]}", label_counts(loaded)))
-    console.print(f"{prepared.shard_count} shards of up to {loaded.shards.size} -> {root}/plan.parquet")
+    console.print(f"{prepared.shard_count} shards of up to {loaded.shards.size} -> {prepared.folder.plan_file}")
 
 
-@app.command()
-def run(spec: Annotated[Path, typer.Argument(help="spec YAML file")],
-        out: Annotated[Optional[Path], typer.Option(help="output folder (default: the spec's)")] = None,
-        engine: Annotated[Optional[Engine], typer.Option(help="task runner engine")] = None,
-        workers: Annotated[Optional[int], typer.Option(min=1, help="worker count")] = None,
-        dvc: Annotated[Optional[bool], typer.Option("--dvc/--no-dvc", help="track outputs with DVC")] = None,
-        ) -> None:
-    """Plan, generate, screen and record a dataset; resumes where a previous run stopped."""
+def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | None, dvc: bool | None,
+         stop_after: str) -> dict:
     from synthdata.outputs import check_identity
     from synthdata.spec import load_spec
 
     with user_errors():
         loaded = load_spec(spec)
         root = Path(out or loaded.output_dir())
-        check_identity(root, loaded) if root.exists() else None
+        if root.exists():
+            check_identity(root, loaded)
         quiet_environment()
         from synthdata.flow import synthdata_run
 
-        result = synthdata_run(str(spec), out_dir=str(out) if out else None,
-                               engine=engine.value if engine else None, workers=workers, dvc=dvc)
+        return synthdata_run(str(spec), out_dir=str(out) if out else None,
+                             engine=engine.value if engine else None, workers=workers, dvc=dvc,
+                             stop_after=stop_after)
+
+
+@app.command()
+def run(spec: SpecArg, out: OutOpt = None,
+        engine: Annotated[Optional[Engine], typer.Option(help="task runner engine")] = None,
+        workers: Annotated[Optional[int], typer.Option(min=1, help="worker count")] = None,
+        dvc: Annotated[Optional[bool], typer.Option("--dvc/--no-dvc", help="track outputs with DVC")] = None,
+        ) -> None:
+    """Plan, generate, screen and record a dataset; resumes where a previous run stopped."""
+    result = _run(spec, out, engine, workers, dvc, "record")
     decisions = ", ".join(f"{k} {v}" for k, v in result["decisions"].items())
     console.print(f"[green]done[/] {result['out_dir']}: {result['shards']} shards "
                   f"({result['generated']} generated, {result['skipped']} already complete); "
                   f"screening: {decisions}")
 
 
-def _dataset_dir(path: Path) -> Path:
-    if not (path / "plan.json").is_file():
-        raise SynthdataError(f"{path} is not a synthdata dataset folder (no plan.json); "
-                             "expected the --out folder of `synthdata run`")
-    return path
+@app.command()
+def generate(spec: SpecArg, out: OutOpt = None,
+             engine: Annotated[Optional[Engine], typer.Option(help="task runner engine")] = None,
+             workers: Annotated[Optional[int], typer.Option(min=1, help="worker count")] = None) -> None:
+    """Plan and generate the raw shards only (no screening or records but run.json); resumes."""
+    result = _run(spec, out, engine, workers, None, "generate")
+    console.print(f"[green]generated[/] {result['out_dir']}: {result['shards']} shards "
+                  f"({result['generated']} generated, {result['skipped']} already complete)")
 
 
 @app.command()
-def screen(out: Annotated[Path, typer.Argument(help="dataset folder")],
+def screen(out: DirArg,
            threshold: Annotated[Optional[float], typer.Option(min=-1, max=1, help="similarity at or "
                                                               "above which a sample is rejected")] = None,
            ) -> None:
-    """(Re-)screen a dataset against its real reference without regenerating; refresh its records."""
-    from synthdata.outputs import acquire_lock
+    """(Re-)screen a dataset against its real reference without regenerating; refresh its records.
+
+    DIR/spec.yaml records what ran: a --threshold given here becomes its memorization.threshold.
+    """
+    from synthdata.lineage import folder_spec
+    from synthdata.outputs import acquire_lock, record_spec
     from synthdata.report import write_report
     from synthdata.screening import screen_dataset
-    from synthdata.spec import load_spec
 
     with user_errors():
-        root = _dataset_dir(out)
-        spec = load_spec(root / "spec.yaml")
+        root = out
+        spec = folder_spec(root)
+        if threshold is not None:
+            spec = spec.model_copy(update={"memorization": spec.memorization.model_copy(
+                update={"threshold": threshold})})
         lock = acquire_lock(root)
         try:
-            summary = screen_dataset(root, spec.memorization, threshold=threshold)
+            summary = screen_dataset(root, spec.memorization)
+            from synthdata.folder import DatasetFolder
+
+            record_spec(DatasetFolder(root), spec)
             write_report(root)
         finally:
             lock.release()
@@ -111,24 +133,66 @@ def screen(out: Annotated[Path, typer.Argument(help="dataset folder")],
 
 
 @app.command()
-def report(out: Annotated[Path, typer.Argument(help="dataset folder")]) -> None:
+def report(out: DirArg) -> None:
     """Write manifest, stats, dataset card and contact sheets; print the label table."""
+    from synthdata.folder import DatasetFolder
     from synthdata.report import write_report
 
     with user_errors():
-        stats = write_report(_dataset_dir(out))
+        DatasetFolder(out).require()
+        stats = write_report(out)
     labels = stats["labels"]
     table = label_table(f"{out}", {k: v["planned"] for k, v in labels.items()},
-                         {k: (v["accepted"] if v["accepted"] is not None else v["generated"])
-                          for k, v in labels.items()})
+                        {k: (v["accepted"] if v["accepted"] is not None else v["generated"])
+                         for k, v in labels.items()})
     console.print(table)
     console.print(f"decisions: {stats['decisions']}; card {out / 'README.md'}; contact sheets {out / 'report'}")
 
 
 @app.command()
-def lineage(out: Annotated[Path, typer.Argument(help="dataset folder")],
-            key: Annotated[str, typer.Argument(help="sample key")],
-            as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+def status(out: DirArg, as_json: JsonOpt = False) -> None:
+    """What is planned, generated, screened and recorded, and what a rerun would do."""
+    from synthdata import health
+
+    with user_errors():
+        info = health.status(out)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    gen, scr = info["generated"], info["screening"]
+    console.print(f"[bold]{info['dataset']}[/] ({info['dir']}, format {info['format_version']})")
+    console.print(f"planned: {info['planned']['samples']} samples in {info['planned']['shards']} shards")
+    console.print(f"generated: {gen['complete_shards']} complete shards, {gen['samples']} samples"
+                  + (f"; incomplete: {gen['incomplete']}" if gen["incomplete"] else ""))
+    console.print(f"screening: {'ran' if scr['ran'] else 'not run'}"
+                  + (f", covers current shards: {scr['covers_current_shards']}, "
+                     f"{scr['accepted_shards']} accepted shards" if scr["ran"] else ""))
+    console.print("a rerun would: " + "; ".join(info["rerun_would"]))
+
+
+@app.command()
+def verify(out: DirArg, as_json: JsonOpt = False) -> None:
+    """Re-hash every raw and accepted tar against the records; exit 1 on any mismatch."""
+    from synthdata import health
+
+    with user_errors():
+        result = health.verify(out)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        checked = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in result.checked.items())
+        if result.ok:
+            console.print(f"[green]ok[/] {out}: {checked}; everything matches the records")
+        else:
+            err_console.print(f"[bold red]{len(result.problems)} problem(s)[/] in {out} ({checked}):")
+            for problem in result.problems:
+                err_console.print(f"  {problem}", markup=False, highlight=False)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def lineage(out: DirArg, key: Annotated[str, typer.Argument(help="sample key")],
+            as_json: JsonOpt = False) -> None:
     """Where one sample came from: spec, plan row, model fingerprint, seed, batch, shard, screening."""
     from synthdata import lineage as lin
 
@@ -141,12 +205,22 @@ def lineage(out: Annotated[Path, typer.Argument(help="dataset folder")],
 
 
 @app.command()
-def reproduce(out: Annotated[Path, typer.Argument(help="dataset folder")],
-              key: Annotated[str, typer.Argument(help="sample key")]) -> None:
-    """Regenerate a sample by replaying its batch; exit 0 only when the pixels are identical."""
-    from synthdata import lineage as lin
+def reproduce(out: DirArg,
+              key: Annotated[Optional[str], typer.Argument(help="sample key")] = None,
+              sample: Annotated[Optional[int], typer.Option(min=1, help="reproduce N random samples")] = None,
+              seed: Annotated[int, typer.Option(help="seed of --sample's draw")] = 0) -> None:
+    """Regenerate samples by replaying their pipeline calls; exit 0 only when all are identical."""
+    from synthdata import reproduce as rep
 
+    if (key is None) == (sample is None):
+        err_console.print("[bold red]error:[/] give either a sample KEY or --sample N")
+        raise typer.Exit(2)
     with user_errors():
-        result = lin.reproduce(out, key)
-    console.print(result.summary())
-    raise typer.Exit(0 if result.identical else 1)
+        keys = [key] if key is not None else rep.sample_keys(out, sample, seed)
+        results = rep.reproduce_many(out, keys)
+    for result in results:
+        console.print(result.summary(), markup=False, highlight=False)
+    same = sum(r.identical for r in results)
+    if len(results) > 1:
+        console.print(f"{same} of {len(results)} samples identical")
+    raise typer.Exit(0 if same == len(results) else 1)

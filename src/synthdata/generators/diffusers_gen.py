@@ -23,7 +23,8 @@ from transformers.utils import logging as transformers_logging
 from synthdata.errors import ModelError
 from synthdata.generators.adapters import apply_loras, apply_textual_inversion
 from synthdata.generators.base import ImageGenerator, SampleRequest
-from synthdata.generators.builtin import ensure_builtin
+from synthdata.generators import dtype_name
+from synthdata.generators.builtin import build_tiny_pipeline  # noqa: F401  (diffusers classes load in the main thread)
 from synthdata.spec.models import Generator as GeneratorConfig
 
 SCHEDULER_CLASSES = {
@@ -49,16 +50,16 @@ def resolve_device(requested: str) -> str:
 
 def resolve_dtype(requested: str, device: str) -> torch.dtype:
     """'auto' -> float16 on a GPU, float32 on the CPU."""
-    if requested == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return DTYPES[requested]
+    return DTYPES[dtype_name(requested, device)]
 
 
 def model_location(cfg: GeneratorConfig) -> str:
-    """What from_pretrained is given: a folder (built-in or local) or a hub id."""
-    if cfg.model.startswith("builtin:"):
-        return str(ensure_builtin(cfg.model.removeprefix("builtin:")))
-    return cfg.model
+    """The folder from_pretrained loads: the built-in cache, a local folder, or the local
+    snapshot of a hub model at the commit its revision resolves to (the folder the model
+    fingerprint hashes)."""
+    from synthdata.fingerprint import model_folder
+
+    return str(model_folder(cfg))
 
 
 class DiffusersGenerator(ImageGenerator):
@@ -75,7 +76,7 @@ class DiffusersGenerator(ImageGenerator):
         location = model_location(cfg)
         try:
             pipe = DiffusionPipeline.from_pretrained(
-                location, revision=cfg.revision, dtype=self.dtype, use_safetensors=True,
+                location, dtype=self.dtype, use_safetensors=True,
                 trust_remote_code=False, local_files_only=_offline(), safety_checker=None,
                 requires_safety_checker=False)
         except (OSError, ValueError, EnvironmentError) as exc:

@@ -10,7 +10,7 @@ extended), `calibrate` (threshold auto), `decide` (accept / review / reject, nea
 
 from synthdata.screening.embedders import Embedder, get_embedder
 from synthdata.screening.pipeline import (
-    ScreeningPlan,
+    ScreeningJob,
     ScreeningSummary,
     embed_shard,
     finalize_screening,
@@ -25,7 +25,7 @@ from synthdata.screening.reference import (
 )
 from synthdata.screening.shardio import embeddings_path, save_shard_embeddings
 
-__all__ = ["Embedder", "ReferenceSetError", "ScreeningPlan", "ScreeningSummary", "embed_shard",
+__all__ = ["Embedder", "ReferenceSetError", "ScreeningJob", "ScreeningSummary", "embed_shard",
            "embeddings_path", "finalize_screening", "get_embedder", "iter_reference",
            "prepare_screening", "save_shard_embeddings", "scan_reference", "screen_dataset",
            "screen_shard"]

@@ -269,7 +269,7 @@ def _vector_index(data: np.ndarray, dim: int, settings: dict, parent: Path | Non
     if parent_meta is not None and parent_meta["index"]["kind"] == plan.kind:
         n_old = parent_meta["rows"]
         params = {k: v for k, v in parent_meta["index"].items() if k not in ("kind", "dim")}
-        plan = ix.IndexPlan(plan.kind, plan.dim, params)
+        plan = ix.IndexChoice(plan.kind, plan.dim, params)
         if plan.kind == "flat":
             index = ix.build_index(data, plan)
         else:
@@ -404,7 +404,7 @@ def load_reference(handle: ReferenceHandle) -> LoadedReference:
             index = None
             if meta["index"]["kind"] != "thumbnails":
                 p = dict(meta["index"])
-                plan = ix.IndexPlan(p.pop("kind"), p.pop("dim"), p)
+                plan = ix.IndexChoice(p.pop("kind"), p.pop("dim"), p)
                 index = ix.build_index(np.asarray(data), plan) if plan.kind == "flat" \
                     else ix.load_index(path / "index.faiss", plan, data)
             ref = LoadedReference(index, data, np.load(path / "owners.npy"),

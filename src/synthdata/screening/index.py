@@ -33,7 +33,7 @@ RERANK_FACTOR = 10
 
 
 @dataclass
-class IndexPlan:
+class IndexChoice:
     """Which index to build and with which parameters (recorded in caches and reports)."""
 
     kind: str  # flat | hnsw | ivfpq
@@ -55,16 +55,16 @@ def estimated_bytes(kind: str, n: int, dim: int) -> int:
 
 
 def choose_index(n: int, dim: int, *, exact_limit: int = 100_000,
-                 memory_gb: float = 16.0) -> IndexPlan:
+                 memory_gb: float = 16.0) -> IndexChoice:
     """Exact up to exact_limit vectors, HNSW while it fits the memory budget, else IVF-PQ."""
     if n <= exact_limit:
-        return IndexPlan("flat", dim)
+        return IndexChoice("flat", dim)
     if estimated_bytes("hnsw", n, dim) <= memory_gb * 2**30:
-        return IndexPlan("hnsw", dim, {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,
+        return IndexChoice("hnsw", dim, {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,
                                        "efSearch": 64})
     nlist = int(min(65536, max(64, 4 * math.sqrt(n))))
     m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m > 0 and dim % m == 0)
-    return IndexPlan("ivfpq", dim, {"nlist": nlist, "m": m, "nbits": 8, "nprobe": 16})
+    return IndexChoice("ivfpq", dim, {"nlist": nlist, "m": m, "nbits": 8, "nprobe": 16})
 
 
 class NNIndex:
@@ -74,7 +74,7 @@ class NNIndex:
     compressed index stays within its memory budget while its answers use exact similarities.
     """
 
-    def __init__(self, index: faiss.Index, plan: IndexPlan, vectors: np.ndarray | None = None):
+    def __init__(self, index: faiss.Index, plan: IndexChoice, vectors: np.ndarray | None = None):
         self.index, self.plan, self.vectors = index, plan, vectors
         apply_search_params(index, plan)
 
@@ -108,7 +108,7 @@ class NNIndex:
         return sims, ids
 
 
-def build_index(vectors: np.ndarray, plan: IndexPlan, seed: int = 0) -> NNIndex:
+def build_index(vectors: np.ndarray, plan: IndexChoice, seed: int = 0) -> NNIndex:
     """A new index of the planned kind holding `vectors` (row i has id i)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if plan.kind == "flat":
@@ -129,7 +129,7 @@ def build_index(vectors: np.ndarray, plan: IndexPlan, seed: int = 0) -> NNIndex:
     return NNIndex(index, plan, vectors if plan.kind == "ivfpq" else None)
 
 
-def apply_search_params(index: faiss.Index, plan: IndexPlan) -> None:
+def apply_search_params(index: faiss.Index, plan: IndexChoice) -> None:
     """Set the planned search breadth on an index (after building or loading)."""
     if plan.kind == "hnsw":
         faiss.downcast_index(index).hnsw.efSearch = plan.params["efSearch"]
@@ -208,7 +208,7 @@ def recall_at_1(index: NNIndex, vectors: np.ndarray, sample: int = RECALL_SAMPLE
     return float(np.mean(truth == got))
 
 
-def tune(index: NNIndex, vectors: np.ndarray, plan: IndexPlan, queries: np.ndarray | None = None,
+def tune(index: NNIndex, vectors: np.ndarray, plan: IndexChoice, queries: np.ndarray | None = None,
          target: float = RECALL_TARGET, sample: int = RECALL_SAMPLE, seed: int = 0) -> dict:
     """Raise search breadth until recall@1 >= target, then one step more; record and return it.
 
@@ -245,7 +245,7 @@ def tune(index: NNIndex, vectors: np.ndarray, plan: IndexPlan, queries: np.ndarr
     return plan.describe()
 
 
-def build_tuned(vectors: np.ndarray, plan: IndexPlan, seed: int = 0
+def build_tuned(vectors: np.ndarray, plan: IndexChoice, seed: int = 0
                 ) -> tuple[NNIndex, np.ndarray, dict]:
     """Build and tune an index, holding a sample out of the build to tune on.
 
@@ -273,6 +273,6 @@ def save_index(index: NNIndex, path: str | Path) -> None:
     faiss.write_index(index.index, str(path))
 
 
-def load_index(path: str | Path, plan: IndexPlan, vectors: np.ndarray | None = None) -> NNIndex:
+def load_index(path: str | Path, plan: IndexChoice, vectors: np.ndarray | None = None) -> NNIndex:
     """Read an index and restore its tuned search parameters."""
     return NNIndex(faiss.read_index(str(path)), plan, vectors)

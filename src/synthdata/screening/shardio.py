@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import io
-import json
-import re
 import tarfile
 from pathlib import Path
 
@@ -23,39 +21,26 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path
-from synthdata.shards import (
-    DeterministicTarWriter,
-    is_complete,
-    marker_path,
-    shard_name,
-)
-
-_SHARD_RE = re.compile(r"^shard-(\d{6,})\.done\.json$")
-
-
-def raw_dir(out_dir: str | Path) -> Path:
-    """DIR/raw."""
-    return Path(out_dir) / "raw"
-
+from synthdata.shards import DeterministicTarWriter
 
 def complete_shards(out_dir: str | Path) -> list[int]:
-    """Numbers of the raw shards that are complete (marker present and agreeing), sorted."""
-    folder = raw_dir(out_dir)
-    if not folder.is_dir():
-        return []
-    found = [int(m.group(1)) for p in folder.iterdir() if (m := _SHARD_RE.match(p.name))]
-    return sorted(s for s in found if is_complete(folder, s))
+    """Numbers of the raw shards that are complete (`DatasetFolder.shard_state`), sorted."""
+    return DatasetFolder(out_dir).complete_shards()
 
 
 def raw_tar(out_dir: str | Path, shard: int) -> Path:
     """DIR/raw/shard-NNNNNN.tar."""
-    return raw_dir(out_dir) / f"{shard_name(shard)}.tar"
+    return DatasetFolder(out_dir).raw_tar(shard)
 
 
 def tar_sha256(out_dir: str | Path, shard: int) -> str:
     """The raw tar's sha256 as its completion marker records it."""
-    return json.loads(marker_path(raw_dir(out_dir), shard).read_text())["tar_sha256"]
+    marker = DatasetFolder(out_dir).marker(shard)
+    if marker is None:
+        raise FileNotFoundError(f"{DatasetFolder(out_dir).raw_marker(shard)}: no completion marker")
+    return marker["tar_sha256"]
 
 
 def member_key(name: str) -> str:
@@ -93,7 +78,7 @@ def shard_images(members: list[tuple[str, bytes]]) -> tuple[list[str], list[np.n
 
 def shard_labels(out_dir: str | Path, shard: int) -> dict[str, tuple[str, int]]:
     """key -> (label, label_index) from the raw shard's rows parquet."""
-    path = raw_dir(out_dir) / f"{shard_name(shard)}.parquet"
+    path = DatasetFolder(out_dir).raw_rows(shard)
     table = pq.read_table(path, columns=["key", "label", "label_index"]).to_pydict()
     return {k: (lab, int(li)) for k, lab, li in zip(table["key"], table["label"],
                                                    table["label_index"])}
@@ -104,7 +89,7 @@ def embeddings_path(out_dir: str | Path, shard: int, embedder_fingerprint: str) 
 
     Not under raw/: raw/ is generation's output alone (DVC tracks it as the generate stage's).
     """
-    return Path(out_dir) / "embeddings" / f"{shard_name(shard)}.emb-{embedder_fingerprint[:16]}.npz"
+    return DatasetFolder(out_dir).embeddings_file(shard, embedder_fingerprint)
 
 
 def save_shard_embeddings(out_dir: str | Path, shard: int, embedder_fingerprint: str,

@@ -12,10 +12,11 @@ from pydantic import ValidationError
 from synthdata.errors import Problem, SpecError
 from synthdata.spec.checks import check_spec, template_slots
 from synthdata.spec.models import Spec
+from synthdata.spec.paths import location_free, resolve_paths
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
-__all__ = ["Spec", "NON_DATA_SECTIONS", "dataset_dict", "load_spec", "parse_spec", "spec_hash", "resolved_yaml", "json_schema",
-           "template_slots"]
+__all__ = ["Spec", "NON_DATA_SECTIONS", "dataset_dict", "json_schema", "load_spec", "parse_spec",
+           "resolved_yaml", "spec_hash", "template_slots", "with_overrides"]
 
 
 def _line_for(lines: dict[FieldPath, int], path: FieldPath) -> int | None:
@@ -50,33 +51,55 @@ def _pydantic_problems(exc: ValidationError, source: str, lines: dict) -> list[P
     return list(unique.values())
 
 
-def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: str = "<spec>") -> Spec:
-    """Validate already-parsed YAML data into a Spec (structure, then cross-field checks)."""
+def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: str = "<spec>",
+               *, base_dir: str | Path | None = None, check_files: bool = True) -> Spec:
+    """Validate already-parsed YAML data into a Spec (structure, then cross-field checks).
+
+    With `base_dir`, relative file paths are resolved against it and recorded absolute
+    (`spec.paths`). `check_files=False` skips the checks that named files exist.
+    """
     lines = lines or {}
     if not isinstance(data, dict):
         raise SpecError([Problem(source, "expected a YAML mapping at the top level "
                                  f"(name, count, labels, ...), got {type(data).__name__}", line=1)])
     try:
         spec = Spec.model_validate(data)
+        if base_dir is not None:
+            spec = Spec.model_validate(resolve_paths(spec.model_dump(mode="json"), base_dir))
     except ValidationError as exc:
         raise SpecError(_pydantic_problems(exc, source, lines)) from None
     problems = [Problem(source, msg, line=_line_for(lines, path), field=_dotted(path))
-                for path, msg in check_spec(spec)]
+                for path, msg in check_spec(spec, check_files)]
     if problems:
         raise SpecError(problems)
     return spec
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file. Raises SpecError; never writes anything."""
+def load_spec(path: str | Path, *, check_files: bool = True) -> Spec:
+    """Read and validate a spec file; relative paths in it resolve against its folder.
+
+    Raises SpecError; never writes anything. `check_files=False` reads a spec structurally,
+    without requiring the model, adapters or reference data to exist (auditing a copy).
+    """
     data, lines = read_yaml(path)
-    return parse_spec(data, lines, str(path))
+    return parse_spec(data, lines, str(path), base_dir=Path(path).parent, check_files=check_files)
 
 
-def load_spec_text(text: str, source: str = "<spec>") -> Spec:
-    """Validate spec YAML given as text."""
+def load_spec_text(text: str, source: str = "<spec>", *, base_dir: str | Path | None = None) -> Spec:
+    """Validate spec YAML given as text (relative paths against `base_dir` when given)."""
     data, lines = parse_yaml(text, source)
-    return parse_spec(data, lines, source)
+    return parse_spec(data, lines, source, base_dir=base_dir)
+
+
+def with_overrides(spec: Spec, out_dir: str | Path | None = None, engine: str | None = None,
+                   workers: int | None = None, dvc: bool | None = None) -> Spec:
+    """The spec with command-line overrides (output folder, made absolute; engine; workers; DVC)."""
+    execution = spec.execution.model_copy(update={k: v for k, v in
+                                                  (("engine", engine), ("workers", workers)) if v})
+    out = str(Path(out_dir).resolve()) if out_dir is not None else None
+    output = spec.output.model_copy(update={k: v for k, v in (("dir", out), ("dvc", dvc))
+                                            if v is not None})
+    return spec.model_copy(update={"execution": execution, "output": output})
 
 
 def resolved_dict(spec: Spec) -> dict:
@@ -94,8 +117,9 @@ NON_DATA_SECTIONS = ("execution", "output", "memorization")
 
 
 def dataset_dict(spec: Spec) -> dict:
-    """The resolved spec without NON_DATA_SECTIONS: what determines the raw shards' bytes."""
-    return {k: v for k, v in resolved_dict(spec).items() if k not in NON_DATA_SECTIONS}
+    """What determines the raw shards' bytes: the resolved spec without NON_DATA_SECTIONS,
+    with local paths reduced to their names (the model fingerprint covers their content)."""
+    return {k: v for k, v in location_free(resolved_dict(spec)).items() if k not in NON_DATA_SECTIONS}
 
 
 def spec_hash(spec: Spec) -> str:

@@ -10,6 +10,8 @@ from synthdata.spec.models import Memorization, Spec
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FieldPath = tuple[str | int, ...]
+# memorization.reference values that name no file (resolved by other packages).
+SPECIAL_REFERENCES = ("from-training",)
 
 
 def template_slots(template: str) -> list[str]:
@@ -25,22 +27,47 @@ def template_slots(template: str) -> list[str]:
     return slots
 
 
-def is_local_model(model: str) -> bool:
-    """True when the model string names a local folder rather than a builtin or hub id."""
-    if model.startswith("builtin:"):
+def is_local_model(model: str, base_dir: str | Path | None = None) -> bool:
+    """True when the model string names a local folder rather than a builtin or hub id.
+
+    `org/name` is a hub id unless a folder of that name exists (relative to `base_dir`, the
+    spec file's folder, when given; else the current folder).
+    """
+    if model.startswith(("builtin:", "catalog:")):
         return False
-    if model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists():
+    if model.startswith(("/", "./", "../", "~")):
+        return True
+    candidate = Path(model).expanduser()
+    if (Path(base_dir) / candidate if base_dir is not None else candidate).exists():
         return True
     return not HUB_ID.match(model)
 
 
-def check_spec(spec: Spec) -> list[tuple[FieldPath, str]]:
-    """Every cross-field problem of a structurally valid spec, as (field path, message)."""
+def check_spec(spec: Spec, check_files: bool = True) -> list[tuple[FieldPath, str]]:
+    """Every cross-field problem of a structurally valid spec, as (field path, message).
+
+    `check_files=False` leaves out the checks that named files exist (a dataset folder's
+    recorded spec is read on machines that have neither the model nor the real data).
+    """
     problems: list[tuple[FieldPath, str]] = []
     problems += _check_templates(spec)
     problems += _check_counts(spec)
-    problems += _check_paths(spec)
+    problems += _check_builtin(spec)
+    if check_files:
+        problems += _check_paths(spec)
     return problems
+
+
+def _check_builtin(spec: Spec) -> list[tuple[FieldPath, str]]:
+    model = spec.generator.model
+    if not model.startswith("builtin:"):
+        return []
+    from synthdata.generators import BUILTIN_MODELS
+
+    if model.removeprefix("builtin:") in BUILTIN_MODELS:
+        return []
+    return [(("generator", "model"), f"unknown built-in model {model!r}; "
+             f"known: {['builtin:' + m for m in BUILTIN_MODELS]}")]
 
 
 def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
@@ -89,13 +116,7 @@ def _check_counts(spec: Spec) -> list[tuple[FieldPath, str]]:
 def _check_paths(spec: Spec) -> list[tuple[FieldPath, str]]:
     out: list[tuple[FieldPath, str]] = []
     gen = spec.generator
-    if gen.model.startswith("builtin:"):
-        from synthdata.generators import BUILTIN_MODELS
-
-        if gen.model.removeprefix("builtin:") not in BUILTIN_MODELS:
-            out.append((("generator", "model"), f"unknown built-in model {gen.model!r}; "
-                        f"known: {['builtin:' + m for m in BUILTIN_MODELS]}"))
-    elif is_local_model(gen.model) and not Path(gen.model).expanduser().is_dir():
+    if is_local_model(gen.model) and not Path(gen.model).expanduser().is_dir():
         out.append((("generator", "model"), f"model folder {gen.model!r} does not exist "
                     "(expected builtin:tiny, a local diffusers pipeline folder, or a hub id org/name)"))
     for i, ti in enumerate(gen.textual_inversion):
@@ -110,7 +131,7 @@ def _check_paths(spec: Spec) -> list[tuple[FieldPath, str]]:
         elif not Path(lora.path).expanduser().is_file():
             out.append((("generator", "lora", i, "path"), f"file {lora.path!r} does not exist"))
     for i, ref in enumerate(spec.memorization.reference):
-        if not Path(ref).expanduser().exists():
+        if ref not in SPECIAL_REFERENCES and not Path(ref).expanduser().exists():
             out.append((("memorization", "reference", i), f"reference path {ref!r} does not exist"))
     out += memorization_problems(spec.memorization)
     return out

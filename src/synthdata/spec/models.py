@@ -273,5 +273,5 @@ class Spec(StrictModel):
         return list(self.labels)
 
     def output_dir(self) -> str:
-        """The output folder: output.dir, or datasets/<name>."""
+        """The output folder: output.dir, or datasets/<name> in the current folder."""
         return self.output.dir or f"datasets/{self.name}"

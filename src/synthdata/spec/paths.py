@@ -1,0 +1,104 @@
+"""File paths written in a spec: resolved against the spec file's folder, recorded absolute.
+
+A spec names files and folders (a local model, textual-inversion and LoRA files, reference
+data, an embedder folder, the output folder). A relative path means "relative to the folder
+of the spec file that wrote it", whatever the current folder, and the resolved spec
+(`DIR/spec.yaml`) records it absolute, so `synthdata screen DIR` or `reproduce` find the
+same files from anywhere on that machine. The default output folder (`datasets/<name>`,
+used when `output.dir` is not set) is relative to the current folder.
+
+Locations are not part of a dataset's identity: the spec hash covers `location_free` data,
+where local paths are reduced to their last component, because the content of the model and
+adapters is covered by the model fingerprint. The same spec in two checkouts makes the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from synthdata.spec.checks import is_local_model
+
+from synthdata.spec.checks import SPECIAL_REFERENCES
+
+PathRef = tuple[tuple[str | int, ...], str]  # (field path, value)
+
+
+def _get(data: dict, path: tuple) -> object:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _set(data: dict, path: tuple, value: object) -> None:
+    for part in path[:-1]:
+        data = data[part]
+    data[path[-1]] = value
+
+
+def _is_file_value(value: object) -> bool:
+    return isinstance(value, str) and bool(value) and ":" not in value.split("/")[0] \
+        and value not in SPECIAL_REFERENCES
+
+
+def _is_folder_name(value: object) -> bool:
+    """An embedder value naming a folder: written as a path (contains / or starts with . or ~);
+    a bare word is a built-in embedder's name."""
+    return _is_file_value(value) and ("/" in value or value.startswith((".", "~")))
+
+
+def path_fields(data: dict, base_dir: str | Path | None = None) -> Iterator[PathRef]:
+    """Every (field path, value) of a spec's data that names a local file or folder."""
+    gen = data.get("generator") or {}
+    model = gen.get("model")
+    if isinstance(model, str) and is_local_model(model, base_dir):
+        yield ("generator", "model"), model
+    for key in ("textual_inversion", "lora"):
+        for i, item in enumerate(gen.get(key) or []):
+            if isinstance(item, dict) and _is_file_value(item.get("path")):
+                yield ("generator", key, i, "path"), item["path"]
+    mem = data.get("memorization") or {}
+    for i, ref in enumerate(mem.get("reference") or []):
+        if _is_file_value(ref):
+            yield ("memorization", "reference", i), ref
+    embedders = mem.get("embedder")
+    if isinstance(embedders, list):
+        for i, emb in enumerate(embedders):
+            if _is_folder_name(emb):
+                yield ("memorization", "embedder", i), emb
+    elif _is_folder_name(embedders):
+        yield ("memorization", "embedder"), embedders
+    out = data.get("output") or {}
+    if _is_file_value(out.get("dir")):
+        yield ("output", "dir"), out["dir"]
+    yield from _extra_fields(data)
+
+
+# Sections added by other packages register their path fields here (data -> refs).
+EXTRA_PATH_FIELDS: list[Callable[[dict], Iterator[PathRef]]] = []
+
+
+def _extra_fields(data: dict) -> Iterator[PathRef]:
+    for finder in EXTRA_PATH_FIELDS:
+        yield from finder(data)
+
+
+def resolve_paths(data: dict, base_dir: str | Path) -> dict:
+    """A copy of spec data with every relative local path made absolute against base_dir."""
+    base = Path(base_dir).expanduser().resolve()
+    out = copy.deepcopy(data)
+    for path, value in list(path_fields(out, base)):
+        p = Path(value).expanduser()
+        _set(out, path, str(p if p.is_absolute() else (base / p).resolve()))
+    return out
+
+
+def location_free(data: dict) -> dict:
+    """A copy of spec data with local paths reduced to their last component (for hashing)."""
+    out = copy.deepcopy(data)
+    for path, value in list(path_fields(out)):
+        if path[0] != "output":
+            _set(out, path, Path(value).name)
+    return out
