@@ -4,6 +4,7 @@
 when imported. To add verbs, add a module and import it here.
 """
 
+from synthdata.cli import audit  # noqa: F401  (registers `synthdata audit`)
 from synthdata.cli import dataset  # noqa: F401  (registers the dataset verbs)
 from synthdata.cli import phantoms  # noqa: F401  (registers `synthdata phantoms`)
 from synthdata.cli.app import app, console, err_console, quiet_environment, user_errors

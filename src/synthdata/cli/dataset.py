@@ -102,11 +102,27 @@ def generate(spec: SpecArg, out: OutOpt = None,
 def screen(out: DirArg,
            threshold: Annotated[Optional[float], typer.Option(min=-1, max=1, help="similarity at or "
                                                               "above which a sample is rejected")] = None,
+           reveal: Annotated[Optional[str], typer.Option(
+               help="do not screen: map this sample's (or audited source's, or a pseudonym's) "
+                    "pseudonymous nearest real ids back, from this machine's private cache")] = None,
+           json_out: JsonOpt = False,
            ) -> None:
     """(Re-)screen a dataset against its real reference without regenerating; refresh its records.
 
     DIR/spec.yaml records what ran: a --threshold given here becomes its memorization.threshold.
+    With --reveal KEY, print what KEY's pseudonyms stand for instead (on the machine that
+    screened; DIR may also be a `synthdata audit` output folder).
     """
+    if reveal is not None:
+        from synthdata.screening.reveal import reveal_sample
+
+        with user_errors():
+            found = reveal_sample(out, reveal)
+        if json_out:
+            typer.echo(json.dumps(found, indent=2))
+        else:
+            console.print_json(json.dumps(found))
+        return
     from synthdata.lineage import folder_spec
     from synthdata.outputs import acquire_lock, record_spec
     from synthdata.report import write_report

@@ -18,8 +18,8 @@ The reference side is stored once per real image (`AlignedMatcher.reference_data
 one `SIZE` x `SIZE` band-passed thumbnail per rendering); the synthetic side as one
 `QUERY_SIZE` gray thumbnail per sample (`query_data`), so re-screening needs no decoding.
 These are small pictures of the images: the real ones live only in the private reference
-cache (0600 files, 0700 folders). The correlations run as torch convolutions (measured ~6 ms
-per sample against 5 candidates x 3 renderings on one CPU core).
+cache (0600 files, 0700 folders). Cost: ~10-15 ms per sample against 6 candidates x 3
+renderings on one CPU core (numpy FFTs; `benchmarks/bench_memorization.py`).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from PIL import Image
 
 from synthdata.screening.embedders import D4, d4, to_gray
 
-SIZE = 48
+SIZE = 64
 QUERY_SIZE = 96
 RENDERINGS = 3
 SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)
-BAND = (0.7, 3.0)
+BAND = (1.0, 4.0)
 ALIGN_VERSION = 1
 BLANK_STD = 0.5  # grey levels: below this a thumbnail has no structure to align
 
@@ -148,29 +148,27 @@ class AlignedMatcher:
         """Best |normalised correlation| of one sample with each candidate: (C,) in [0, 1].
 
         `candidates`: (C, RENDERINGS, SIZE, SIZE) reference data. Every rendering, D4
-        orientation, scale and offset is tried; the best counts.
+        orientation, scale and offset is tried; the best counts. Correlations by FFT, window
+        norms by integral images; numpy only (single-threaded, deterministic).
         """
-        import torch
-        import torch.nn.functional as F
-
         c = len(candidates)
         if c == 0:
             return np.zeros(0, dtype=np.float32)
-        x = torch.from_numpy(np.asarray(candidates, dtype=np.float32).reshape(
-            c * RENDERINGS, 1, SIZE, SIZE))
-        best = torch.zeros(c * RENDERINGS)
-        with torch.inference_mode():
-            # Integral images of x and x^2: every window's sum in O(1) (the denominators).
-            ii = F.pad(x[:, 0].double().cumsum(1).cumsum(2), (1, 0, 1, 0))
-            ii2 = F.pad((x[:, 0].double() ** 2).cumsum(1).cumsum(2), (1, 0, 1, 0))
-            for tmpl in self.templates(query):
-                h = tmpl.shape[-1]
-                w = SIZE - h + 1
-                k = torch.from_numpy(np.ascontiguousarray(tmpl)).unsqueeze(1)
-                num = F.conv2d(x, k).abs().amax(dim=1)             # (cr, w, w)
-                s = ii[:, h:, h:] - ii[:, :w, h:] - ii[:, h:, :w] + ii[:, :w, :w]
-                s2 = ii2[:, h:, h:] - ii2[:, :w, h:] - ii2[:, h:, :w] + ii2[:, :w, :w]
-                den = torch.sqrt(torch.clamp(s2 - s * s / (h * h), min=0.0)).float()
-                corr = torch.where(den > 1e-3, num / den.clamp(min=1e-3), torch.zeros_like(num))
-                best = torch.maximum(best, corr.flatten(1).amax(dim=1))
-        return best.clamp(0.0, 1.0).reshape(c, RENDERINGS).amax(dim=1).numpy()
+        x = np.asarray(candidates, dtype=np.float32).reshape(c * RENDERINGS, SIZE, SIZE)
+        spectrum = np.fft.rfft2(x)
+        x64 = x.astype(np.float64)
+        ii = np.pad(x64.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
+        ii2 = np.pad((x64 * x64).cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
+        best = np.zeros(c * RENDERINGS, dtype=np.float64)
+        for tmpl in self.templates(query):
+            h = tmpl.shape[-1]
+            w = SIZE - h + 1
+            kernel = np.conj(np.fft.rfft2(tmpl, s=(SIZE, SIZE)))
+            corr = np.fft.irfft2(spectrum[:, None] * kernel[None], s=(SIZE, SIZE))[..., :w, :w]
+            num = np.abs(corr).max(axis=1)                                  # (cr, w, w)
+            s1 = ii[:, h:, h:] - ii[:, :w, h:] - ii[:, h:, :w] + ii[:, :w, :w]
+            s2 = ii2[:, h:, h:] - ii2[:, :w, h:] - ii2[:, h:, :w] + ii2[:, :w, :w]
+            den = np.sqrt(np.maximum(s2 - s1 * s1 / (h * h), 0.0))
+            ratio = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
+            best = np.maximum(best, ratio.reshape(len(ratio), -1).max(axis=1))
+        return np.clip(best, 0.0, 1.0).reshape(c, RENDERINGS).max(axis=1).astype(np.float32)

@@ -102,7 +102,7 @@ def synthesize(images: Sequence[RealImage], copies: int, seed: int = 0
     for c in range(copies):
         real = images[c % len(images)]
         rends = real.renderings
-        start = rends[int(rng.integers(len(rends)))]
+        start = edits.export(rends[int(rng.integers(len(rends)))])
         chain = edits.random_edit(rng)
         out.append(edits.apply(start, chain, rng))
         sources.append(real.id)
@@ -135,9 +135,10 @@ def choose_threshold(copy_scores: np.ndarray, other_scores: np.ndarray, target_r
     if fp > max_fp and len(other):
         raised = float(np.quantile(other, 1.0 - max_fp, method="higher"))
         threshold = float(np.nextafter(raised, np.inf)) if raised >= threshold else threshold
+        info["warning"] = (f"the target recall {target_recall} would flag {fp:.1%} of "
+                           f"other-patient pairs; threshold raised to the false-positive "
+                           f"budget {max_fp:.2%}")
         fp = float(np.mean(other >= threshold))
-        info["warning"] = (f"the target recall {target_recall} would flag {fp:.1%}+ of "
-                           f"other-patient pairs; threshold raised to the false-positive budget")
     info.update({"threshold": round(threshold, 6),
                  "recall": round(float(np.mean(copies >= threshold)), 6),
                  "false_positive_estimate": round(fp, 6),

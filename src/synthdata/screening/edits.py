@@ -12,7 +12,10 @@ copies with them to set the threshold for a target recall; the benchmark
   square (aspect ratio not kept, as training pipelines do);
 - intensity: inversion (MONOCHROME1 not inverted), gamma 0.7-1.4, re-rendering with other
   limits (a percentile stretch, a narrower window of the displayed range);
-- degradation: JPEG quality 50-90, Gaussian blur sigma 0.5-1.5, mild noise.
+- degradation: JPEG quality 50-90, Gaussian blur sigma 0.5-1.5, noise (1-3 grey levels),
+  small rotations (up to 3 degrees), brightness and contrast changes.
+Calibration and the benchmark apply them to images at a generator's output size: a source
+under 128 px is first upsampled to at least 256 px (`export`).
 Rendering the raw values of a DICOM or NIfTI differently (no VOI window, min-max, percentile)
 needs the raw values: `decoders.render` does that; here only the 8-bit approximations exist.
 """
@@ -103,6 +106,27 @@ def blur(img: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     return np.asarray(Image.fromarray(np.asarray(img)).filter(ImageFilter.GaussianBlur(sigma)))
 
 
+def rotate(img: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate about the centre (bilinear), keeping the size; corners filled with black."""
+    return np.asarray(Image.fromarray(np.asarray(img)).rotate(
+        degrees, resample=Image.Resampling.BILINEAR))
+
+
+def linear(img: np.ndarray, gain: float, offset: float) -> np.ndarray:
+    """gain * img + offset, clipped (brightness and contrast)."""
+    arr = np.asarray(img, dtype=np.float32) * gain + offset
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def export(img: np.ndarray, min_side: int = 128, target: int = 256) -> np.ndarray:
+    """A generator's output size: an image under `min_side` px upsampled to >= `target` px."""
+    h, w = np.asarray(img).shape[:2]
+    if min(h, w) >= min_side:
+        return np.asarray(img)
+    k = int(np.ceil(target / min(h, w)))
+    return resize(img, w * k, h * k)
+
+
 def noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Additive Gaussian noise of `sigma` grey levels."""
     arr = np.asarray(img, dtype=np.float32) + rng.normal(0, sigma, np.asarray(img).shape)
@@ -122,11 +146,13 @@ SINGLE: dict[str, EditFn] = {
     "square": lambda a, r: resize(a, *(2 * [max(np.asarray(a).shape[:2])])),
     "jpeg": lambda a, r: jpeg(a, int(r.integers(50, 91))),
     "blur": lambda a, r: blur(a, r.uniform(0.5, 1.5)),
-    "noise": lambda a, r: noise(a, r.uniform(1.0, 4.0), r),
+    "noise": lambda a, r: noise(a, r.uniform(1.0, 3.0), r),
+    "rotate": lambda a, r: rotate(a, r.choice([-1, 1]) * r.uniform(0.5, 3.0)),
+    "brightness": lambda a, r: linear(a, r.uniform(0.8, 1.2), r.uniform(-20, 20)),
 }
 # The order a combination applies its edits in: rendering, then geometry, then degradation.
-ORDER = ["percentile", "window", "invert", "gamma", *DIHEDRAL[1:], "crop", "square", "down_up",
-         "blur", "noise", "jpeg"]
+ORDER = ["percentile", "window", "invert", "gamma", "brightness", *DIHEDRAL[1:], "rotate",
+         "crop", "square", "down_up", "blur", "noise", "jpeg"]
 
 
 def apply(img: np.ndarray, names: list[str], rng: np.random.Generator) -> np.ndarray:

@@ -208,7 +208,8 @@ def prepare_matchers(cfg: Memorization, *, threshold: float | None = None,
                          setup.batch_size, setup.base_dir, setup.fingerprints)
     context = {"matchers": {e.name: {k: v for k, v in e.describe().items() if k != "device"}
                             for e in embedders},
-               "deciding": list(deciding), "thresholds": thresholds, "threshold_info": how,
+               "deciding": list(deciding), "matchers_scoring": setup.names,
+               "thresholds": thresholds, "threshold_info": how,
                "review_band": cfg.review_band, "k": cfg.k, "reference": reference,
                "rule": "reject if any deciding matcher says reject; review if any says review; "
                        "blank images and samples without a score go to review"}
