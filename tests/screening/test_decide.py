@@ -47,6 +47,7 @@ def test_any_matcher_rejects_any_reviews_and_blank_or_missing_fails_closed():
     assert out[1].similarity == pytest.approx(0.97) and out[1].nearest_real_id == "pixel-real-1"
     assert out[1].nearest_group == "group-1"
     assert out[5].note == "blank or constant image"  # never accepted, whatever the scores
+    assert out[5].nearest_real_id is None and out[5].nearest_group is None
     assert out[6].note == "no finite score" and out[6].decision == "review"
     assert out[2].note is None and out[2].matcher == "aligned"
 

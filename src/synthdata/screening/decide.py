@@ -72,10 +72,11 @@ def decide_all(result, thresholds: dict[str, float], review_band: float,
             by = deciding[mine.index(decision)]
         r = result.results[by]
         sim = scores[by]
+        matched = note is None  # a blank sample matched nothing: no nearest image to name
         out.append(SampleDecision(
             decision, by, sim if np.isfinite(sim) else None,
-            r.ids[i][0] if r.ids[i] else None,
-            r.groups[i][0] if r.groups and r.groups[i] else None, note))
+            r.ids[i][0] if matched and r.ids[i] else None,
+            r.groups[i][0] if matched and r.groups and r.groups[i] else None, note))
     return out
 
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from synthdata.errors import SynthdataError
 from synthdata.screening import calibrate
 from synthdata.screening.align import AlignedMatcher
 from synthdata.screening.cache import (
@@ -161,6 +162,12 @@ def prepare_matchers(cfg: Memorization, *, threshold: float | None = None,
     `threshold` overrides every configured one (`synthdata screen --threshold`).
     Without a reference nothing is searched: the setup has no handles.
     """
+    from synthdata.spec.checks import memorization_problems
+
+    problems = memorization_problems(cfg)
+    if problems:
+        raise SynthdataError("; ".join(f"{'.'.join(map(str, path))}: {message}"
+                                       for path, message in problems))
     base = str(base_dir) if base_dir is not None else None
     names, entries, embedders = [], [], []
     for entry in cfg.candidate_embedders:
