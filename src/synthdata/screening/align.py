@@ -154,21 +154,29 @@ class AlignedMatcher:
         c = len(candidates)
         if c == 0:
             return np.zeros(0, dtype=np.float32)
-        x = np.asarray(candidates, dtype=np.float32).reshape(c * RENDERINGS, SIZE, SIZE)
+        every = np.asarray(candidates, dtype=np.float32).reshape(c * RENDERINGS, SIZE, SIZE)
+        present = np.flatnonzero(np.any(every != 0, axis=(1, 2)))  # missing renderings: skip
+        x = every[present]
         spectrum = np.fft.rfft2(x)
         x64 = x.astype(np.float64)
         ii = np.pad(x64.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
         ii2 = np.pad((x64 * x64).cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
-        best = np.zeros(c * RENDERINGS, dtype=np.float64)
+        best = np.zeros(len(x), dtype=np.float64)
         for tmpl in self.templates(query):
             h = tmpl.shape[-1]
             w = SIZE - h + 1
-            kernel = np.conj(np.fft.rfft2(tmpl, s=(SIZE, SIZE)))
-            corr = np.fft.irfft2(spectrum[:, None] * kernel[None], s=(SIZE, SIZE))[..., :w, :w]
-            num = np.abs(corr).max(axis=1)                                  # (cr, w, w)
+            if w == 1:  # the whole thumbnail: one offset, a plain dot product
+                num = np.abs(np.einsum("rij,tij->rt", x, tmpl)).max(axis=1)[:, None, None]
+            else:
+                kernel = np.conj(np.fft.rfft2(tmpl, s=(SIZE, SIZE)))
+                corr = np.fft.irfft2(spectrum[:, None] * kernel[None],
+                                     s=(SIZE, SIZE))[..., :w, :w]
+                num = np.abs(corr).max(axis=1)                              # (r, w, w)
             s1 = ii[:, h:, h:] - ii[:, :w, h:] - ii[:, h:, :w] + ii[:, :w, :w]
             s2 = ii2[:, h:, h:] - ii2[:, :w, h:] - ii2[:, h:, :w] + ii2[:, :w, :w]
             den = np.sqrt(np.maximum(s2 - s1 * s1 / (h * h), 0.0))
             ratio = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
             best = np.maximum(best, ratio.reshape(len(ratio), -1).max(axis=1))
-        return np.clip(best, 0.0, 1.0).reshape(c, RENDERINGS).max(axis=1).astype(np.float32)
+        out = np.zeros(c * RENDERINGS, dtype=np.float64)
+        out[present] = best
+        return np.clip(out, 0.0, 1.0).reshape(c, RENDERINGS).max(axis=1).astype(np.float32)
