@@ -201,3 +201,16 @@ def test_cache_files_are_private(series_reference):
                 assert mode == 0o600, (dirpath, name, oct(mode))
                 checked += 1
     assert checked > 10
+
+
+def test_screening_section_cross_checks():
+    from synthdata.spec.checks import memorization_problems
+
+    assert memorization_problems(Memorization()) == []
+    bad = Memorization(embedder=["aligned", "aligned"], retrievers=[],
+                       threshold={"pixel": 0.9}, group_pattern="(")
+    fields = {path[:2] for path, _ in memorization_problems(bad)}
+    assert fields == {("memorization", "embedder"), ("memorization", "retrievers"),
+                      ("memorization", "threshold"), ("memorization", "group_pattern")}
+    with pytest.raises(Exception, match="'aligned' verifies the candidates"):
+        prepare_matchers(Memorization(embedder="aligned", retrievers=[]))

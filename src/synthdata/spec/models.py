@@ -169,7 +169,9 @@ class Memorization(StrictModel):
     reference: list[str] = Field([], description=(
         "real images: folders (searched recursively) or files of PNG/JPEG/TIFF/BMP, DICOM, "
         "NIfTI, WebDataset tars and Parquet tables"))
-    embedder: Annotated[list[str], BeforeValidator(_as_list)] = Field(
+    embedder: Annotated[list[str], BeforeValidator(_as_list), WithJsonSchema(
+        {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"},
+                                        "minItems": 1}]})] = Field(
         list(DEFAULT_MATCHERS), min_length=1, description=(
             "the matchers that decide, each with its own threshold; a sample is rejected when "
             "any of them says reject, reviewed when any says review. 'aligned' verifies the "
