@@ -34,7 +34,7 @@ other-patient pairs). Recall = share of copies rejected; false positives = share
 negatives not accepted (review counts). Cost per 1,000 query images: query data (embedding,
 thumbnails) + search + verification + decision, side by side with the raw embedder + a raw
 FAISS flat search (one row per real image) of the same embedders, alternated on a sample of
-the queries, best of 3 rounds each (this machine is shared: the best round is the least
+the queries, best of 3 rounds each (`--rounds`) (this machine is shared: the best round is the least
 disturbed), one torch thread.
 
     python benchmarks/bench_memorization.py [--split tune|held-out|both] [--configs ...] [--record]
@@ -321,15 +321,15 @@ def cost(setup, screener, images: list[np.ndarray], reference: Path, rounds: int
     """Seconds per 1,000 images: ours (query data, views search, verification, decision) and
     raw (the same embedders + a raw FAISS flat search), alternated, best of `rounds`."""
     from synthdata.screening.decide import decide_all
-    from synthdata.screening.embedders import get_embedder
 
     entries = dict(setup.embedders)
     raw_indexes = raw_search(list(entries), entries, reference)
+    embedders = {e.name: e for e in setup.load_embedders()}  # the same objects, batch sizes
     ours, raw, parts = [], [], []
     for _ in range(rounds):
         t = time.perf_counter()
         for name, index in raw_indexes.items():
-            index.search(get_embedder(entries[name]).embed(images), setup.k)
+            index.search(embedders[name].embed(images), setup.k)
         raw.append(time.perf_counter() - t)
         t = time.perf_counter()
         data = screener.query_data(images)
@@ -348,7 +348,7 @@ def cost(setup, screener, images: list[np.ndarray], reference: Path, rounds: int
 
 
 def evaluate(config: str, queries: list, reference: Path, data_cache: dict,
-             cost_sample: int) -> dict:
+             cost_sample: int, rounds: int = 3) -> dict:
     """Run one configuration through the product's own prepare / match / decide."""
     from synthdata.screening.decide import decide_all
     from synthdata.screening.matchers import prepare_matchers
@@ -393,7 +393,7 @@ def evaluate(config: str, queries: list, reference: Path, data_cache: dict,
         "false_positives_by_kind": {k: f"{v[0]}/{v[1]}" for k, v in sorted(neg.items())},
         "recall_by_edit": {k: round(v[0] / v[1], 3) for k, v in sorted(per_edit.items())},
         "missed_by_edit": {k: v[1] - v[0] for k, v in sorted(per_edit.items()) if v[0] < v[1]},
-        "cost_per_1000": cost(setup, screener, sample, reference),
+        "cost_per_1000": cost(setup, screener, sample, reference, rounds),
         "prepare_s": round(prepare_s, 1),
         "reference": {k: context["reference"][k] for k in ("images", "files", "groups",
                                                            "group_sources", "rows")},
@@ -405,7 +405,8 @@ def main() -> None:
     parser.add_argument("--split", choices=["tune", "held-out", "both"], default="both")
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--cost-sample", type=int, default=200,
-                        help="images timed (3 alternating rounds, best of each)")
+                        help="images timed (alternating rounds, best of each)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     parser.add_argument("--record", action="store_true", help="append the result to RESULTS.md")
     args = parser.parse_args()
     import torch
@@ -426,7 +427,7 @@ def main() -> None:
             cache: dict = {}
             for config in args.configs:
                 out["configs"][config] = evaluate(config, queries, reference, cache,
-                                                  args.cost_sample)
+                                                  args.cost_sample, args.rounds)
                 print(config, split, {k: out["configs"][config][k] for k in
                                       ("recall", "false_positive_rate", "cost_per_1000")},
                       flush=True)

@@ -65,7 +65,7 @@ class LocalModelEmbedder(TorchEmbedder):
 
     default_threshold = 0.9
 
-    def __init__(self, folder: str | Path, device: str = "auto", batch_size: int = 32):
+    def __init__(self, folder: str | Path, device: str = "auto", batch_size: int | None = None):
         super().__init__(device, batch_size)
         self.folder = Path(folder).resolve()
         cfg_path = self.folder / "embedder.json"

@@ -53,7 +53,7 @@ class MatcherSetup:
     review_band: float
     k: int
     device: str
-    batch_size: int
+    batch_size: int | None
     base_dir: str | None
     fingerprints: tuple[tuple[str, str], ...]
 

@@ -215,7 +215,9 @@ class Memorization(StrictModel):
     index_memory_gb: float = Field(16.0, gt=0, description=(
         "memory budget of an approximate index; above it a compressed (IVF-PQ) index"))
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
-    batch_size: int = Field(64, ge=1, le=4096)
+    batch_size: int | None = Field(None, ge=1, le=4096, description=(
+        "images per embedder forward pass; default: the embedder's own (torch models 16 on "
+        "a CPU, 64 on a GPU; pixel 256). Performance only"))
 
     @property
     def matchers(self) -> list[str]:
