@@ -135,8 +135,9 @@ def screen_shard_task(job, shard: int) -> dict:
 def screen(root: Path, spec: Spec) -> dict:
     """Screening as one Prefect task per shard, then the dataset-wide step (near-duplicates, shards/)."""
     from synthdata.screening import finalize_screening, prepare_screening
+    from synthdata.training import resolve_from_training
 
-    job = prepare_screening(root, spec.memorization)
+    job = prepare_screening(root, resolve_from_training(spec.memorization, spec.generator))
     futures = [screen_shard_task.submit(job, s) for s in job.shards]
     for future in futures:
         future.result()

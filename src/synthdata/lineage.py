@@ -198,7 +198,8 @@ def lineage(out_dir: str | Path, key: str) -> dict:
                                                                                      spec.generator.revision),
                   "fingerprint": (meta.get("model") or {}).get("fingerprint")
                   or (run.get("model") or {}).get("fingerprint"),
-                  "commit": (run.get("model") or {}).get("commit")},
+                  "commit": (run.get("model") or {}).get("commit"),
+                  "training": (run.get("model") or {}).get("training") or {}},
         "generation": {
             "seed": meta.get("seed", derived["seed"]), "planned_seed": derived["seed"],
             "attempt": meta.get("attempt", 0), "batch": derived["batch"], "batch_size": len(call),
@@ -265,6 +266,10 @@ def render_lineage(info: dict) -> Tree:
     model = tree.add("[bold]model[/]")
     model.add(f"{info['model']['id']} (revision {info['model']['revision']})")
     model.add(f"fingerprint {info['model']['fingerprint']}")
+    for role, chain in (info["model"].get("training") or {}).items():
+        model.add(f"{role} trained by synthdata train ({chain.get('method')}): base "
+                  f"{(chain.get('base_fingerprint') or '?')[:16]}, {chain.get('images')} images "
+                  f"(data {(chain.get('data_fingerprint') or '?')[:16]}), spec {(chain.get('spec_hash') or '?')[:16]}")
     gen = info["generation"]
     g = tree.add("[bold]generation[/]")
     g.add(f"seed {gen['seed']}  batch {gen['batch']}  pipeline call of {gen['batch_size']}: "

@@ -307,6 +307,10 @@ def write_run_record(out_dir: str | Path, spec: Spec, *, spec_hash: str, plan_ha
         model.update(fingerprint=details["fingerprint"], folder=details["folder"], files=details["files"],
                      textual_inversion=details["textual_inversion"], lora=details["lora"],
                      commit=details.get("commit"), license=model_card_license(details["folder"]))
+        from synthdata.training import generator_training
+
+        # what `synthdata train` made this model (and adapters) from: the lineage chain
+        model["training"] = generator_training(spec.generator)
     else:
         model["fingerprint"] = str(fp)
     record = {

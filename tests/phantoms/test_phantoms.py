@@ -86,8 +86,8 @@ def test_dicom_needs_window_and_inversion_and_matches_the_png(phantom_set):
     rows = _rows(phantom_set / "metadata.csv")
     for r in rows[:4]:
         png = np.asarray(Image.open(phantom_set / r["path"]))
-        (suffix, shown), = list(decode_dicom(phantom_set / r["dicom_path"]))
-        assert suffix == "" and np.array_equal(shown, png)
+        frame, = list(decode_dicom(phantom_set / r["dicom_path"]))
+        assert frame.suffix == "" and np.array_equal(frame.image, png)
         ds = pydicom.dcmread(phantom_set / r["dicom_path"])
         assert ds.PhotometricInterpretation == "MONOCHROME1"
         assert ds.PatientID == r["patient_id"] and str(ds.PatientName).startswith("PHANTOM^")

@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageEnhance
 
 from synthdata.fsutil import atomic_path
+from synthdata.privacy import pseudonymize
+from synthdata.screening.pipeline import REAL_KIND
 from synthdata.folder import DatasetFolder
 from synthdata.shards import Sample, encode_png, write_marker, write_tar
 
@@ -169,6 +171,7 @@ def figures(out_dir: Path, tags: dict[str, str]) -> dict:
         s["n"] += 1
         s["rejected"] += row["decision"] == "reject"
         s["flagged"] += row["decision"] != "accept"
-        s["top1_source"] += bool(row["nearest_real_ids"]) and row["nearest_real_ids"][0] == src
-        s["min_sim"] = min(s["min_sim"], row["similarity"])
+        s["top1_source"] += row["nearest_real_id"] == pseudonymize(src, REAL_KIND)
+        s["min_sim"] = min(s["min_sim"], row["similarity"] if row["similarity"] is not None
+                           else -1.0)
     return stats

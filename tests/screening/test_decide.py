@@ -1,4 +1,4 @@
-"""Decisions, threshold calibration and near-duplicate flags."""
+"""Decisions (one matcher, several, failing closed), threshold calibration, near-duplicates."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pytest
 
 from synthdata.screening import calibrate
 from synthdata.screening import index as ix
-from synthdata.screening.decide import decide, near_duplicates
+from synthdata.screening.decide import decide, decide_all, near_duplicates
 from synthdata.screening.embedders import l2_normalise
+from synthdata.screening.match import MatcherResult, MatchResult
 
 
 def test_reject_at_threshold_review_in_band_accept_below():
@@ -18,38 +19,86 @@ def test_reject_at_threshold_review_in_band_accept_below():
     assert decide(sims, 0.9) == ["reject", "reject", "accept", "accept", "accept", "accept"]
 
 
-def test_auto_threshold_method_and_numbers():
-    sims = np.concatenate([np.linspace(0.2, 0.8, 99), [0.99995]])  # one in-reference duplicate
-    threshold, info = calibrate.auto_threshold(sims, quantile=0.99, margin=0.5)
-    q = np.quantile(np.linspace(0.2, 0.8, 99), 0.99)
-    assert threshold == pytest.approx(q + 0.5 * (1 - q))
-    assert info["duplicates_excluded"] == 1 and info["pairs"] == 99
-    assert info["real_nn"]["max"] == pytest.approx(0.8)
-    assert calibrate.auto_threshold(np.zeros(0))[0] is None
+def test_non_finite_scores_go_to_review():
+    sims = np.array([np.nan, np.inf, -np.inf, 0.95, 0.1])
+    assert decide(sims, 0.9) == ["review", "review", "review", "reject", "accept"]
 
 
-def test_threshold_precedence():
-    sims = np.linspace(0.1, 0.5, 200)
-    assert calibrate.resolve_threshold(0.7, 0.3, sims, 0.99, 0.5, 0.95)[0] == 0.3
-    assert calibrate.resolve_threshold(0.7, None, sims, 0.99, 0.5, 0.95)[0] == 0.7
-    auto, how = calibrate.resolve_threshold("auto", None, sims, 0.99, 0.5, 0.95)
-    assert how["method"].startswith("real-vs-real") and 0.5 < auto < 0.8
-    fallback, how = calibrate.resolve_threshold("auto", None, np.zeros(0), 0.99, 0.5, 0.95)
-    assert fallback == 0.95 and "default" in how["method"]
+def _result(scores: dict[str, list[float]], blank: list[bool]) -> MatchResult:
+    n = len(blank)
+    return MatchResult({m: MatcherResult(m, np.array(s, np.float32),
+                                         [[f"{m}-real-{i}"] if np.isfinite(s[i]) else []
+                                          for i in range(n)],
+                                         [[float(x)] if np.isfinite(x) else [] for x in s],
+                                         [[f"group-{i}"] if np.isfinite(s[i]) else []
+                                          for i in range(n)])
+                        for m, s in scores.items()}, np.array(blank))
 
 
-def test_calibration_excludes_the_same_source_file():
+def test_any_matcher_rejects_any_reviews_and_blank_or_missing_fails_closed():
+    result = _result({"aligned": [0.99, 0.50, 0.50, 0.86, 0.10, 0.99, np.nan],
+                      "pixel": [0.10, 0.97, 0.50, 0.10, 0.10, 0.99, 0.5]},
+                     [False, False, False, False, False, True, False])
+    thresholds = {"aligned": 0.9, "pixel": 0.95}
+    out = decide_all(result, thresholds, 0.05, ["aligned", "pixel"])
+    assert [d.decision for d in out] == ["reject", "reject", "accept", "review", "accept",
+                                         "review", "review"]
+    assert [d.matcher for d in out[:2]] == ["aligned", "pixel"]  # who decided, and its score
+    assert out[1].similarity == pytest.approx(0.97) and out[1].nearest_real_id == "pixel-real-1"
+    assert out[1].nearest_group == "group-1"
+    assert out[5].note == "blank or constant image"  # never accepted, whatever the scores
+    assert out[5].nearest_real_id is None and out[5].nearest_group is None
+    assert out[6].note == "no finite score" and out[6].decision == "review"
+    assert out[2].note is None and out[2].matcher == "aligned"
+
+
+def test_threshold_for_target_recall_with_false_positives_estimated():
+    copies = np.linspace(0.80, 1.0, 1000)
+    other = np.linspace(0.10, 0.60, 500)
+    threshold, info = calibrate.choose_threshold(copies, other, 0.99, 0.01)
+    assert threshold == pytest.approx(np.quantile(copies, 0.01, method="lower"))
+    assert info["recall"] >= 0.99 and info["false_positive_estimate"] == 0.0
+    assert info["copies"] == 1000 and info["other_patient_pairs"] == 500
+    assert "warning" not in info
+
+
+def test_threshold_raised_to_the_false_positive_budget_and_said_so():
+    copies = np.linspace(0.30, 1.0, 1000)  # some copies look like other patients' images
+    other = np.linspace(0.10, 0.70, 1000)
+    threshold, info = calibrate.choose_threshold(copies, other, 0.99, 0.01)
+    assert info["false_positive_estimate"] <= 0.01 and threshold > 0.69
+    assert info["recall"] < 0.99 and "raised to the false-positive budget" in info["warning"]
+    nan_copies = np.array([np.nan] * 10 + [0.9] * 990)  # a copy never found counts as missed
+    _, info = calibrate.choose_threshold(nan_copies, other, 0.99, 0.01)
+    assert info["copies_not_found"] == 10
+
+
+def test_too_small_a_reference_to_calibrate_is_an_error():
+    with pytest.raises(calibrate.CalibrationError, match="2 patient group"):
+        calibrate.check_calibratable(40, 2, "aligned")
+    with pytest.raises(calibrate.CalibrationError, match="configure a number"):
+        calibrate.check_calibratable(5, 5, "aligned")
+    calibrate.check_calibratable(10, 3, "aligned")
+
+
+def test_calibration_pairs_come_from_other_patient_groups_only():
     rng = np.random.default_rng(0)
     base = rng.standard_normal((3, 16))
-    # Two "volumes" of near-identical slices each, plus one unrelated file.
+    # Two "patients" of near-identical slices each, plus one unrelated patient.
     x = l2_normalise(np.concatenate([base[0] + 0.01 * rng.standard_normal((5, 16)),
                                      base[1] + 0.01 * rng.standard_normal((5, 16)),
                                      base[2:3]]).astype(np.float32))
-    groups = np.array([0] * 5 + [1] * 5 + [2], dtype=np.int32)
+    groups = np.array([0] * 5 + [1] * 5 + [2], dtype=np.int64)
     index = ix.build_index(x, ix.IndexChoice("flat", 16))
-    sims = calibrate.real_nn_similarities(index, x, groups)
-    assert len(sims) == 11 and sims.max() < 0.9  # never a slice of its own volume
-    assert len(calibrate.real_nn_similarities(index, x, np.zeros(11, np.int32))) == 0
+    sims = calibrate.real_nn_similarities(index, x, groups, groups)
+    assert len(sims) == 11 and sims.max() < 0.9  # never a slice of its own patient
+    assert len(calibrate.real_nn_similarities(index, x, groups * 0, groups * 0)) == 0
+    # Signed (pixel): an inverted image of another patient counts by its |cosine|.
+    y = np.concatenate([x, -x[:1]])
+    g = np.append(groups, 9)
+    signed = calibrate.real_nn_similarities(ix.build_index(y, ix.IndexChoice("flat", 16)), y,
+                                            g, g, signed=True)
+    assert signed[0] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_near_duplicates_among_synthetic_samples():

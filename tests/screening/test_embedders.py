@@ -114,3 +114,37 @@ def test_local_folder_refuses_pickles_and_junk(tmp_path):
     (tmp_path / "junk" / "model.pt2").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="cannot load pt2"):
         get_embedder(str(tmp_path / "junk"))
+
+
+def test_reference_views_equal_embedding_the_transformed_image():
+    from synthdata.screening import edits
+
+    img = phantom(8, 96)
+    pixel = get_embedder("pixel")
+    rows, owners = pixel.embed_views([[img, 255 - img]])
+    assert rows.shape == (16, 1024) and owners.tolist() == [0] * 16  # 2 renderings x D4
+    for g, row in zip(pixel.symmetries, rows):
+        assert row @ pixel.embed([edits.dihedral(img, g)])[0] > 0.9999
+    assert pixel.embed([edits.invert(img)])[0] @ rows[0] < -0.9999  # signed: |cosine| counts
+
+
+def test_local_model_as_a_retriever_with_its_own_views(tmp_path, reference_dir):
+    from synthdata.screening.matchers import prepare_matchers
+    from synthdata.spec.models import Memorization
+
+    folder = tmp_path / "tiny-sscd"
+    folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(_Tiny(), torch.zeros(2, 3, 32, 32)).save(str(folder / "model.torchscript.pt"))
+    (folder / "embedder.json").write_text(json.dumps({"input_size": 32, "views": "d4+invert"}))
+    emb = get_embedder(str(folder), device="cpu")
+    assert emb.view_names()[:2] == ["identity", "identity+inverted"] and len(emb.view_names()) == 16
+    setup, context = prepare_matchers(Memorization(
+        reference=[str(reference_dir / "dicom")], embedder=["aligned"], retrievers=[str(folder)],
+        threshold=0.9, device="cpu"))
+    assert setup.names == ["local:tiny-sscd", "aligned"]
+    assert context["matchers"]["local:tiny-sscd"]["views"] == emb.view_names()
+    (folder / "embedder.json").write_text(json.dumps({"views": "everything"}))
+    with pytest.raises(ModelError, match="views must be one of"):
+        get_embedder(str(folder), device="cpu", batch_size=7)

@@ -57,7 +57,7 @@ def test_search_pads_when_asking_for_more_than_indexed():
 
 
 def _npz_count() -> int:
-    return len(list((screening_cache() / "embeddings").rglob("*.npz")))
+    return len(list((screening_cache() / "files").rglob("*.npz")))
 
 
 def test_reference_cache_is_reused_and_extended(tmp_path, monkeypatch):

@@ -75,7 +75,8 @@ def test_rescreen_with_new_threshold_changes_shards_without_regenerating(dataset
     assert {n.rsplit(".", 1)[1] for n in members} == {"cls", "json", "png", "txt"}
 
     second = screen_dataset(out, cfg, threshold=0.3)  # stricter: far more rejected
-    assert second.threshold == 0.3 and second.threshold_info["method"] == "given on the command line"
+    assert second.threshold == 0.3
+    assert second.threshold_info["pixel"]["method"] == "given on the command line"
     assert second.decisions["reject"] > first.decisions["reject"]
     assert _snapshot(out / "raw") == raw_before  # nothing regenerated, embeddings reused
     after = _decisions(out)
@@ -100,17 +101,27 @@ def test_screening_twice_writes_identical_bytes(dataset, reference_dir):
     assert summary.decisions["review"] > 0  # the rotated copies fall in the band
     table = pq.read_table(out / "screening.parquet")
     assert table.column_names == ["key", "shard", "label", "label_index", "decision",
-                                  "similarity", "nearest_real_id", "nearest_real_ids", "similarities", "note",
+                                  "similarity", "decided_by", "nearest_real_id", "nearest_group",
+                                  "nearest_real_ids", "similarities", "similarity_pixel", "note",
                                   "near_duplicate_of", "near_duplicate_similarity"]
     row = table.slice(0, 1).to_pylist()[0]
     assert len(row["nearest_real_ids"]) == len(row["similarities"]) == 5
     assert row["similarities"] == sorted(row["similarities"], reverse=True)
-    assert row["nearest_real_ids"][0].startswith("dicom/")
+    assert row["similarity"] == row["similarity_pixel"] == row["similarities"][0]
+    assert row["nearest_real_id"] == row["nearest_real_ids"][0]
+    # Real ids are pseudonyms (keyed hashes) in everything written to the folder.
+    assert all(i.startswith("p-") and len(i) == 18 for i in row["nearest_real_ids"])
+    assert row["nearest_group"].startswith("p-")
+    for name in names:
+        data = (out / name).read_bytes()
+        assert b"dicom/" not in data and b"CT_small" not in data and b"cohort" not in data
 
 
 def test_only_ids_and_scores_are_written(dataset, reference_dir):
     out, _ = dataset
-    screen_dataset(out, Memorization(reference=[str(reference_dir / "dicom")]))
+    screen_dataset(out, Memorization(reference=[str(reference_dir / "dicom")],
+                                     retrievers=["pixel"], calibration_images=50,
+                                     calibration_copies=100))
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
                and not str(p.relative_to(out)).startswith(("raw/", "embeddings/"))}
     assert written == {"screening.parquet", "screening_report.json", "screening_report.png",
@@ -127,13 +138,13 @@ def test_only_ids_and_scores_are_written(dataset, reference_dir):
 
 def test_no_reference_accepts_all_copies_raw_shards_and_flags_near_duplicates(dataset):
     out, tags = dataset
-    summary = screen_dataset(out, Memorization())
+    summary = screen_dataset(out, Memorization(embedder="pixel"))
     raw = sorted((out / "raw").glob("*.tar"))
     assert [_sha(p) for p in raw] == [_sha(out / "shards" / p.name) for p in raw]
     table = pq.read_table(out / "screening.parquet").to_pylist()
     assert {r["decision"] for r in table} == {"accept"}
     assert {r["note"] for r in table} == {"no reference"}
-    assert summary.threshold_info["method"].startswith("embedder default")
+    assert summary.threshold_info["pixel"]["method"].startswith("no reference configured")
     by_tag = {tags[r["key"]]: r for r in table}
     twin = by_tag["distinct:phantom:3-again"]
     assert twin["near_duplicate_of"] == by_tag["distinct:phantom:3"]["key"]
@@ -144,7 +155,8 @@ def test_no_reference_accepts_all_copies_raw_shards_and_flags_near_duplicates(da
 def test_per_shard_tasks_resume_and_a_fully_rejected_shard_is_not_written(dataset,
                                                                           reference_dir):
     out, _ = dataset
-    cfg = Memorization(reference=[str(reference_dir / "dicom")], threshold=-1.0)  # reject all
+    cfg = Memorization(reference=[str(reference_dir / "dicom")], retrievers=["pixel"],
+                       threshold=-1.0)  # reject all
     plan = prepare_screening(out, cfg)
     assert plan.shards == (0, 1, 2)
     assert screen_shard(plan, 0)["reused"] is False
@@ -166,7 +178,7 @@ def test_readers_never_see_a_mix_of_two_screenings(dataset, reference_dir):
     out, _ = dataset
     folder = DatasetFolder(out)
     ref = [str(reference_dir / "dicom")]
-    screen_dataset(out, Memorization(reference=ref, threshold=0.5))
+    screen_dataset(out, Memorization(reference=ref, retrievers=["pixel"], threshold=0.5))
     seen: list[tuple[int, int]] = []
     problems: list[str] = []
     stop = threading.Event()
@@ -190,7 +202,8 @@ def test_readers_never_see_a_mix_of_two_screenings(dataset, reference_dir):
     thread.start()
     try:
         for threshold in (0.99, 0.5, 0.99, 0.5):
-            screen_dataset(out, Memorization(reference=ref, threshold=threshold))
+            screen_dataset(out, Memorization(reference=ref, retrievers=["pixel"],
+                                             threshold=threshold))
     finally:
         stop.set()
         thread.join(30)

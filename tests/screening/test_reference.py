@@ -63,23 +63,30 @@ def test_dicom_window_rescale_and_monochrome1(tmp_path):
     ds.RescaleSlope, ds.RescaleIntercept = 2, -1000
     ds.WindowCenter, ds.WindowWidth = 0, 400
     ds.save_as(tmp_path / "ct.dcm")
-    (_, windowed), = decode_dicom(tmp_path / "ct.dcm")
+    frame, = decode_dicom(tmp_path / "ct.dcm")
+    windowed = frame.image
     hu = raw * 2 - 1000
     assert np.all(windowed[hu <= -200.5] == 0) and np.all(windowed[hu >= 199] == 255)
     inside = (hu > -190) & (hu < 190)
     assert inside.any()
     expected = np.rint((hu[inside] + 0.5 + 199.5) / 399 * 255)
     assert np.abs(windowed[inside].astype(float) - expected).max() <= 1
+    # The other renderings exporters use: min-max of the values (no VOI window), percentile.
+    minmax, percentile = frame.alternates
+    assert minmax.min() == 0 and minmax.max() == 255 and not np.array_equal(minmax, windowed)
+    assert np.abs(minmax.astype(float) - np.rint((hu - hu.min()) / np.ptp(hu) * 255)).max() <= 1
+    assert frame.group == "patient:1CT1"  # CT_small's PatientID
     ds.PhotometricInterpretation = "MONOCHROME1"
     ds.save_as(tmp_path / "ct_m1.dcm")
-    (_, inverted), = decode_dicom(tmp_path / "ct_m1.dcm")
-    assert np.array_equal(inverted, 255 - windowed)
+    inverted, = decode_dicom(tmp_path / "ct_m1.dcm")
+    assert np.array_equal(inverted.image, 255 - windowed)
+    assert np.array_equal(inverted.alternates[0], 255 - minmax)  # displayed alike
 
 
 def test_multiframe_dicom_gives_one_image_per_frame():
     frames = list(decode_dicom(pydicom_dir() / "examples_ybr_color.dcm"))
-    assert [s for s, _ in frames] == [f"#frame={i}" for i in range(30)]
-    assert frames[0][1].shape == (240, 320, 3)
+    assert [f.suffix for f in frames] == [f"#frame={i}" for i in range(30)]
+    assert frames[0].image.shape == (240, 320, 3) and frames[0].alternates == ()  # colour
 
 
 def test_nifti_slices_along_the_configured_axis():

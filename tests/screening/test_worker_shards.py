@@ -37,5 +37,6 @@ def test_screens_a_worker_shard(tmp_path, reference_dir):
     accepted = dict(read_members(out / "shards" / "shard-000000.tar"))
     for r in rows:
         assert hashlib.sha256(accepted[f"{r['key']}.png"]).hexdigest() == r["png_sha256"]
-    fingerprint = json.loads((out / "screening_report.json").read_text())["embedder"]["fingerprint"]
+    report = json.loads((out / "screening_report.json").read_text())
+    fingerprint = report["embedder"]["matchers"]["pixel"]["fingerprint"]
     assert embeddings_path(out, 0, fingerprint).is_file()  # kept beside the raw shard

@@ -4,7 +4,7 @@
 when imported. To add verbs, add a module and import it here.
 """
 
-from synthdata.cli import dataset, evaluate, models, phantoms, train, tune  # noqa: F401  (register their verbs)
+from synthdata.cli import audit, dataset, evaluate, models, phantoms, train, tune  # noqa: F401  (register their verbs)
 from synthdata.cli.app import app, console, err_console, quiet_environment, user_errors
 
 __all__ = ["app", "console", "err_console", "main", "quiet_environment", "user_errors"]

@@ -124,16 +124,33 @@ def screen(out: DirArg,
                                                               "above which a sample is rejected")] = None,
            report: Annotated[bool, typer.Option("--report/--no-report", help="refresh manifest, "
                                                 "stats, card and contact sheets after screening")] = True,
+           reveal: Annotated[Optional[str], typer.Option(
+               help="do not screen: map this sample's (or audited source's, or a pseudonym's) "
+                    "pseudonymous nearest real ids back, from this machine's private cache")] = None,
+           json_out: JsonOpt = False,
            ) -> None:
     """(Re-)screen a dataset against its real reference without regenerating; refresh its records.
 
     DIR/spec.yaml records what ran: a --threshold given here becomes its memorization.threshold.
     `--no-report` writes screening's outputs only (the DVC screen stage; `report` follows).
+    With --reveal KEY, print what KEY's pseudonyms stand for instead (on the machine that
+    screened; DIR may also be a `synthdata audit` output folder).
     """
+    if reveal is not None:
+        from synthdata.screening.reveal import reveal_sample
+
+        with user_errors():
+            found = reveal_sample(out, reveal)
+        if json_out:
+            typer.echo(json.dumps(found, indent=2))
+        else:
+            console.print_json(json.dumps(found))
+        return
     from synthdata.lineage import folder_spec
     from synthdata.outputs import acquire_lock, record_spec
     from synthdata.report import write_report
     from synthdata.screening import screen_dataset
+    from synthdata.training import resolve_from_training
 
     with user_errors():
         root = out
@@ -143,7 +160,7 @@ def screen(out: DirArg,
                 update={"threshold": threshold})})
         lock = acquire_lock(root)
         try:
-            summary = screen_dataset(root, spec.memorization)
+            summary = screen_dataset(root, resolve_from_training(spec.memorization, spec.generator))
             from synthdata.folder import DatasetFolder
 
             record_spec(DatasetFolder(root), spec)

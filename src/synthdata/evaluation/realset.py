@@ -228,7 +228,7 @@ def read_images(items: list[RealItem]) -> Iterator[np.ndarray]:
                 data = open_tar[1].extractfile(item.member).read()  # type: ignore[union-attr]
                 name = item.member
             try:
-                _, image = next(iter(decoders.decode_bytes(data, name)))
+                image = next(iter(decoders.decode_bytes(data, name))).image
             except (StopIteration, OSError, ValueError) as exc:
                 raise RealSetError(f"real image {item.id}: unreadable ({type(exc).__name__})") from None
             yield image

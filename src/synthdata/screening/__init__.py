@@ -1,11 +1,14 @@
 """Memorization screening: every synthetic image against the real reference, by FAISS kNN.
 
-Modules, one concept each: `decoders` (real image formats -> uint8), `reference` (finding
-real images, stable ids, streaming), `embedders` and `local_model` (images -> unit vectors),
-`index` (FAISS index choice, recall), `cache` (reference embeddings and indexes, reused and
-extended), `calibrate` (threshold auto), `decide` (accept / review / reject, near-duplicates),
-`shardio` (raw shards in, embeddings and accepted shards out), `report`, and `pipeline`
-(what the flow and the CLI call).
+Modules, one concept each: `decoders` (real image formats -> uint8 renderings and patient
+groups), `reference` (finding real images, stable ids, groups, streaming), `embedders` and
+`local_model` (images -> unit vectors, reference views), `align` (aligned verification of
+candidates), `edits` (how copies get edited), `index` (FAISS index choice, recall), `cache`
+(the private reference cache, reused and extended), `match` (retrieve and verify),
+`calibrate` and `matchers` (thresholds: target recall on synthesized copies, false positives
+on other patients), `decide` (accept / review / reject, fail closed, near-duplicates),
+`shardio` (raw shards in, embeddings and accepted shards out), `report`, `pipeline` (what
+the flow and `synthdata screen` call) and `audit` (any images, `synthdata audit`).
 """
 
 from synthdata.screening.embedders import Embedder, get_embedder

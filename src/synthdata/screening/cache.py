@@ -1,66 +1,126 @@
-"""The reference cache: per-file embeddings and built indexes, under `cache_root()/screening`.
+"""The reference cache: per-file data and built references, under `cache_root()/screening`.
 
-Layout (nothing here is ever written under a dataset folder):
-    hashes.sqlite                     path, size, mtime -> sha256 (so unchanged files are not re-read)
-    embeddings/<emb>/<reader>/<ab>/<sha256>.npz   vectors of one file's images, by content hash
-    index/<key>/                      one built reference: vectors.npy, ids.npy, groups.npy,
-                                      nn_sims.npy (calibration), index.faiss (approximate
-                                      kinds), meta.json (written last: the completion mark)
+A *store* is what screening keeps of each real image for one matcher: an embedder's view
+rows (vectors; `embedders.py`), or the aligned matcher's thumbnails (`align.py`).
+Layout (private: folders 0700, files 0600; nothing here is written under a dataset folder):
 
-`key` hashes the embedder fingerprint, the reader options, the index settings and every
-(file id, content sha256): the reference content fingerprint. A second run with the same
-reference reuses the index; a run that adds files embeds only the new files and, when a
-cached index holds a subset of the files, extends that index with the new vectors instead of
-rebuilding it (ids of added files follow the existing ones). Removing or changing files
-rebuilds the index from the cached per-file embeddings, without decoding images again.
+    hashes.sqlite                              path, size, mtime -> sha256 (files not re-read)
+    files/<store>/<reader>/<ab>/<sha256>.npz   one file's data for one store: rows, the image
+                                               each row belongs to, image suffixes and groups
+    index/<key>/                               one built reference of one store: data.npy
+                                               (rows), owners.npy (row -> image), ids.npy,
+                                               groups.npy (patient group per image),
+                                               nn_sims.npy (calibration, vector stores),
+                                               index.faiss (approximate kinds), meta.json
+                                               (written last: the completion mark)
 
-Privacy note: these are embeddings of real images. With the `pixel` embedder they are 32 x 32
-thumbnails, so the cache must be kept as private as the reference itself.
+`key` hashes the store fingerprint, the reader options, the group pattern, the index settings
+and every (file id, content sha256). Files are decoded once for every store that lacks them.
+A reference that grows is extended from a cached index of a subset of its files; removing
+or changing files rebuilds from the per-file data without decoding images again.
+
+Privacy: these are derived from real images, and the `pixel` rows and aligned thumbnails
+are small pictures of them. The cache is as sensitive as the reference: it is created
+owner-only, and its ids are the real ids (machine paths never; ids start at the reference
+root's name). What leaves the cache for a dataset folder is pseudonymized (`privacy`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import filelock
 import numpy as np
 
-from synthdata.fsutil import atomic_path, cache_root, sha256_file, write_json_atomic
+from synthdata.fsutil import atomic_path, cache_root, sha256_file
 from synthdata.screening import calibrate
 from synthdata.screening import index as ix
-from synthdata.screening.embedders import Embedder
 from synthdata.screening.reference import (
     ReaderOptions,
     ReferenceFile,
+    ReferenceSetError,
     Skipped,
+    group_of,
+    own_file,
     read_file_images,
     scan_reference,
 )
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+
+
+class Store(Protocol):
+    """What a matcher keeps of real images: rows of data per image (see module doc)."""
+
+    name: str
+    fingerprint: str
+
+    def reference_rows(self, renderings: Sequence[Sequence[np.ndarray]]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, owner image index of each row) of several real images' renderings."""
+
+
+def _private_dirs(path: Path) -> Path:
+    """Create `path` and its parents below the cache root as owner-only (0700) folders."""
+    root = cache_root()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    p = path
+    while p != root and root in p.parents:
+        os.chmod(p, 0o700)
+        p = p.parent
+    return path
 
 
 def screening_cache() -> Path:
-    """cache_root()/screening: $SYNTHDATA_CACHE/screening, default ~/.cache/synthdata/screening."""
-    return cache_root() / "screening"
+    """cache_root()/screening (0700): $SYNTHDATA_CACHE/screening or ~/.cache/synthdata/...."""
+    return _private_dirs(cache_root() / "screening")
+
+
+def _write_private(path: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) then rename to path; the file is 0600, its folders 0700."""
+    _private_dirs(path.parent)
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, 0o600)
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """np.save, privately and atomically."""
+    _write_private(path, lambda tmp: np.save(open(tmp, "wb"), array))
+
+
+def save_json(path: Path, data: object) -> None:
+    """JSON (sorted, indented), privately and atomically."""
+    _write_private(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
+
+
+def private_lock(path: Path) -> filelock.FileLock:
+    """A lock file beside `path`, owner-only."""
+    _private_dirs(path.parent)
+    return filelock.FileLock(str(path) + ".lock", mode=0o600)
 
 
 @dataclass(frozen=True)
 class ReferenceHandle:
-    """A built reference index in the cache: small and picklable, for per-shard tasks."""
+    """A built reference of one store in the cache: small and picklable, for tasks."""
 
     key: str
     path: str
     count: int
-    embedder_fingerprint: str
+    store: str
+    fingerprint: str
 
 
 @dataclass
@@ -76,7 +136,9 @@ class PreparedReference:
 def content_hashes(files: list[ReferenceFile]) -> dict[Path, str]:
     """sha256 of each file, reusing earlier hashes when path, size and mtime are unchanged."""
     db_path = screening_cache() / "hashes.sqlite"
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    os.chmod(db_path, 0o600)
     out: dict[Path, str] = {}
     with sqlite3.connect(db_path, timeout=60) as db:
         db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
@@ -93,27 +155,23 @@ def content_hashes(files: list[ReferenceFile]) -> dict[Path, str]:
     return out
 
 
-def _embedding_path(emb_fp: str, reader_fp: str, sha: str) -> Path:
-    return screening_cache() / "embeddings" / emb_fp[:16] / reader_fp / sha[:2] / f"{sha}.npz"
+def _file_path(store_fp: str, reader_fp: str, sha: str) -> Path:
+    return screening_cache() / "files" / store_fp[:16] / reader_fp / sha[:2] / f"{sha}.npz"
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def _load_file_embeddings(path: Path) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+def _load_file(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as z:
-        return (z["emb"], [str(s) for s in z["suffix"]],
-                list(zip((str(s) for s in z["skip_suffix"]), (str(r) for r in z["skip_reason"]))))
+        return {"data": z["data"], "owner": z["owner"], "suffix": [str(s) for s in z["suffix"]],
+                "group": [str(g) for g in z["group"]],
+                "skipped": list(zip((str(s) for s in z["skip_suffix"]),
+                                    (str(r) for r in z["skip_reason"])))}
 
 
 def _prefetch(fn: Callable, items: list, workers: int = 2, window: int = 8) -> Iterator:
     """fn(item) for each item, in order, computed a few items ahead in threads."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ref-decode") as pool:
         pending: list = []
-        it = iter(items)
-        for item in it:
+        for item in items:
             pending.append(pool.submit(fn, item))
             if len(pending) >= window:
                 yield pending.pop(0).result()
@@ -121,58 +179,81 @@ def _prefetch(fn: Callable, items: list, workers: int = 2, window: int = 8) -> I
             yield fut.result()
 
 
-def embed_files(files: list[ReferenceFile], hashes: dict[Path, str], embedder: Embedder,
+def store_files(files: list[ReferenceFile], hashes: dict[Path, str], stores: Sequence[Store],
                 options: ReaderOptions) -> list[Skipped]:
-    """Embed every file not yet cached, batching images across files; return files skipped."""
-    todo = [f for f in files
-            if not _embedding_path(embedder.fingerprint, options.fingerprint, hashes[f.path]).is_file()]
+    """Decode every file some store lacks (once) and store its data; return files skipped."""
+    missing = {f.id: [s for s in stores if not _file_path(
+        s.fingerprint, options.fingerprint, hashes[f.path]).is_file()] for f in files}
+    todo = [f for f in files if missing[f.id]]
     skipped: list[Skipped] = []
-    pending: list[tuple[ReferenceFile, list[str], list[np.ndarray], list[Skipped]]] = []
-
-    def flush() -> None:
-        images = [img for _, _, imgs, _ in pending for img in imgs]
-        vectors = embedder.embed(images) if images else np.zeros((0, embedder.dim), np.float32)
-        start = 0
-        for ref, suffixes, imgs, bad in pending:
-            emb = vectors[start:start + len(imgs)]
-            start += len(imgs)
-            _save_npz(_embedding_path(embedder.fingerprint, options.fingerprint, hashes[ref.path]),
-                      emb=emb, suffix=np.array(suffixes, dtype=str),
-                      skip_suffix=np.array([s.id[len(ref.id):] for s in bad], dtype=str),
-                      skip_reason=np.array([s.reason for s in bad], dtype=str))
-        pending.clear()
-
-    for ref, (images, bad) in zip(todo, _prefetch(lambda f: read_file_images(f, options), todo)):
-        if not images and any(s.id == ref.id for s in bad):
+    for ref, (frames, bad) in zip(todo, _prefetch(lambda f: read_file_images(f, options), todo)):
+        if not frames and any(s.id == ref.id for s in bad):
             skipped.extend(bad)  # the whole file failed: not cached, retried next run
             continue
-        pending.append((ref, [s for s, _ in images], [img for _, img in images], bad))
-        if sum(len(p[2]) for p in pending) >= embedder.batch_size:
-            flush()
-    flush()
+        renderings = [f.renderings for f in frames]
+        for store in missing[ref.id]:
+            data, owner = store.reference_rows(renderings)
+            arrays = {"data": data, "owner": owner,
+                      "suffix": np.array([f.suffix for f in frames], dtype=str),
+                      "group": np.array([f.group or "" for f in frames], dtype=str),
+                      "skip_suffix": np.array([s.id[len(ref.id):] for s in bad], dtype=str),
+                      "skip_reason": np.array([s.reason for s in bad], dtype=str)}
+            _write_private(_file_path(store.fingerprint, options.fingerprint, hashes[ref.path]),
+                           lambda tmp, a=arrays: np.savez(open(tmp, "wb"), **a))
     return skipped
 
 
-def _index_key(emb_fp: str, options: ReaderOptions, settings: dict,
-               entries: Iterable[tuple[str, str]]) -> tuple[str, str]:
+@dataclass
+class _Part:
+    ref: ReferenceFile
+    sha: str
+    data: np.ndarray
+    owner: np.ndarray
+    ids: list[str]
+    groups: list[str]
+
+
+def _assemble(files: list[ReferenceFile], hashes: dict[Path, str], store: Store,
+              options: ReaderOptions, skip_ids: set[str]) -> tuple[list[_Part], list[Skipped]]:
+    """Cached data of every readable file, with final groups; member-level skips."""
+    parts, skipped = [], []
+    for ref in files:
+        if ref.id in skip_ids:
+            continue
+        f = _load_file(_file_path(store.fingerprint, options.fingerprint, hashes[ref.path]))
+        skipped.extend(Skipped(ref.id + s, r) for s, r in f["skipped"])
+        if not f["suffix"]:
+            if not f["skipped"]:
+                skipped.append(Skipped(ref.id, f"no images in {ref.kind} file"))
+            continue
+        ids = [ref.id + s for s in f["suffix"]]
+        groups = [group_of(i, own_file(i, ref.id), g or None, options.group_pattern)
+                  for i, g in zip(ids, f["group"])]
+        parts.append(_Part(ref, hashes[ref.path], f["data"], f["owner"], ids, groups))
+    return parts, skipped
+
+
+def _index_key(store_fp: str, options: ReaderOptions, settings: dict,
+               entries: list[tuple[str, str]]) -> tuple[str, str]:
     """(index key, reference content fingerprint)."""
     content = hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
-    blob = json.dumps({"v": CACHE_VERSION, "embedder": emb_fp, "reader": options.fingerprint,
-                       "settings": settings, "content": content}, sort_keys=True)
+    blob = json.dumps({"v": CACHE_VERSION, "store": store_fp, "reader": options.fingerprint,
+                       "pattern": options.group_pattern, "settings": settings,
+                       "content": content}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32], content
 
 
-def _find_parent(root: Path, emb_fp: str, options: ReaderOptions, settings: dict,
-                 entries: dict[str, str]) -> Path | None:
-    """A cached index built from a subset of these files (same embedder and settings)."""
+def _find_parent(root: Path, store_fp: str, settings_meta: dict, entries: dict[str, str]
+                 ) -> Path | None:
+    """A cached index of the same store and settings built from a subset of these files."""
     best, best_n = None, 0
     for meta_path in root.glob("*/meta.json"):
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if (meta.get("embedder_fingerprint") != emb_fp or meta.get("reader") != options.fingerprint
-                or meta.get("settings") != settings):
+        if any(meta.get(k) != v for k, v in settings_meta.items()) or meta.get(
+                "fingerprint") != store_fp:
             continue
         files = meta.get("files", {})
         if all(entries.get(fid) == sha for fid, sha in files.items()) and meta["count"] > best_n:
@@ -180,121 +261,131 @@ def _find_parent(root: Path, emb_fp: str, options: ReaderOptions, settings: dict
     return best
 
 
-def _assemble(files: list[ReferenceFile], hashes: dict[Path, str], embedder: Embedder,
-              options: ReaderOptions, skip_ids: set[str]
-              ) -> tuple[list[tuple[ReferenceFile, np.ndarray, list[str]]], list[Skipped]]:
-    """Cached embeddings of every readable file, and member-level skips recorded with them."""
-    out, skipped = [], []
-    for ref in files:
-        if ref.id in skip_ids:
-            continue
-        emb, suffixes, bad = _load_file_embeddings(
-            _embedding_path(embedder.fingerprint, options.fingerprint, hashes[ref.path]))
-        skipped.extend(Skipped(ref.id + s, r) for s, r in bad)
-        if len(suffixes) == 0:
-            if not bad:
-                skipped.append(Skipped(ref.id, f"no images in {ref.kind} file"))
-            continue
-        out.append((ref, emb, suffixes))
-    return out, skipped
-
-
-def _build(target: Path, parts, embedder: Embedder, options: ReaderOptions, settings: dict,
-           content: str) -> None:
-    """Build (or extend a parent's) index into target, meta.json last."""
-    entries = {ref.id: sha for ref, sha, _, _ in parts}
-    parent = _find_parent(target.parent, embedder.fingerprint, options, settings, entries)
-    t0 = time.perf_counter()
-    group_of = {ref.id: g for g, (ref, _, _, _) in enumerate(parts)}  # file ordinal, this build
-    parent_meta = json.loads((parent / "meta.json").read_text()) if parent else None
-    if parent is not None:
-        old_ids = [str(s) for s in np.load(parent / "ids.npy")]
-        old_vec = np.load(parent / "vectors.npy")
-        # The parent's groups are ordinals in its own sorted file list; renumber for this build.
-        parent_files = sorted(parent_meta["files"])
-        old_groups = np.array([group_of[parent_files[g]] for g in np.load(parent / "groups.npy")],
-                              dtype=np.int32)
-        new_parts = [p for p in parts if p[0].id not in parent_meta["files"]]
-    else:
-        old_ids, new_parts = [], parts
-        old_vec, old_groups = np.zeros((0, embedder.dim), np.float32), np.zeros(0, np.int32)
-    new_vec = np.concatenate([e for _, _, e, _ in new_parts]) if new_parts \
-        else np.zeros((0, embedder.dim), np.float32)
-    new_ids = [ref.id + s for ref, _, _, sfx in new_parts for s in sfx]
-    new_groups = np.array([group_of[ref.id] for ref, _, e, _ in new_parts for _ in range(len(e))],
-                          dtype=np.int32)
-    vectors = np.ascontiguousarray(np.concatenate([old_vec, new_vec]), dtype=np.float32)
-    ids, groups = old_ids + new_ids, np.concatenate([old_groups, new_groups])
-    plan = ix.choose_index(len(vectors), embedder.dim, **settings)
-    extend = parent_meta is not None and parent_meta["index"]["kind"] == plan.kind
-    if extend and plan.kind != "flat":
-        # Tune on the new vectors before adding them: they are not in the graph yet.
+def _vector_index(data: np.ndarray, dim: int, settings: dict, parent: Path | None,
+                  parent_meta: dict | None) -> tuple[ix.NNIndex, np.ndarray, dict, bool]:
+    """Build (or extend the parent's) FAISS index over the rows: (index, row order, info,
+    extended). The parent's rows are the first ones of `data`, in its order."""
+    plan = ix.choose_index(len(data), dim, **settings)
+    if parent_meta is not None and parent_meta["index"]["kind"] == plan.kind:
+        n_old = parent_meta["rows"]
         params = {k: v for k, v in parent_meta["index"].items() if k not in ("kind", "dim")}
         plan = ix.IndexChoice(plan.kind, plan.dim, params)
-        index = ix.load_index(parent / "index.faiss", plan, old_vec)
-        plan_info = ix.tune(index, old_vec, plan,
-                            queries=new_vec if len(new_vec) >= 100 else None)
-        index.add(new_vec, vectors)
+        if plan.kind == "flat":
+            index = ix.build_index(data, plan)
+        else:
+            index = ix.load_index(parent / "index.faiss", plan, data[:n_old])  # type: ignore[operator]
+            new = data[n_old:]
+            ix.tune(index, data[:n_old], plan, queries=new if len(new) >= 100 else None)
+            index.add(new, data)
+        return index, np.arange(len(data)), plan.describe(), True
+    index, order, info = ix.build_tuned(data, plan)
+    return index, order, info, False
+
+
+def _build(target: Path, parts: list[_Part], store: Store, options: ReaderOptions,
+           settings: dict, content: str, signed: bool) -> None:
+    """Build one store's reference into target (meta.json last)."""
+    entries = {p.ref.id: p.sha for p in parts}
+    is_vector = hasattr(store, "dim")
+    ident = {"store": store.name, "reader": options.fingerprint, "pattern": options.group_pattern,
+             "settings": settings}
+    parent = _find_parent(target.parent, store.fingerprint, ident, entries) if is_vector else None
+    parent_meta = json.loads((parent / "meta.json").read_text()) if parent else None
+    t0 = time.perf_counter()
+    if parent is not None:
+        ids = [str(i) for i in np.load(parent / "ids.npy")]
+        groups = [str(g) for g in np.load(parent / "groups.npy")]
+        chunks, owner_chunks = [np.load(parent / "data.npy")], [np.load(parent / "owners.npy")]
+        parts = [p for p in parts if p.ref.id not in parent_meta["files"]]  # type: ignore[index]
     else:
-        index, order, plan_info = ix.build_tuned(vectors, plan)
+        ids, groups, chunks, owner_chunks = [], [], [], []
+    for p in parts:
+        owner_chunks.append(p.owner + len(ids))
+        chunks.append(p.data)
+        ids += p.ids
+        groups += p.groups
+    data, owners = np.concatenate(chunks), np.concatenate(owner_chunks).astype(np.int64)
+    info, extended = {"kind": "thumbnails"}, False
+    nn_sims = np.zeros(0, dtype=np.float32)
+    if is_vector:
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        index, order, info, extended = _vector_index(data, store.dim, settings, parent,
+                                                     parent_meta)
         if not np.array_equal(order, np.arange(len(order))):
-            vectors, groups = np.ascontiguousarray(vectors[order]), groups[order]
-            ids = [ids[i] for i in order]
+            data, owners = np.ascontiguousarray(data[order]), owners[order]
+        first_rows = np.unique(owners, return_index=True)[1]  # each image's display row
+        group_codes = np.unique(np.array(groups), return_inverse=True)[1].astype(np.int64)
+        nn_sims = calibrate.real_nn_similarities(index, data[first_rows], group_codes,
+                                                 group_codes[owners], signed)
+        if index.plan.kind != "flat":
+            _write_private(target / "index.faiss", lambda tmp: ix.save_index(index, tmp))
     build_s = time.perf_counter() - t0
-    nn_sims = calibrate.real_nn_similarities(index, vectors, groups)
-    target.mkdir(parents=True, exist_ok=True)
-    for name, arr in (("vectors.npy", vectors), ("ids.npy", np.array(ids, dtype=str)),
-                      ("groups.npy", groups), ("nn_sims.npy", nn_sims)):
-        with atomic_path(target / name) as tmp, open(tmp, "wb") as f:
-            np.save(f, arr)
-    if plan.kind != "flat":
-        with atomic_path(target / "index.faiss") as tmp:
-            ix.save_index(index, tmp)
-    write_json_atomic(target / "meta.json", {
-        "version": CACHE_VERSION, "count": len(ids), "files": entries, "content": content,
-        "embedder": embedder.name, "embedder_fingerprint": embedder.fingerprint,
-        "reader": options.fingerprint, "settings": settings, "index": plan_info,
-        "built": {"from": f"extended {parent.name}" if extend else "new",
-                  "added": len(new_ids) if extend else len(ids),
+    for name, arr in (("data.npy", data), ("owners.npy", owners),
+                      ("ids.npy", np.array(ids, dtype=str)),
+                      ("groups.npy", np.array(groups, dtype=str)), ("nn_sims.npy", nn_sims)):
+        save_array(target / name, arr)
+    save_json(target / "meta.json", {
+        "version": CACHE_VERSION, "count": len(ids), "rows": len(data), "files": entries,
+        "content": content, **ident, "fingerprint": store.fingerprint, "index": info,
+        "groups": len(set(groups)), "group_sources": _group_sources(groups),
+        "max_rows_per_image": int(np.bincount(owners).max()) if len(owners) else 0,
+        "built": {"from": f"extended {parent.name}" if extended and parent else "new",
+                  "added": len(ids) - (parent_meta["count"] if extended and parent_meta else 0),
                   "build_s": round(build_s, 3), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}})
 
 
-def prepare_reference(paths: list[str], embedder: Embedder, *, options: ReaderOptions,
-                      exact_limit: int, memory_gb: float,
-                      base_dir: str | Path | None = None) -> PreparedReference:
-    """Scan, hash, embed (new files only) and index a reference; reuse everything cached."""
+def _group_sources(groups: list[str]) -> dict[str, int]:
+    """How many distinct groups came from DICOM patient, study, column, pattern, file."""
+    out: dict[str, int] = {}
+    for g in set(groups):
+        kind = g.split(":", 1)[0]
+        out[kind] = out.get(kind, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def prepare_references(paths: list[str], stores: Sequence[Store], *, options: ReaderOptions,
+                       exact_limit: int, memory_gb: float,
+                       base_dir: str | Path | None = None) -> list[PreparedReference]:
+    """Scan, hash, decode (new files only) and build each store's reference; reuse the cache."""
     files, skipped = scan_reference(paths, base_dir)
     hashes = content_hashes(files)
-    failed = embed_files(files, hashes, embedder, options)
-    parts_raw, member_skips = _assemble(files, hashes, embedder, options, {s.id for s in failed})
-    skipped = sorted(skipped + failed + member_skips, key=lambda s: s.id)
-    if not parts_raw:
-        from synthdata.screening.reference import ReferenceSetError
-
-        reasons = "; ".join(f"{s.id}: {s.reason}" for s in skipped[:5])
-        raise ReferenceSetError(f"memorization.reference has no readable images ({reasons})")
-    parts = [(ref, hashes[ref.path], emb, sfx) for ref, emb, sfx in parts_raw]
+    failed = store_files(files, hashes, stores, options)
     settings = {"exact_limit": exact_limit, "memory_gb": memory_gb}
-    key, content = _index_key(embedder.fingerprint, options, settings,
-                              [(ref.id, sha) for ref, sha, _, _ in parts])
-    target = screening_cache() / "index" / key
-    if not (target / "meta.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(str(target) + ".lock"):
-            if not (target / "meta.json").is_file():
-                _build(target, parts, embedder, options, settings, content)
-    meta = json.loads((target / "meta.json").read_text())
-    handle = ReferenceHandle(key, str(target), meta["count"], embedder.fingerprint)
-    return PreparedReference(handle, skipped, meta, np.load(target / "nn_sims.npy"))
+    out = []
+    for store in stores:
+        parts, member_skips = _assemble(files, hashes, store, options, {s.id for s in failed})
+        all_skipped = sorted(skipped + failed + member_skips, key=lambda s: s.id)
+        if not parts:
+            reasons = "; ".join(f"{s.id}: {s.reason}" for s in all_skipped[:5])
+            raise ReferenceSetError(f"memorization.reference has no readable images ({reasons})")
+        key, content = _index_key(store.fingerprint, options, settings,
+                                  [(p.ref.id, p.sha) for p in parts])
+        target = screening_cache() / "index" / key
+        if not (target / "meta.json").is_file():
+            with private_lock(target):
+                if not (target / "meta.json").is_file():
+                    _build(target, parts, store, options, settings, content,
+                           bool(getattr(store, "signed", False)))
+        meta = json.loads((target / "meta.json").read_text())
+        handle = ReferenceHandle(key, str(target), meta["count"], store.name, store.fingerprint)
+        out.append(PreparedReference(handle, all_skipped, meta, np.load(target / "nn_sims.npy")))
+    return out
+
+
+def prepare_reference(paths: list[str], store: Store, **kwargs) -> PreparedReference:
+    """`prepare_references` for one store."""
+    return prepare_references(paths, [store], **kwargs)[0]
 
 
 @dataclass
 class LoadedReference:
-    """A reference index in memory: the FAISS index, its ids and its meta."""
+    """A reference in memory: its rows (and FAISS index for vector stores), ids, groups."""
 
-    index: ix.NNIndex
+    index: ix.NNIndex | None
+    data: np.ndarray
+    owners: np.ndarray
     ids: np.ndarray
-    vectors: np.ndarray
+    groups: np.ndarray
     meta: dict
 
 
@@ -309,12 +400,15 @@ def load_reference(handle: ReferenceHandle) -> LoadedReference:
         if ref is None:
             path = Path(handle.path)
             meta = json.loads((path / "meta.json").read_text())
-            p = dict(meta["index"])
-            plan = ix.IndexChoice(p.pop("kind"), p.pop("dim"), p)
-            vectors = np.load(path / "vectors.npy", mmap_mode="r")
-            index = ix.build_index(np.asarray(vectors), plan) if plan.kind == "flat" \
-                else ix.load_index(path / "index.faiss", plan, vectors)
-            ref = LoadedReference(index, np.load(path / "ids.npy"), vectors, meta)
+            data = np.load(path / "data.npy", mmap_mode="r")
+            index = None
+            if meta["index"]["kind"] != "thumbnails":
+                p = dict(meta["index"])
+                plan = ix.IndexChoice(p.pop("kind"), p.pop("dim"), p)
+                index = ix.build_index(np.asarray(data), plan) if plan.kind == "flat" \
+                    else ix.load_index(path / "index.faiss", plan, data)
+            ref = LoadedReference(index, data, np.load(path / "owners.npy"),
+                                  np.load(path / "ids.npy"), np.load(path / "groups.npy"), meta)
             _LOADED[handle.key] = ref
     return ref
 

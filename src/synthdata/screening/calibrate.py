@@ -1,56 +1,81 @@
-"""`threshold: auto`: calibrate the copy threshold on how near real images are to each other.
+"""`threshold: auto`: each voting matcher's threshold, calibrated on the reference itself.
 
-Method (recorded with its numbers in the screening report):
-1. For each real image (all of them, or a deterministic sample of `CALIBRATION_SAMPLE`),
-   find its nearest real neighbour *from another source file*. Other frames or slices of the
-   same file (the same patient, usually adjacent anatomy) are excluded along with the image
-   itself, or a volume's neighbouring slices would set the bar.
-2. Drop pairs at or above `DUPLICATE_SIMILARITY`: those are duplicates inside the reference
-   (the same image exported twice), not the natural spread of distinct images. Their count is
-   recorded.
-3. q = the `quantile` (default 0.99) of the remaining similarities; the threshold is
-   `q + margin * (1 - q)` (default margin 0.5: halfway from q to an identical image).
-   So a synthetic image is rejected only when it is nearer to some real image than 99% of
-   real images are to any other patient's image, by a margin.
-When fewer than two source files have images, there is nothing to calibrate on and the
-embedder's default threshold is used (recorded as such).
+1. Copies. A sample of the real images (`sample` images, spread over files by a keyed
+   order) is exported again the ways copies leave a training pipeline: a random rendering,
+   then 1-3 random edits of `edits.py` (flips, rotations, transposes, inversion, gamma,
+   re-windowing, crops, down-up scaling, square resizing, JPEG, blur, noise). Each matcher
+   scores these `copies` exactly as it scores synthetic samples (top-1 over the whole
+   reference). The threshold is the score `target_recall` (default 0.99) of the copies reach.
+2. Other patients. For the same sample of real images, the best score against images of
+   *other* patient groups (`reference.group_of`: DICOM PatientID/StudyInstanceUID, a
+   column, a path pattern, else the file) estimates how near a distinct image comes: the
+   share at or above the threshold is the estimated false-positive rate. Adjacent slices of
+   one patient never count, so they cannot set the bar.
+3. If that estimate exceeds the false-positive budget (`max_fp`, split evenly between the
+   voting matchers), the threshold is raised to the budget's quantile of the other-patient
+   scores, and the recall then reached on the copies is reported with a warning: this
+   matcher cannot reach the target recall on this reference within the budget.
+Both figures, with their counts, go into the report. A reference with fewer than
+`MIN_IMAGES` images or `MIN_GROUPS` patient groups cannot be calibrated: `CalibrationError`
+(configure a number instead). Nothing falls back silently.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
+from synthdata.errors import SynthdataError
+from synthdata.screening import edits
 from synthdata.screening import index as ix
+from synthdata.screening.reference import RealImage
 
-CALIBRATION_SAMPLE = 5000
-DUPLICATE_SIMILARITY = 0.9999
+MIN_IMAGES = 10
+MIN_GROUPS = 3
 HISTOGRAM_BINS = 50
+NN_SAMPLE = 5000
 
 
-def real_nn_similarities(index: ix.NNIndex, vectors: np.ndarray, groups: np.ndarray,
-                         sample: int = CALIBRATION_SAMPLE, seed: int = 0) -> np.ndarray:
-    """Similarity of each (sampled) real image to its nearest real image in another group."""
-    n = len(vectors)
-    if n < 2 or len(np.unique(groups)) < 2:
+class CalibrationError(SynthdataError):
+    """A threshold that cannot be calibrated on this reference (and none was configured)."""
+
+
+def real_nn_similarities(index: ix.NNIndex, queries: np.ndarray, query_groups: np.ndarray,
+                         row_groups: np.ndarray, signed: bool = False,
+                         sample: int = NN_SAMPLE, seed: int = 0) -> np.ndarray:
+    """For (a sample of) the queries, the similarity of the nearest row of another group.
+
+    `queries` are real images' display rows, `query_groups` their groups, `row_groups` the
+    group of every indexed row. Signed: absolute cosines.
+    """
+    n = len(queries)
+    if n == 0 or len(np.unique(row_groups)) < 2:
         return np.zeros(0, dtype=np.float32)
     rows = np.arange(n) if n <= sample else np.sort(
         np.random.default_rng(seed).choice(n, sample, replace=False))
     result = np.full(len(rows), np.nan, dtype=np.float32)
     todo = np.arange(len(rows))
-    k = min(n, 16)
+    total = index.ntotal
+    k = min(total, 16)
     while len(todo):
-        sims, ids = index.search(vectors[rows[todo]], k)
+        q = queries[rows[todo]]
+        sims, ids = index.search(q, k)
+        if signed:
+            s2, i2 = index.search(-q, k)
+            sims, ids = np.concatenate([sims, s2], axis=1), np.concatenate([ids, i2], axis=1)
         unresolved = []
         for t, srow, irow in zip(todo, sims, ids):
-            own = groups[rows[t]]
-            hit = next((s for s, j in zip(srow, irow) if j >= 0 and groups[j] != own), None)
-            if hit is None:
-                unresolved.append(t)
+            own = query_groups[rows[t]]
+            hits = [s for s, j in zip(srow, irow) if j >= 0 and row_groups[j] != own]
+            if hits:
+                result[t] = max(hits)
             else:
-                result[t] = hit
-        if k >= n:
+                unresolved.append(t)
+        if k >= total:
             break
-        todo, k = np.array(unresolved, dtype=np.int64), min(n, k * 8)
+        todo, k = np.array(unresolved, dtype=np.int64), min(total, k * 8)
     return result[~np.isnan(result)]
 
 
@@ -60,43 +85,79 @@ def histogram(values: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict:
     return {"edges": [round(float(e), 4) for e in edges], "counts": counts.tolist()}
 
 
-def auto_threshold(nn_sims: np.ndarray, quantile: float = 0.99, margin: float = 0.5
-                   ) -> tuple[float | None, dict]:
-    """(threshold, how) from real-vs-real similarities; threshold None when there are none."""
-    sims = np.asarray(nn_sims, dtype=np.float64)
-    dupes = int(np.sum(sims >= DUPLICATE_SIMILARITY))
-    kept = sims[sims < DUPLICATE_SIMILARITY]
-    info: dict = {"method": "real-vs-real nearest neighbour (other source file), "
-                            "threshold = q + margin * (1 - q)",
-                  "quantile": quantile, "margin": margin, "pairs": len(kept),
-                  "duplicates_excluded": dupes}
-    if len(kept) == 0:
-        return None, info
-    q = float(np.quantile(kept, quantile))
-    threshold = q + margin * (1.0 - q)
-    info.update({
-        "q": round(q, 6), "threshold": round(threshold, 6),
-        "real_nn": {name: round(float(v), 6) for name, v in zip(
-            ("min", "p50", "p90", "p95", "p99", "max"),
-            np.quantile(kept, [0.0, 0.5, 0.9, 0.95, 0.99, 1.0]))},
-    })
-    if len(kept) < 100:
-        info["warning"] = f"only {len(kept)} real-vs-real pairs: the quantile is coarse"
+def _rank(value: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}\0{value}".encode()).hexdigest()
+
+
+def sample_images(images: Sequence[RealImage], n: int, seed: int = 0) -> list[RealImage]:
+    """Up to n images, chosen by a keyed hash of their ids (stable, spread over files)."""
+    return sorted(images, key=lambda im: _rank(im.id, seed))[:n]
+
+
+def synthesize(images: Sequence[RealImage], copies: int, seed: int = 0
+               ) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """`copies` edited exports of the images: (images, source ids, edit names)."""
+    rng = np.random.default_rng(seed)
+    out, sources, names = [], [], []
+    for c in range(copies):
+        real = images[c % len(images)]
+        rends = real.renderings
+        start = edits.export(rends[int(rng.integers(len(rends)))])
+        chain = edits.random_edit(rng)
+        out.append(edits.apply(start, chain, rng))
+        sources.append(real.id)
+        names.append("+".join(chain))
+    return out, sources, names
+
+
+def _quantiles(values: np.ndarray) -> dict:
+    if not len(values):
+        return {}
+    return {name: round(float(v), 6) for name, v in zip(
+        ("min", "p01", "p10", "p50", "p90", "p99", "max"),
+        np.quantile(values, [0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0]))}
+
+
+def choose_threshold(copy_scores: np.ndarray, other_scores: np.ndarray, target_recall: float,
+                     max_fp: float) -> tuple[float, dict]:
+    """(threshold, how): for the target recall on copies, within the false-positive budget."""
+    copies = np.asarray(copy_scores, dtype=np.float64)
+    other = np.asarray(other_scores, dtype=np.float64)
+    bad = int(np.sum(~np.isfinite(copies)))
+    copies = np.where(np.isfinite(copies), copies, -1.0)  # a copy not found counts as missed
+    other = other[np.isfinite(other)]
+    threshold = float(np.quantile(copies, 1.0 - target_recall, method="lower"))
+    info: dict = {"method": "target recall on synthesized copies, false positives estimated on "
+                            "other-patient pairs", "target_recall": target_recall,
+                  "max_fp": round(max_fp, 6), "copies": len(copies),
+                  "copies_not_found": bad, "other_patient_pairs": len(other)}
+    fp = float(np.mean(other >= threshold)) if len(other) else 0.0
+    if fp > max_fp and len(other):
+        raised = float(np.quantile(other, 1.0 - max_fp, method="higher"))
+        threshold = float(np.nextafter(raised, np.inf)) if raised >= threshold else threshold
+        info["warning"] = (f"the target recall {target_recall} would flag {fp:.1%} of "
+                           f"other-patient pairs; threshold raised to the false-positive "
+                           f"budget {max_fp:.2%}")
+        fp = float(np.mean(other >= threshold))
+    info.update({"threshold": round(threshold, 6),
+                 "recall": round(float(np.mean(copies >= threshold)), 6),
+                 "false_positive_estimate": round(fp, 6),
+                 "copy_scores": _quantiles(copies), "other_patient_scores": _quantiles(other)})
+    if len(copies) < 100 or len(other) < 100:
+        info["note"] = (f"{len(copies)} copies and {len(other)} other-patient pairs: "
+                        "the quantiles are coarse")
     return threshold, info
 
 
-def resolve_threshold(configured: str | float, override: float | None, nn_sims: np.ndarray | None,
-                      quantile: float, margin: float, default: float) -> tuple[float, dict]:
-    """The threshold to use and how it was chosen: override, configured number, auto, default."""
-    if override is not None:
-        return float(override), {"method": "given on the command line", "threshold": override}
-    if configured != "auto":
-        return float(configured), {"method": "configured", "threshold": float(configured)}
-    if nn_sims is not None:
-        threshold, info = auto_threshold(nn_sims, quantile, margin)
-        if threshold is not None:
-            return threshold, info
-        reason = "fewer than two reference source files with images"
-    else:
-        reason = "no reference configured"
-    return default, {"method": f"embedder default ({reason})", "threshold": default}
+def check_calibratable(images: int, groups: int, what: str) -> None:
+    """Raise CalibrationError when the reference is too small to calibrate on."""
+    if images < MIN_IMAGES or groups < MIN_GROUPS:
+        raise CalibrationError(
+            f"memorization.threshold: auto cannot be calibrated for {what}: the reference has "
+            f"{images} image(s) in {groups} patient group(s); calibration needs at least "
+            f"{MIN_IMAGES} images in {MIN_GROUPS} groups (groups come from DICOM PatientID, "
+            "memorization.group_column or memorization.group_pattern, else each file). "
+            "Add reference images, name the patient column or pattern, or configure a number.")
+
+
+ScoreFn = Callable[[list[np.ndarray], list[str] | None], dict[str, np.ndarray]]

@@ -1,40 +1,83 @@
-"""Per-sample decisions from nearest real neighbours, and near-duplicates among synthetics.
+"""Per-sample decisions from every matcher's score, and near-duplicates among synthetics.
 
-- `reject`: the nearest real image is at or above the threshold (a likely copy);
+Each deciding matcher compares its score with its own threshold:
+- `reject`: at or above the threshold (a likely copy);
 - `review`: in the band [threshold - review_band, threshold) (DeepSSIM's "similar": a person
   should look);
 - `accept`: below that.
+The rule combining them: **reject if any matcher says reject; review if any says review;
+else accept.** The deciding similarity is the score of the first matcher (in configuration
+order) that gave the combined decision, and the nearest real image is that matcher's.
+
+Fail closed: a sample goes to `review` (with a note) when it cannot be judged: a blank or
+constant image (nothing to match: its embedding is a zero vector), a non-finite score, or no
+neighbour at all. Such samples are never silently accepted.
+
 Near-duplicates among the synthetic samples themselves (mode collapse) are flagged, not
 removed: `near_duplicate_of` names the nearest other synthetic sample when its similarity is
-at or above the same threshold.
+at or above the threshold.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from synthdata.screening import index as ix
-from synthdata.screening.cache import LoadedReference
 
 ACCEPT, REVIEW, REJECT = "accept", "review", "reject"
 DECISIONS = (ACCEPT, REVIEW, REJECT)
+BLANK, NO_SCORE = "blank or constant image", "no finite score"
 
 
 def decide(top1: np.ndarray, threshold: float, review_band: float = 0.0) -> list[str]:
-    """The decision for each top-1 similarity."""
+    """One matcher's decision for each score; a non-finite score gives `review`."""
     top1 = np.asarray(top1, dtype=np.float64)
-    out = np.where(top1 >= threshold, REJECT,
-                   np.where(top1 >= threshold - review_band, REVIEW, ACCEPT))
-    return out.tolist()
+    finite = np.isfinite(top1)
+    safe = np.where(finite, top1, -np.inf)
+    out = np.where(safe >= threshold, REJECT,
+                   np.where(safe >= threshold - review_band, REVIEW, ACCEPT))
+    return np.where(finite, out, REVIEW).tolist()
 
 
-def nearest_real(ref: LoadedReference, vectors: np.ndarray, k: int
-                 ) -> tuple[list[list[str]], np.ndarray]:
-    """Ids and similarities (n x k, best first) of the k nearest real images of each vector."""
-    sims, ids = ref.index.search(vectors, k)
-    sims = np.where(np.isfinite(sims), np.clip(sims, -1.0, 1.0), sims)  # float rounding
-    names = [[str(ref.ids[j]) for j in row if j >= 0] for row in ids]
-    return names, sims
+@dataclass
+class SampleDecision:
+    """The combined decision of one sample and what decided it."""
+
+    decision: str
+    matcher: str | None
+    similarity: float | None
+    nearest_real_id: str | None
+    nearest_group: str | None
+    note: str | None
+
+
+def decide_all(result, thresholds: dict[str, float], review_band: float,
+               deciding: list[str]) -> list[SampleDecision]:
+    """Combine the deciding matchers' decisions of a `match.MatchResult` (see module doc)."""
+    n = len(result.blank)
+    votes = {m: decide(result.results[m].score, thresholds[m], review_band) for m in deciding}
+    out = []
+    for i in range(n):
+        scores = {m: float(result.results[m].score[i]) for m in deciding}
+        note = BLANK if result.blank[i] else (
+            NO_SCORE if not all(np.isfinite(s) for s in scores.values()) else None)
+        if note is not None:
+            decision = REVIEW
+            by = deciding[0]
+        else:
+            mine = [votes[m][i] for m in deciding]
+            decision = REJECT if REJECT in mine else REVIEW if REVIEW in mine else ACCEPT
+            by = deciding[mine.index(decision)]
+        r = result.results[by]
+        sim = scores[by]
+        matched = note is None  # a blank sample matched nothing: no nearest image to name
+        out.append(SampleDecision(
+            decision, by, sim if np.isfinite(sim) else None,
+            r.ids[i][0] if matched and r.ids[i] else None,
+            r.groups[i][0] if matched and r.groups and r.groups[i] else None, note))
+    return out
 
 
 def near_duplicates(vectors: np.ndarray, keys: list[str], threshold: float,

@@ -10,8 +10,10 @@ The folder holds one of:
 No pickle files are ever loaded (no `torch.load` of `.bin`/`.pth`), no code from the folder
 runs, nothing is downloaded. An optional `embedder.json` sets the input:
 `{"format": "pt2" | "torchscript" | "transformers", "file": "...", "input_size": 224,
-"channels": 3, "output": "pooler" | "cls" | "mean"}` (defaults: detected format, 224, 3,
-pooler output or class token). Images arrive standardised per image (mean 0, std 1; see
+"channels": 3, "output": "pooler" | "cls" | "mean", "views": "rot4+invert"}` (defaults:
+detected format, 224, 3, pooler output or class token, and the reference views of torch
+models: 4 rotations each also inverted; `"d4+invert"` adds the flips for a model that is not
+flip-invariant, `"identity"` indexes the display rendering only). Images arrive standardised per image (mean 0, std 1; see
 `embedders.py`), which is the scale ImageNet-normalised inputs have.
 Model outputs of shape (n, d) are used as they are, (n, d, h, w) are averaged over space and
 (n, tokens, d) give the class token.
@@ -25,9 +27,11 @@ import warnings
 from pathlib import Path
 
 from synthdata.errors import ModelError
-from synthdata.screening.embedders import TorchEmbedder
+from synthdata.screening.embedders import D4, ROT4, TorchEmbedder
 
 FORMATS = ("pt2", "torchscript", "transformers")
+VIEWS = {"identity": (("identity",), False), "rot4": (ROT4, False),
+         "rot4+invert": (ROT4, True), "d4": (D4, False), "d4+invert": (D4, True)}
 
 
 def _folder_sha256(folder: Path) -> str:
@@ -61,7 +65,7 @@ class LocalModelEmbedder(TorchEmbedder):
 
     default_threshold = 0.9
 
-    def __init__(self, folder: str | Path, device: str = "auto", batch_size: int = 32):
+    def __init__(self, folder: str | Path, device: str = "auto", batch_size: int | None = None):
         super().__init__(device, batch_size)
         self.folder = Path(folder).resolve()
         cfg_path = self.folder / "embedder.json"
@@ -80,6 +84,11 @@ class LocalModelEmbedder(TorchEmbedder):
         self.input_size = int(cfg.get("input_size", 224))
         self.channels = int(cfg.get("channels", 3))
         self.output = cfg.get("output", "auto")
+        views = cfg.get("views", "rot4+invert")
+        if views not in VIEWS:
+            raise ModelError(f"{cfg_path}: views must be one of {', '.join(VIEWS)}")
+        self.views = views
+        self.symmetries, self.inverted_views = VIEWS[views]
         self._sha = _folder_sha256(self.folder)
         self._model = self._load()
         self.dim = self._probe_dim()
@@ -118,7 +127,8 @@ class LocalModelEmbedder(TorchEmbedder):
 
     def identity(self) -> dict:
         return {"name": "local", "format": self.format, "folder_sha256": self._sha,
-                "size": self.input_size, "channels": self.channels, "output": self.output}
+                "size": self.input_size, "channels": self.channels, "output": self.output,
+                "views": self.views}
 
     def _model_forward(self, x):
         if self.format != "transformers":

@@ -1,12 +1,14 @@
 """Screening of a dataset folder: prepare once, one task per shard, finalize once.
 
-    job = prepare_screening(out_dir, cfg)           # embedder, reference index, threshold
+    job = prepare_screening(out_dir, cfg)           # matchers, references, thresholds
     for shard in job.shards: screen_shard(job, shard)   # embed (or reuse), search, decide
     summary = finalize_screening(job)              # near-duplicates, commit, report
 
 `screen_dataset` does all three in one call. Per-shard work is staged under
-`DIR/.screening/<token>/` (token = hash of what decides: embedder, reference, threshold, band,
-k), so an interrupted screening resumes where it stopped. `finalize_screening` then commits
+`DIR/.screening/<token>/` (token = hash of what decides: matchers, references, thresholds,
+band, k), so an interrupted screening resumes where it stopped. Real ids never reach the
+folder: `nearest_real_id`, `nearest_real_ids` and `nearest_group` are pseudonyms
+(`synthdata.privacy`; the map back stays in the private cache, `synthdata screen --reveal`). `finalize_screening` then commits
 the staged `shards/`, `screening.parquet` and report under the folder's exclusive screening
 lock: the accepted shards folder is exchanged atomically with the staged one (`DIR/shards`
 never goes missing), then the tables are renamed into place. A reader holding the shared
@@ -31,24 +33,66 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthdata import privacy
 from synthdata.folder import DatasetFolder, shard_of
 from synthdata.fsutil import atomic_path, exchange_paths, sha256_file, write_json_atomic
-from synthdata.screening import calibrate, report, shardio
+from synthdata.screening import report, shardio
 from synthdata.screening import index as ix
-from synthdata.screening.cache import ReferenceHandle, load_reference, prepare_reference
-from synthdata.screening.decide import ACCEPT, decide, near_duplicates, nearest_real
-from synthdata.screening.embedders import Embedder, get_embedder
-from synthdata.screening.reference import ReaderOptions
+from synthdata.screening.align import AlignedMatcher
+from synthdata.screening.cache import load_reference
+from synthdata.screening.decide import ACCEPT, SampleDecision, decide_all, near_duplicates
+from synthdata.screening.match import MatchResult
+from synthdata.screening.matchers import MatcherSetup, prepare_matchers
 from synthdata.shards import shard_name
 from synthdata.spec.models import Memorization
 
 NO_REFERENCE = "no reference"
-DECISIONS_SCHEMA = pa.schema([
-    ("key", pa.string()), ("shard", pa.int64()), ("label", pa.string()),
-    ("label_index", pa.int64()), ("decision", pa.string()), ("similarity", pa.float32()),
-    ("nearest_real_id", pa.string()),
-    ("nearest_real_ids", pa.list_(pa.string())), ("similarities", pa.list_(pa.float32())),
-    ("note", pa.string())])
+REAL_KIND, GROUP_KIND = "real-image", "patient-group"
+
+
+def similarity_column(name: str) -> str:
+    """The column holding one matcher's score: similarity_<name>."""
+    return f"similarity_{name}"
+
+
+def decisions_schema(names: list[str]) -> pa.Schema:
+    """screening.parquet's columns for these matchers (before the near-duplicate columns)."""
+    return pa.schema([
+        ("key", pa.string()), ("shard", pa.int64()), ("label", pa.string()),
+        ("label_index", pa.int64()), ("decision", pa.string()), ("similarity", pa.float32()),
+        ("decided_by", pa.string()), ("nearest_real_id", pa.string()),
+        ("nearest_group", pa.string()), ("nearest_real_ids", pa.list_(pa.string())),
+        ("similarities", pa.list_(pa.float32())),
+        *[(similarity_column(n), pa.float32()) for n in names], ("note", pa.string())])
+
+
+def pseudonymous_rows(result: MatchResult, decisions: list[SampleDecision]) -> dict[str, list]:
+    """Decision columns with every real id and group pseudonymized (the map kept privately)."""
+    ids, groups = set(), set()
+    for i, d in enumerate(decisions):
+        r = result.results[d.matcher] if d.matcher else None
+        if r is not None:
+            ids.update(r.ids[i])
+            groups.update(r.groups[i] if r.groups else [])
+    pid = privacy.remember(sorted(ids), REAL_KIND)
+    pgroup = privacy.remember(sorted(groups), GROUP_KIND)
+    cols: dict[str, list] = {"decision": [], "similarity": [], "decided_by": [],
+                             "nearest_real_id": [], "nearest_group": [], "nearest_real_ids": [],
+                             "similarities": [], "note": []}
+    for i, d in enumerate(decisions):
+        r = result.results[d.matcher] if d.matcher else None
+        cols["decision"].append(d.decision)
+        cols["similarity"].append(d.similarity)
+        cols["decided_by"].append(d.matcher)
+        cols["nearest_real_id"].append(pid.get(d.nearest_real_id) if d.nearest_real_id else None)
+        cols["nearest_group"].append(pgroup.get(d.nearest_group) if d.nearest_group else None)
+        cols["nearest_real_ids"].append([pid[x] for x in r.ids[i]] if r else [])
+        cols["similarities"].append(list(r.sims[i]) if r else [])
+        cols["note"].append(d.note)
+    for name, r in result.results.items():
+        cols[similarity_column(name)] = [None if not np.isfinite(s) else float(s)
+                                         for s in r.score]
+    return cols
 
 
 @dataclass(frozen=True)
@@ -56,15 +100,7 @@ class ScreeningJob:
     """Everything a per-shard task needs: small, picklable, the same for every shard."""
 
     out_dir: str
-    embedder: str
-    embedder_fingerprint: str
-    device: str
-    batch_size: int
-    base_dir: str | None
-    reference: ReferenceHandle | None
-    threshold: float
-    review_band: float
-    k: int
+    setup: MatcherSetup
     exact_limit: int
     token: str
     shards: tuple[int, ...]
@@ -74,16 +110,27 @@ class ScreeningJob:
         """DIR/.screening/<token>."""
         return DatasetFolder(self.out_dir).staging_dir / self.token
 
+    @property
+    def names(self) -> list[str]:
+        """Every scoring matcher, in order."""
+        return self.setup.names
+
+    def fingerprint(self, name: str) -> str:
+        """The fingerprint keying a matcher's per-shard data."""
+        return AlignedMatcher().fingerprint if name == "aligned" \
+            else dict(self.setup.fingerprints)[name]
+
 
 @dataclass
 class ScreeningSummary:
-    """What a screening did: counts, threshold, where the report is; timings for run.json."""
+    """What a screening did: counts, thresholds, where the report is; timings for run.json."""
 
     out_dir: str
     samples: int
     decisions: dict[str, int]
     per_label: dict[str, dict[str, int]]
     threshold: float
+    thresholds: dict[str, float]
     threshold_info: dict
     near_duplicates: int
     shards: list[int]
@@ -97,66 +144,57 @@ class ScreeningSummary:
         return asdict(self)
 
 
-def _embedder_of(job: ScreeningJob) -> Embedder:
-    emb = get_embedder(job.embedder, device=job.device, batch_size=job.batch_size,
-                       base_dir=job.base_dir)
-    if emb.fingerprint != job.embedder_fingerprint:
-        raise RuntimeError(f"embedder {job.embedder!r} changed since screening was prepared")
-    return emb
-
-
 def prepare_screening(out_dir: str | Path, cfg: Memorization, *, threshold: float | None = None,
                       base_dir: str | Path | None = None) -> ScreeningJob:
-    """Load the embedder, build or reuse the reference index, settle the threshold.
+    """Load the matchers, build or reuse the references, settle every threshold.
 
-    `threshold` overrides the configured one (`synthdata screen --threshold`). Relative
+    `threshold` overrides the configured ones (`synthdata screen --threshold`). Relative
     reference and embedder paths are taken from `base_dir` (default: the current folder).
     Writes `DIR/.screening/<token>/context.json` for the report.
     """
     t0 = time.perf_counter()
-    base = str(base_dir) if base_dir is not None else None
-    emb = get_embedder(cfg.embedder, device=cfg.device, batch_size=cfg.batch_size, base_dir=base)
-    notes: list[str] = []
-    handle, ref_info, nn_sims = None, None, None
-    if cfg.reference:
-        prepared = prepare_reference(
-            cfg.reference, emb, options=ReaderOptions(cfg.slice_axis, cfg.image_column),
-            exact_limit=cfg.exact_limit, memory_gb=cfg.index_memory_gb, base_dir=base)
-        handle, nn_sims, meta = prepared.handle, prepared.nn_sims, prepared.meta
-        ref_info = {"images": meta["count"], "files": len(meta["files"]),
-                    "content_fingerprint": meta["content"], "index": meta["index"],
-                    "skipped": [{"id": s.id, "reason": s.reason} for s in prepared.skipped],
-                    "calibration_histogram": calibrate.histogram(nn_sims) if len(nn_sims) else None}
-    else:
-        notes.append("no reference configured: every sample accepted; near-duplicates flagged")
-    thr, how = calibrate.resolve_threshold(cfg.threshold, threshold, nn_sims,
-                                           cfg.calibration_quantile, cfg.calibration_margin,
-                                           emb.default_threshold)
-    decisive = {"embedder": emb.fingerprint, "reference": handle.key if handle else None,
-                "threshold": repr(float(thr)), "band": cfg.review_band, "k": cfg.k}
+    setup, context = prepare_matchers(cfg, threshold=threshold, base_dir=base_dir)
+    notes = [] if cfg.reference else [
+        "no reference configured: every sample accepted; near-duplicates flagged"]
+    decisive = {"setup": [setup.deciding, setup.fingerprints, setup.aligned,
+                          [h.key for _, h in setup.handles],
+                          {n: repr(float(t)) for n, t in setup.thresholds}],
+                "band": cfg.review_band, "k": cfg.k}
     token = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
-    job = ScreeningJob(str(out_dir), cfg.embedder, emb.fingerprint, cfg.device, cfg.batch_size,
-                         base, handle, float(thr), cfg.review_band, cfg.k, cfg.exact_limit, token,
-                         tuple(shardio.complete_shards(out_dir)))
-    described = {k: v for k, v in emb.describe().items() if k != "device"}
+    job = ScreeningJob(str(out_dir), setup, cfg.exact_limit, token,
+                       tuple(shardio.complete_shards(out_dir)))
     write_json_atomic(job.staging / "context.json", {
-        "threshold": job.threshold, "threshold_info": how, "review_band": cfg.review_band,
-        "k": cfg.k, "embedder": described, "reference": ref_info, "notes": notes,
+        **report.public_context(context), "notes": notes,
         "prepare_s": round(time.perf_counter() - t0, 3)})
     return job
 
 
-def embed_shard(job: ScreeningJob, shard: int) -> Path:
-    """Embeddings of a raw shard (DIR/embeddings/shard-N.emb-<fp>.npz); reused if valid."""
+def embed_shard(job: ScreeningJob, shard: int) -> dict[str, Path]:
+    """Per matcher, the raw shard's query data in DIR/embeddings (reused when valid)."""
     sha = shardio.tar_sha256(job.out_dir, shard)
-    path = shardio.embeddings_path(job.out_dir, shard, job.embedder_fingerprint)
-    if shardio.load_shard_embeddings(job.out_dir, shard, job.embedder_fingerprint, sha):
-        return path
-    members = shardio.read_members(shardio.raw_tar(job.out_dir, shard))
-    keys, images = shardio.shard_images(members)
-    vectors = _embedder_of(job).embed(images)
-    return shardio.save_shard_embeddings(job.out_dir, shard, job.embedder_fingerprint,
-                                         keys, vectors, sha)
+    paths = {n: shardio.embeddings_path(job.out_dir, shard, job.fingerprint(n)) for n in job.names}
+    todo = [n for n in job.names
+            if shardio.load_shard_embeddings(job.out_dir, shard, job.fingerprint(n), sha) is None]
+    if todo:
+        keys, images = shardio.shard_images(shardio.read_members(shardio.raw_tar(job.out_dir,
+                                                                                 shard)))
+        embedders = {e.name: e for e in job.setup.load_embedders()}
+        for name in todo:
+            data = AlignedMatcher().query_data(images) if name == "aligned" \
+                else embedders[name].embed(images)
+            shardio.save_shard_embeddings(job.out_dir, shard, job.fingerprint(name), keys,
+                                          data, sha)
+    return paths
+
+
+def _load_query_data(job: ScreeningJob, shard: int) -> tuple[list[str], dict[str, np.ndarray]]:
+    sha = shardio.tar_sha256(job.out_dir, shard)
+    out, keys = {}, None
+    for name in job.names:
+        k, data = shardio.load_shard_embeddings(job.out_dir, shard, job.fingerprint(name),
+                                                sha)  # type: ignore[misc]
+        keys, out[name] = k, data
+    return keys or [], out
 
 
 def _decisions_path(job: ScreeningJob, shard: int) -> Path:
@@ -172,23 +210,25 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
         return {"shard": shard, "samples": len(decisions), "reused": True,
                 "accepted": decisions.count(ACCEPT)}
     embed_shard(job, shard)
-    keys, vectors = shardio.load_shard_embeddings(job.out_dir, shard, job.embedder_fingerprint,
-                                                  sha)  # type: ignore[misc]
+    keys, data = _load_query_data(job, shard)
     labels = shardio.shard_labels(job.out_dir, shard)
     n = len(keys)
-    if job.reference is not None:
-        real_ids, sims = nearest_real(load_reference(job.reference), vectors, job.k)
-        top1 = sims[:, 0] if n else np.zeros(0, np.float32)
-        decisions = decide(top1, job.threshold, job.review_band)
-        notes: list[str | None] = [None] * n
-        sim_lists = [[float(s) for s in row if np.isfinite(s)] for row in sims]
-        top1_list: list[float | None] = [float(s) for s in top1]
+    if job.setup.handles:
+        screener = job.setup.screener()
+        result = screener.match(data)
+        decided = decide_all(result, dict(job.setup.thresholds), job.setup.review_band,
+                             list(job.setup.deciding))
+        cols = pseudonymous_rows(result, decided)
     else:
-        real_ids, sim_lists, top1_list = [[] for _ in keys], [[] for _ in keys], [None] * n
-        decisions, notes = [ACCEPT] * n, [NO_REFERENCE] * n
+        cols = {"decision": [ACCEPT] * n, "similarity": [None] * n, "decided_by": [None] * n,
+                "nearest_real_id": [None] * n, "nearest_group": [None] * n,
+                "nearest_real_ids": [[] for _ in keys], "similarities": [[] for _ in keys],
+                "note": [NO_REFERENCE] * n, **{similarity_column(m): [None] * n
+                                               for m in job.names}}
     failed_qc = shardio.qc_failures(job.out_dir, shard)
-    notes = [f"qc failed: {failed_qc[k]}" if k in failed_qc else note for k, note in zip(keys, notes)]
-    keep = {k for k, d in zip(keys, decisions) if d == ACCEPT and k not in failed_qc}
+    cols["note"] = [f"qc failed: {failed_qc[k]}" if k in failed_qc else note
+                    for k, note in zip(keys, cols["note"])]
+    keep = {k for k, d in zip(keys, cols["decision"]) if d == ACCEPT and k not in failed_qc}
     staged_tar = job.staging / DatasetFolder.SHARDS / f"{shard_name(shard)}.tar"
     if not keep:
         staged_tar.unlink(missing_ok=True)
@@ -198,12 +238,10 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     else:
         shardio.write_accepted_tar(shardio.read_members(shardio.raw_tar(job.out_dir, shard)),
                                    keep, staged_tar)
-    table = pa.table({
-        "key": keys, "shard": [shard] * n, "label": [labels[k][0] for k in keys],
-        "label_index": [labels[k][1] for k in keys], "decision": decisions,
-        "similarity": top1_list, "nearest_real_id": [ids[0] if ids else None for ids in real_ids],
-        "nearest_real_ids": real_ids, "similarities": sim_lists,
-        "note": notes}, schema=DECISIONS_SCHEMA).replace_schema_metadata({"tar_sha256": sha})
+    table = pa.table({"key": keys, "shard": [shard] * n, "label": [labels[k][0] for k in keys],
+                      "label_index": [labels[k][1] for k in keys], **cols},
+                     schema=decisions_schema(job.names)).replace_schema_metadata(
+        {"tar_sha256": sha})
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
     return {"shard": shard, "samples": n, "reused": False, "accepted": len(keep)}
@@ -234,12 +272,28 @@ def _commit(job: ScreeningJob) -> None:
     shutil.rmtree(folder.staging_dir, ignore_errors=True)
 
 
-def _synthetic_recall(job: ScreeningJob, vectors: np.ndarray, sample: int = 1000) -> dict:
-    """Recall@1 of the approximate reference index on a sample of this dataset's samples."""
-    ref = load_reference(job.reference)  # type: ignore[arg-type]
+def _synthetic_recall(job: ScreeningJob, name: str, vectors: np.ndarray,
+                      sample: int = 1000) -> dict:
+    """Recall@1 of an approximate reference index on a sample of this dataset's samples."""
+    ref = load_reference(dict(job.setup.handles)[name])
     rows = np.sort(np.random.default_rng(0).permutation(len(vectors))[:sample])
-    recall = ix.recall_at_1(ref.index, ref.vectors, queries=vectors[rows], sample=sample)
+    recall = ix.recall_at_1(ref.index, ref.data, queries=vectors[rows], sample=sample)  # type: ignore[arg-type]
     return {"recall_at_1_synthetic": round(recall, 4), "recall_synthetic_sample": len(rows)}
+
+
+def near_duplicate_threshold(job: ScreeningJob) -> tuple[str | None, float]:
+    """(embedder, cosine threshold) flagging near-duplicates among the synthetic samples: the
+    first embedder, at its own threshold when it decides, else at its default."""
+    if not job.setup.embedders:
+        return None, 1.0
+    name = job.setup.embedders[0][0]
+    if name in job.setup.deciding:
+        return name, job.setup.threshold(name)
+    from synthdata.screening.embedders import get_embedder
+
+    entry = job.setup.embedders[0][1]
+    return name, get_embedder(entry, device=job.setup.device, base_dir=job.setup.base_dir
+                              ).default_threshold
 
 
 def finalize_screening(job: ScreeningJob) -> ScreeningSummary:
@@ -253,23 +307,29 @@ def finalize_screening(job: ScreeningJob) -> ScreeningSummary:
         screen_shard(job, shard)
     tables = [pq.read_table(_decisions_path(job, s)).replace_schema_metadata(None)
               for s in job.shards]
-    table = pa.concat_tables(tables) if tables else DECISIONS_SCHEMA.empty_table()
+    table = pa.concat_tables(tables) if tables else decisions_schema(job.names).empty_table()
+    dup_name, dup_threshold = near_duplicate_threshold(job)
     keys, vecs = [], []
     for shard in job.shards:
-        k, v = shardio.load_shard_embeddings(job.out_dir, shard, job.embedder_fingerprint,
-                                             shardio.tar_sha256(job.out_dir, shard))  # type: ignore[misc]
+        k, data = _load_query_data(job, shard)
         keys += k
-        vecs.append(v)
+        vecs.append(data[dup_name] if dup_name else np.zeros((len(k), 1), np.float32))
     vectors = np.concatenate(vecs) if vecs else np.zeros((0, 1), np.float32)
-    dup_of, dup_sim = near_duplicates(vectors, keys, job.threshold, job.exact_limit)
-    if job.reference is not None and context["reference"]["index"]["kind"] != "flat":
-        context["reference"]["index"].update(_synthetic_recall(job, vectors))
+    dup_of, dup_sim = near_duplicates(vectors, keys, dup_threshold, job.exact_limit)
+    context["near_duplicates"] = {"embedder": dup_name, "threshold": round(dup_threshold, 6)}
+    for name, handle in job.setup.handles:
+        info = (context.get("reference") or {}).get("indexes", {}).get(name, {})
+        if info.get("kind") not in (None, "flat", "thumbnails"):
+            info.update(_synthetic_recall(job, name, np.concatenate(
+                [_load_query_data(job, s)[1][name] for s in job.shards])))
     table = table.append_column("near_duplicate_of", pa.array(dup_of, pa.string()))
     table = table.append_column("near_duplicate_similarity", pa.array(
         [None if np.isnan(s) else float(s) for s in dup_sim], pa.float32()))
     table = table.replace_schema_metadata({
-        "threshold": repr(job.threshold), "embedder_fingerprint": job.embedder_fingerprint,
-        "reference": job.reference.key if job.reference else "", "token": job.token,
+        "thresholds": json.dumps({n: repr(float(t)) for n, t in job.setup.thresholds}),
+        "matchers": json.dumps(job.names), "deciding": json.dumps(list(job.setup.deciding)),
+        "fingerprints": json.dumps({n: job.fingerprint(n) for n in job.names}),
+        "references": json.dumps({n: h.key for n, h in job.setup.handles}), "token": job.token,
         "raw_tars": json.dumps({str(s): shardio.tar_sha256(job.out_dir, s) for s in job.shards},
                                sort_keys=True)})
     with atomic_path(job.staging / DatasetFolder.SCREENING) as tmp:
@@ -280,13 +340,14 @@ def finalize_screening(job: ScreeningJob) -> ScreeningSummary:
     accepted = sorted(s for p in (job.staging / DatasetFolder.SHARDS).glob("*.tar")
                       if (s := shard_of(p.name)) is not None)
     _commit(job)
-    ref = context.get("reference") or {}
+    ref = rep.get("reference") or {}
+    thresholds = {n: float(t) for n, t in job.setup.thresholds}
     return ScreeningSummary(
         out_dir=job.out_dir, samples=table.num_rows, decisions=rep["decisions"],
-        per_label=rep["per_label"], threshold=job.threshold,
-        threshold_info=context["threshold_info"], near_duplicates=rep["near_duplicates"]["count"],
-        shards=list(job.shards), accepted_shards=accepted,
-        skipped_reference=ref.get("skipped", []),
+        per_label=rep["per_label"], threshold=thresholds[job.setup.deciding[0]],
+        thresholds=thresholds, threshold_info=context["threshold_info"],
+        near_duplicates=rep["near_duplicates"]["count"], shards=list(job.shards),
+        accepted_shards=accepted, skipped_reference=ref.get("skipped", []),
         report=str(DatasetFolder(job.out_dir).screening_report_file),
         timings={"prepare_s": context.get("prepare_s", 0.0),
                  "finalize_s": round(time.perf_counter() - t0, 3)})

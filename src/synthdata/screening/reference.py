@@ -6,6 +6,13 @@ file: its name); each image inside it gets `file id + suffix` (`#frame=N`, `#sli
 `#page=N`, `#member=NAME`, `#row=N`). Files are visited in sorted id order and decoded one at
 a time, so memory holds one file's pixels, never the whole reference.
 
+Each image also gets a patient group, so calibration can compare images across patients
+(`group_of`): the DICOM PatientID (else StudyInstanceUID) where the image is a DICOM; else a
+configured column (`group_column`: a Parquet column, or a field of a WebDataset sample's
+`.json`); else a configured regular expression on the image id (`group_pattern`: its named
+group `group`, else its first group, else the whole match); else the image's own file (a tar
+member or Parquet row counts as a file).
+
 Files that cannot be read (corrupt, no pixels, unsupported type) are reported as `Skipped`
 and never stop the run. Hidden files (names starting with ".") are ignored silently.
 Pixels are only ever handed to an embedder: nothing here writes them anywhere.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +33,7 @@ import numpy as np
 from synthdata.errors import SynthdataError
 from synthdata.screening import decoders
 
-READER_VERSION = 1
+READER_VERSION = 2
 PARQUET_IMAGE_COLUMNS = ("image", "img", "png", "jpg", "jpeg", "dcm", "dicom", "bytes")
 
 SkipFn = Callable[[str, str], None]
@@ -56,26 +64,64 @@ class Skipped:
 
 @dataclass(frozen=True)
 class RealImage:
-    """One real image: its stable id, the id of its file, and its uint8 pixels."""
+    """One real image: stable id, file id, uint8 pixels (display), other renderings, group."""
 
     id: str
     file_id: str
     pixels: np.ndarray
+    alternates: tuple[np.ndarray, ...] = ()
+    group: str = ""
+
+    @property
+    def renderings(self) -> list[np.ndarray]:
+        """The display rendering first, then the others (see `decoders.Frame`)."""
+        return [self.pixels, *self.alternates]
 
 
 @dataclass(frozen=True)
 class ReaderOptions:
-    """Options that change which images a file yields (so they are part of cache keys)."""
+    """Options that change which images a file yields (so they are part of cache keys).
+
+    `group_pattern` only changes groups, not images: it is applied when groups are assembled
+    and is not part of the per-file fingerprint.
+    """
 
     slice_axis: int = -1
     image_column: str | None = None
+    group_column: str | None = None
+    group_pattern: str | None = None
 
     @property
     def fingerprint(self) -> str:
-        """Short hash of the options and the reader version."""
+        """Short hash of the options that change decoding, and the reader version."""
         blob = json.dumps({"v": READER_VERSION, "axis": self.slice_axis,
-                           "column": self.image_column}, sort_keys=True)
+                           "column": self.image_column, "group": self.group_column},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def group_of(image_id: str, file_id: str, found: str | None, pattern: str | None) -> str:
+    """The patient group of an image: what its file said, else the pattern's match, else file.
+
+    `file_id` is the image's own file: for a tar member or a Parquet row, the member or row.
+    """
+    if found:
+        return found
+    if pattern:
+        m = re.search(pattern, image_id)
+        if m:
+            value = m.groupdict().get("group") or (m.group(1) if m.groups() else m.group(0))
+            if value:
+                return f"pattern:{value}"
+    return f"file:{file_id}"
+
+
+def own_file(image_id: str, file_id: str) -> str:
+    """The unit that counts as a file for grouping: a tar member or Parquet row, else the file."""
+    rest = image_id[len(file_id):]
+    if rest.startswith(("#member=", "#row=")):
+        return file_id + rest.split(",", 1)[0]
+    return file_id
 
 
 def file_kind(path: Path) -> str | None:
@@ -147,20 +193,56 @@ def scan_reference(paths: list[str], base_dir: str | Path | None = None
     return files, skipped
 
 
-def _tar_images(path: Path, on_skip: SkipFn) -> decoders.Decoded:
-    """Image members of a (WebDataset) tar, in archive order; other members are ignored."""
+def _frames(data: bytes, name: str, suffix: str, group: str | None) -> decoders.Decoded:
+    """Frames of an image held in memory, suffixed; the container's group where none found."""
+    for frame in decoders.decode_bytes(data, name):
+        yield decoders.Frame(suffix + frame.suffix.replace("#", ",", 1), frame.image,
+                             frame.alternates, frame.group or group)
+
+
+def _column_group(value) -> str | None:
+    return None if value is None or str(value).strip() == "" else f"column:{value}"
+
+
+def _tar_images(path: Path, group_column: str | None, on_skip: SkipFn) -> decoders.Decoded:
+    """Image members of a (WebDataset) tar, in archive order; other members are ignored.
+
+    With `group_column`, each sample's group is that field of its `.json` member (WebDataset
+    keeps a sample's members together; the json may come before or after the image).
+    """
     wanted = decoders.RASTER_SUFFIXES + decoders.DICOM_SUFFIXES
-    with tarfile.open(path, "r:*") as tar:
-        for member in tar:
-            if not member.isfile() or not member.name.lower().endswith(wanted):
-                continue
-            suffix = f"#member={member.name}"
+    pending: list[tuple[str, bytes]] = []
+    key, group = None, None
+
+    def flush() -> decoders.Decoded:
+        for name, data in pending:
+            suffix = f"#member={name}"
             try:
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                for inner, image in decoders.decode_bytes(data, member.name):
-                    yield suffix + inner.replace("#", ",", 1), image
+                yield from _frames(data, name, suffix, group)
             except Exception as exc:  # noqa: BLE001 - any undecodable member is skipped
                 on_skip(suffix, f"unreadable member: {type(exc).__name__}: {exc}")
+        pending.clear()
+
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            name = member.name
+            folder, _, base = name.rpartition("/")
+            sample = f"{folder}/{base.split('.', 1)[0]}"  # WebDataset's sample key
+            if sample != key:
+                yield from flush()
+                key, group = sample, None
+            if group_column and name.lower().endswith(".json"):
+                try:
+                    meta = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+                    group = _column_group(meta.get(group_column)) if isinstance(meta, dict) \
+                        else None
+                except (ValueError, UnicodeDecodeError):
+                    group = None
+            elif name.lower().endswith(wanted):
+                pending.append((name, tar.extractfile(member).read()))  # type: ignore[union-attr]
+        yield from flush()
 
 
 def _parquet_column(schema, wanted: str | None) -> str:
@@ -186,15 +268,21 @@ def _parquet_column(schema, wanted: str | None) -> str:
     raise ValueError("no image column (binary, or a struct with 'bytes') found")
 
 
-def _parquet_images(path: Path, column: str | None, on_skip: SkipFn) -> decoders.Decoded:
+def _parquet_images(path: Path, column: str | None, group_column: str | None,
+                    on_skip: SkipFn) -> decoders.Decoded:
     """Images in a Parquet column of bytes (or HF-datasets {bytes, path} structs), by row."""
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
     col = _parquet_column(pf.schema_arrow, column)
+    names = [f.name for f in pf.schema_arrow]
+    if group_column is not None and group_column not in names:
+        raise ValueError(f"no group column {group_column!r} (columns: {', '.join(names)})")
+    columns = [col] + ([group_column] if group_column else [])
     row = 0
-    for batch in pf.iter_batches(columns=[col], batch_size=64):
-        for value in batch.column(0).to_pylist():
+    for batch in pf.iter_batches(columns=columns, batch_size=64):
+        groups = batch.column(1).to_pylist() if group_column else [None] * batch.num_rows
+        for value, g in zip(batch.column(0).to_pylist(), groups):
             suffix = f"#row={row}"
             row += 1
             data = value.get("bytes") if isinstance(value, dict) else value
@@ -202,14 +290,13 @@ def _parquet_images(path: Path, column: str | None, on_skip: SkipFn) -> decoders
                 on_skip(suffix, "empty image cell")
                 continue
             try:
-                for inner, image in decoders.decode_bytes(data):
-                    yield suffix + inner.replace("#", ",", 1), image
+                yield from _frames(data, "", suffix, _column_group(g))
             except Exception as exc:  # noqa: BLE001
                 on_skip(suffix, f"unreadable image: {type(exc).__name__}: {exc}")
 
 
 def read_file(ref: ReferenceFile, options: ReaderOptions, on_skip: SkipFn) -> decoders.Decoded:
-    """(suffix, uint8 image) for every image in one reference file.
+    """Every image (`decoders.Frame`) in one reference file.
 
     Raises for a file that cannot be read at all; members of containers (tar, Parquet) that
     cannot be decoded are reported through `on_skip(suffix, reason)` and passed over.
@@ -221,24 +308,24 @@ def read_file(ref: ReferenceFile, options: ReaderOptions, on_skip: SkipFn) -> de
     if ref.kind == "nifti":
         return decoders.decode_nifti(ref.path, options.slice_axis)
     if ref.kind == "tar":
-        return _tar_images(ref.path, on_skip)
+        return _tar_images(ref.path, options.group_column, on_skip)
     if ref.kind == "parquet":
-        return _parquet_images(ref.path, options.image_column, on_skip)
+        return _parquet_images(ref.path, options.image_column, options.group_column, on_skip)
     raise ValueError(f"unknown reference kind {ref.kind!r}")
 
 
 def read_file_images(ref: ReferenceFile, options: ReaderOptions
-                     ) -> tuple[list[tuple[str, np.ndarray]], list[Skipped]]:
+                     ) -> tuple[list[decoders.Frame], list[Skipped]]:
     """All images of one file (decoded fully) and what was skipped in it.
 
     A file that fails gives no images and one `Skipped` for the whole file.
     """
     skipped: list[Skipped] = []
-    images: list[tuple[str, np.ndarray]] = []
+    images: list[decoders.Frame] = []
     try:
-        for suffix, image in read_file(ref, options, lambda s, r: skipped.append(
+        for frame in read_file(ref, options, lambda s, r: skipped.append(
                 Skipped(ref.id + s, r))):
-            images.append((suffix, image))
+            images.append(frame)
     except Exception as exc:  # noqa: BLE001 - a bad file never stops the run
         message = str(exc).replace(str(ref.path), ref.id)  # ids, never machine paths
         return [], [Skipped(ref.id, f"unreadable {ref.kind}: {type(exc).__name__}: {message}")]
@@ -258,9 +345,18 @@ def iter_reference(paths: list[str], options: ReaderOptions | None = None,
     files, unsupported = scan_reference(paths, base_dir)
     if skipped is not None:
         skipped.extend(unsupported)
+    yield from iter_files(files, options, skipped)
+
+
+def iter_files(files: list[ReferenceFile], options: ReaderOptions,
+               skipped: list[Skipped] | None = None) -> Iterator[RealImage]:
+    """Every real image of the given files, in their order, one file at a time."""
     for ref in files:
         images, bad = read_file_images(ref, options)
         if skipped is not None:
             skipped.extend(bad)
-        for suffix, pixels in images:
-            yield RealImage(ref.id + suffix, ref.id, pixels)
+        for frame in images:
+            image_id = ref.id + frame.suffix
+            group = group_of(image_id, own_file(image_id, ref.id), frame.group,
+                             options.group_pattern)
+            yield RealImage(image_id, ref.id, frame.image, frame.alternates, group)

@@ -1,63 +1,124 @@
-"""The screening report: counts, threshold provenance, histogram and nearest pairs.
+"""The screening report: counts, thresholds and how they were set, patients, histograms.
 
-Written as `DIR/screening_report.json` and `DIR/screening_report.png` (drawn with Pillow).
-It holds ids and scores only, and nothing that depends on wall-clock time or on the machine
-(no timings, no device), so re-screening the same dataset the same way rewrites it
-byte-for-byte.
+Written as `screening_report.json` and `screening_report.png` (drawn with Pillow) beside
+`screening.parquet` (or `audit.parquet`). It holds pseudonymous ids and scores only, and
+nothing that depends on wall-clock time or on the machine (no timings, no device), so
+re-screening the same dataset the same way rewrites it byte-for-byte.
+
+Patient level: every sample's nearest real image has a (pseudonymous) patient group; the
+report counts near-copies (reject or review) per group, so a model that memorized one
+patient many times shows at once.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
 
+from synthdata import privacy
 from synthdata.screening import calibrate
-from synthdata.screening.decide import DECISIONS
+from synthdata.screening.decide import ACCEPT, DECISIONS
 
 TOP_PAIRS = 20
+TOP_GROUPS = 50
+SUMMARY_KEYS = ("method", "threshold", "target_recall", "recall", "false_positive_estimate",
+                "max_fp", "copies", "other_patient_pairs", "warning", "note")
+SKIPPED_KIND = "reference-file"
 
 
-def build_report(table: pa.Table, context: dict) -> dict:
-    """The report of a screening table (screening.parquet's rows) and its context."""
+def public_context(context: dict) -> dict:
+    """The matchers' context with reference file ids pseudonymized (skipped files)."""
+    out = dict(context)
+    ref = context.get("reference")
+    if ref:
+        ref = dict(ref)
+        skipped = ref.get("skipped", [])
+        names = privacy.remember(sorted({s["id"] for s in skipped}), SKIPPED_KIND)
+        ref["skipped"] = [{"id": names[s["id"]],
+                           "reason": s["reason"].replace(s["id"], names[s["id"]])}
+                          for s in skipped]
+        out["reference"] = ref
+    return out
+
+
+def _scores(values: list) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _per_matcher(cols: dict, context: dict) -> dict:
+    out = {}
+    for name in context.get("matchers_scoring", []):
+        s = _scores(cols.get(f"similarity_{name}", []))
+        info = context["threshold_info"].get(name, {})
+        out[name] = {
+            "decides": name in context["deciding"],
+            "threshold": context["thresholds"].get(name),
+            **{k: info[k] for k in SUMMARY_KEYS if k in info},
+            "histogram": calibrate.histogram(s[np.isfinite(s)]),
+            "max": None if not np.isfinite(s).any() else round(float(np.nanmax(s)), 6)}
+    return out
+
+
+def build_report(table: pa.Table, context: dict, key: str = "key") -> dict:
+    """The report of a decisions table (screening.parquet or audit.parquet rows)."""
     cols = table.to_pydict()
     n = table.num_rows
     decisions = {d: 0 for d in DECISIONS}
-    per_label: dict[str, dict[str, int]] = {}
-    for label, d in zip(cols["label"], cols["decision"]):
+    for d in cols["decision"]:
         decisions[d] += 1
+    per_label: dict[str, dict[str, int]] = {}
+    for label, d in zip(cols.get("label", []), cols["decision"]):
         per_label.setdefault(label, {x: 0 for x in DECISIONS})[d] += 1
-    top1 = np.array([s if s is not None else np.nan for s in cols["similarity"]], dtype=np.float64)
+    top1 = _scores(cols["similarity"])
     order = [i for i in np.argsort(-np.nan_to_num(top1, nan=-np.inf), kind="stable")
              if not np.isnan(top1[i])][:TOP_PAIRS]
-    pairs = [{"key": cols["key"][i], "real_id": cols["nearest_real_ids"][i][0],
+    pairs = [{"key": cols[key][i], "nearest_real_id": cols["nearest_real_id"][i],
+              "nearest_group": cols["nearest_group"][i], "decided_by": cols["decided_by"][i],
               "similarity": round(float(top1[i]), 6), "decision": cols["decision"][i]}
              for i in order]
-    dup_sims = np.array([s if s is not None else np.nan
-                         for s in cols["near_duplicate_similarity"]], dtype=np.float64)
-    dup_rows = [i for i in np.argsort(-np.nan_to_num(dup_sims, nan=-np.inf), kind="stable")
-                if cols["near_duplicate_of"][i] is not None]
-    return {
+    flagged = Counter(g for g, d in zip(cols["nearest_group"], cols["decision"])
+                      if d != ACCEPT and g is not None)
+    rejected = Counter(g for g, d in zip(cols["nearest_group"], cols["decision"])
+                       if d == "reject" and g is not None)
+    groups = [{"group": g, "near_copies": c, "rejected": rejected.get(g, 0)}
+              for g, c in sorted(flagged.items(), key=lambda kv: (-kv[1], kv[0]))][:TOP_GROUPS]
+    out = {
         "samples": n,
         "decisions": decisions,
-        "per_label": dict(sorted(per_label.items())),
-        "threshold": round(float(context["threshold"]), 6),
+        "rule": context.get("rule"),
+        "threshold": round(float(context["thresholds"][context["deciding"][0]]), 6)
+        if context.get("thresholds") else None,
+        "thresholds": {k: round(float(v), 6) for k, v in context.get("thresholds", {}).items()},
         "review_band": context["review_band"],
         "k": context["k"],
-        "threshold_info": context["threshold_info"],
-        "embedder": context["embedder"],
-        "reference": context["reference"],
+        "threshold_info": {name: {k: info[k] for k in SUMMARY_KEYS if k in info}
+                           for name, info in context.get("threshold_info", {}).items()},
+        "calibration": context.get("threshold_info", {}),
+        "embedder": {"name": " + ".join(context.get("deciding", [])),
+                     "deciding": context.get("deciding", []),
+                     "matchers": context.get("matchers", {})},
+        "matchers": _per_matcher(cols, context),
+        "reference": context.get("reference"),
         "similarity_histogram": calibrate.histogram(top1[~np.isnan(top1)]),
         "nearest_pairs": pairs,
-        "near_duplicates": {
-            "count": len(dup_rows),
-            "pairs": [{"key": cols["key"][i], "of": cols["near_duplicate_of"][i],
-                       "similarity": round(float(dup_sims[i]), 6)} for i in dup_rows[:TOP_PAIRS]],
-        },
+        "patients": {"groups_with_near_copies": len(flagged), "top": groups},
         "notes": context.get("notes", []),
     }
+    if per_label:
+        out["per_label"] = dict(sorted(per_label.items()))
+    if "near_duplicate_of" in cols:
+        dup_sims = _scores(cols["near_duplicate_similarity"])
+        dup_rows = [i for i in np.argsort(-np.nan_to_num(dup_sims, nan=-np.inf), kind="stable")
+                    if cols["near_duplicate_of"][i] is not None]
+        out["near_duplicates"] = {
+            **context.get("near_duplicates", {}), "count": len(dup_rows),
+            "pairs": [{"key": cols[key][i], "of": cols["near_duplicate_of"][i],
+                       "similarity": round(float(dup_sims[i]), 6)} for i in dup_rows[:TOP_PAIRS]]}
+    return out
 
 
 def _bars(draw: ImageDraw.ImageDraw, counts: list[int], box: tuple[int, int, int, int],
@@ -74,8 +135,8 @@ def _bars(draw: ImageDraw.ImageDraw, counts: list[int], box: tuple[int, int, int
 
 
 def draw_histogram(path: str | Path, report: dict, width: int = 720, height: int = 400) -> None:
-    """Histogram PNG: synthetic top-1 similarity (blue), real-vs-real (grey outline),
-    threshold (red line) and review band (orange)."""
+    """Histogram PNG of the deciding similarity (blue) with the first deciding matcher's
+    other-patient calibration scores (grey outline), threshold (red) and review band (orange)."""
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
@@ -86,21 +147,25 @@ def draw_histogram(path: str | Path, report: dict, width: int = 720, height: int
         return x0 + (x1 - x0) * (v + 1) / 2
 
     t, band = report["threshold"], report["review_band"]
-    if band > 0:
+    if t is not None and band > 0:
         draw.rectangle([x_of(t - band), y0, x_of(t), y1], fill="#ffe2b3")
     _bars(draw, report["similarity_histogram"]["counts"], box, "#4a7fd4", None)
-    real = (report.get("reference") or {}).get("calibration_histogram")
-    if real:
-        _bars(draw, real["counts"], box, None, "#777777")
-    draw.line([x_of(t), y0 - 10, x_of(t), y1], fill="#d62728", width=2)
+    deciding = report["embedder"]["deciding"]
+    calib = report["calibration"].get(deciding[0], {}) if deciding else {}
+    if calib.get("histogram_other_patients"):
+        _bars(draw, calib["histogram_other_patients"]["counts"], box, None, "#777777")
+    if t is not None:
+        draw.line([x_of(t), y0 - 10, x_of(t), y1], fill="#d62728", width=2)
     draw.line([x0, y1, x1, y1], fill="black")
     for v in (-1.0, -0.5, 0.0, 0.5, 1.0):
         draw.line([x_of(v), y1, x_of(v), y1 + 5], fill="black")
         draw.text((x_of(v) - 10, y1 + 8), f"{v:g}", fill="black", font=font)
     d = report["decisions"]
-    draw.text((x0, 8), f"nearest-real similarity ({report['embedder']['name']}): "
-              f"{report['samples']} samples, threshold {t:.4f}; accept {d['accept']}, "
-              f"review {d['review']}, reject {d['reject']}", fill="black", font=font)
-    draw.text((x0, height - 22), "blue: synthetic vs nearest real   grey: real vs nearest "
-              "other real (each scaled to its maximum)   red: threshold   orange: review band", fill="#333333", font=font)
+    shown = "n/a" if t is None else f"{t:.4f}"
+    draw.text((x0, 8), f"deciding similarity ({report['embedder']['name']}): {report['samples']} "
+              f"samples, threshold {shown}; accept {d['accept']}, review {d['review']}, "
+              f"reject {d['reject']}", fill="black", font=font)
+    draw.text((x0, height - 22), "blue: samples' deciding similarity   grey: real vs other "
+              "patients (calibration)   red: threshold   orange: review band", fill="#333333",
+              font=font)
     img.save(path, format="PNG")

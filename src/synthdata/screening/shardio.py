@@ -94,11 +94,13 @@ def embeddings_path(out_dir: str | Path, shard: int, embedder_fingerprint: str) 
 
 def save_shard_embeddings(out_dir: str | Path, shard: int, embedder_fingerprint: str,
                           keys: list[str], vectors: np.ndarray, sha256: str) -> Path:
-    """Store a shard's embeddings beside it (atomically) and return the path."""
+    """Store a shard's embeddings (or uint8 thumbnails) beside it atomically; return the path."""
     path = embeddings_path(out_dir, shard, embedder_fingerprint)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        data = np.asarray(vectors)
         np.savez(f, keys=np.array(keys, dtype=str),
-                 emb=np.ascontiguousarray(vectors, dtype=np.float32),
+                 emb=np.ascontiguousarray(data, dtype=np.uint8 if data.dtype == np.uint8
+                                          else np.float32),
                  tar_sha256=np.array(sha256), embedder=np.array(embedder_fingerprint))
     return path
 
@@ -113,7 +115,9 @@ def load_shard_embeddings(out_dir: str | Path, shard: int, embedder_fingerprint:
         with np.load(path, allow_pickle=False) as z:
             if str(z["tar_sha256"]) != sha256 or str(z["embedder"]) != embedder_fingerprint:
                 return None
-            return [str(k) for k in z["keys"]], z["emb"].astype(np.float32)
+            emb = z["emb"]
+            return [str(k) for k in z["keys"]], emb if emb.dtype == np.uint8 \
+                else emb.astype(np.float32)
     except (OSError, ValueError, KeyError):
         return None
 

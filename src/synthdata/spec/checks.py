@@ -6,7 +6,7 @@ import re
 import string
 from pathlib import Path
 
-from synthdata.spec.models import Categorical, Spec
+from synthdata.spec.models import Categorical, Memorization, Spec
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FieldPath = tuple[str | int, ...]
@@ -242,4 +242,26 @@ def _check_paths(spec: Spec) -> list[tuple[FieldPath, str]]:
     for i, ref in enumerate(spec.memorization.reference):
         if ref not in SPECIAL_REFERENCES and not Path(ref).expanduser().exists():
             out.append((("memorization", "reference", i), f"reference path {ref!r} does not exist"))
+    out += memorization_problems(spec.memorization)
+    return out
+
+
+def memorization_problems(mem: Memorization) -> list[tuple[FieldPath, str]]:
+    """Cross-field checks of the screening section (also used by `synthdata audit`)."""
+    out: list[tuple[FieldPath, str]] = []
+    if len(set(mem.embedder)) != len(mem.embedder):
+        out.append((("memorization", "embedder"), "each matcher may be listed once"))
+    if "aligned" in mem.embedder and not mem.candidate_embedders:
+        out.append((("memorization", "retrievers"), "'aligned' verifies the candidates of an "
+                    "embedder: list one in embedder or retrievers (e.g. efficientnet-lite0)"))
+    if isinstance(mem.threshold, dict):
+        for name in mem.threshold:
+            if name not in mem.embedder:
+                out.append((("memorization", "threshold", name),
+                            f"not a deciding matcher (expected one of {', '.join(mem.embedder)})"))
+    if mem.group_pattern is not None:
+        try:
+            re.compile(mem.group_pattern)
+        except re.error as exc:
+            out.append((("memorization", "group_pattern"), f"not a regular expression: {exc}"))
     return out

@@ -158,28 +158,90 @@ class Shards(StrictModel):
     size: int = Field(1000, ge=1, le=1_000_000)
 
 
-class Memorization(StrictModel):
-    """Screening of synthetic images against real reference images."""
+ThresholdValue = Literal["auto"] | Annotated[float, Field(ge=-1, le=1)]
+DEFAULT_MATCHERS = ("aligned",)
+DEFAULT_RETRIEVERS = ("efficientnet-lite0",)
 
-    reference: list[str] = []
-    embedder: str = "pixel"
-    threshold: Literal["auto"] | Annotated[float, Field(ge=-1, le=1)] = "auto"
-    review_band: float = Field(0.0, ge=0, le=1)
-    k: int = Field(5, ge=1, le=100)
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class Memorization(StrictModel):
+    """Screening of synthetic images against real reference images (see docs/screening.md)."""
+
+    reference: list[str] = Field([], description=(
+        "real images: folders (searched recursively) or files of PNG/JPEG/TIFF/BMP, DICOM, "
+        "NIfTI, WebDataset tars and Parquet tables"))
+    embedder: Annotated[list[str], BeforeValidator(_as_list), WithJsonSchema(
+        {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"},
+                                        "minItems": 1}]})] = Field(
+        list(DEFAULT_MATCHERS), min_length=1, description=(
+            "the matchers that decide, each with its own threshold; a sample is rejected when "
+            "any of them says reject, reviewed when any says review. 'aligned' verifies the "
+            "candidates of the retrievers by aligned band-pass correlation (flips, rotations, "
+            "inversion, renderings, crops); 'pixel' (32x32 thumbnails) and "
+            "'efficientnet-lite0' score by cosine; a folder holds a local model. "
+            "A single name is accepted"))
+    retrievers: list[str] = Field(list(DEFAULT_RETRIEVERS), description=(
+        "embedders that only propose candidates (their k nearest real images) for 'aligned'; "
+        "their scores are recorded but do not vote. Embedders listed in `embedder` propose "
+        "candidates too"))
+    threshold: ThresholdValue | dict[str, ThresholdValue] = Field("auto", description=(
+        "'auto' (calibrated on the reference: target_recall on synthesized copies within "
+        "max_false_positive on other-patient pairs), a number for every matcher, or a mapping "
+        "matcher -> auto | number"))
+    review_band: float = Field(0.0, ge=0, le=1, description=(
+        "'review' in [threshold - review_band, threshold), 'reject' at or above"))
+    k: int = Field(5, ge=1, le=100, description="nearest real images kept (and verified) per sample")
     slice_axis: int = Field(-1, ge=-3, le=2,
                             description="NIfTI references: spatial axis the 2-D slices are taken along")
     image_column: str | None = Field(None, description="Parquet references: column of image bytes "
                                                        "(default: detected)")
-    calibration_quantile: float = Field(0.99, gt=0, le=1, description=(
-        "threshold auto: quantile q of the real-vs-real nearest-neighbour similarities"))
-    calibration_margin: float = Field(0.5, ge=0, lt=1, description=(
-        "threshold auto: threshold = q + margin * (1 - q)"))
+    group_column: str | None = Field(None, description=(
+        "patient group of images that are not DICOM: a Parquet column, or a field of each "
+        "WebDataset sample's .json (DICOM PatientID/StudyInstanceUID win where present)"))
+    group_pattern: str | None = Field(None, description=(
+        "patient group from the image id (root name/path inside, e.g. 'cohort/p0042/s1.png') "
+        "by a regular expression: its group named 'group', else its first group, else the match"))
+    target_recall: float = Field(0.99, gt=0, lt=1, description=(
+        "threshold auto: share of the copies synthesized from the reference that must be caught"))
+    max_false_positive: float = Field(0.01, gt=0, lt=1, description=(
+        "threshold auto: budget of other-patient pairs flagged, split between the deciding "
+        "matchers; a threshold that would exceed it is raised and the recall reached reported"))
+    calibration_images: int = Field(300, ge=1, description=(
+        "threshold auto: real images sampled (copies are made of them; their other-patient "
+        "neighbours estimate false positives)"))
+    calibration_copies: int = Field(400, ge=10, description=(
+        "threshold auto: edited copies synthesized for the recall target"))
     exact_limit: int = Field(100_000, ge=0, description=(
-        "exact search up to this many reference images; an approximate index above"))
+        "exact search up to this many reference rows (views of images); an approximate index above"))
     index_memory_gb: float = Field(16.0, gt=0, description=(
         "memory budget of an approximate index; above it a compressed (IVF-PQ) index"))
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
-    batch_size: int = Field(64, ge=1, le=4096)
+    batch_size: int | None = Field(None, ge=1, le=4096, description=(
+        "images per embedder forward pass; default: the embedder's own (torch models 16 on "
+        "a CPU, 64 on a GPU; pixel 256). Performance only"))
+
+    @property
+    def matchers(self) -> list[str]:
+        """The deciding matchers, in order."""
+        return list(self.embedder)
+
+    @property
+    def candidate_embedders(self) -> list[str]:
+        """Embedders that search the reference: the deciding ones (not 'aligned') then the
+        retrievers, each once; retrievers only when 'aligned' decides."""
+        out = [e for e in self.embedder if e != "aligned"]
+        if "aligned" in self.embedder:
+            out += [r for r in self.retrievers if r not in out and r != "aligned"]
+        return out
+
+    def threshold_for(self, name: str) -> str | float:
+        """The configured threshold of one matcher: 'auto' or a number."""
+        if isinstance(self.threshold, dict):
+            return self.threshold.get(name, "auto")
+        return self.threshold
 
 
 class Output(StrictModel):

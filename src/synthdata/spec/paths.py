@@ -70,6 +70,9 @@ def path_fields(data: dict, base_dir: str | Path | None = None) -> Iterator[Path
                 yield ("memorization", "embedder", i), emb
     elif _is_folder_name(embedders):
         yield ("memorization", "embedder"), embedders
+    for i, emb in enumerate(mem.get("retrievers") or []):
+        if _is_folder_name(emb):
+            yield ("memorization", "retrievers", i), emb
     out = data.get("output") or {}
     if _is_file_value(out.get("dir")):
         yield ("output", "dir"), out["dir"]

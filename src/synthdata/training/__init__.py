@@ -12,11 +12,13 @@ Import-light: heavy modules load on first use.
 
 from __future__ import annotations
 
-from synthdata.training.records import read_train_record, training_chain, training_reference
+from synthdata.training.records import (generator_training, read_train_record, resolve_from_training,
+                                        training_chain, training_reference)
 from synthdata.training.spec import TrainSpec, load_train_spec, train_json_schema
 
-__all__ = ["TrainSpec", "load_train_spec", "read_train_record", "run_training", "train_json_schema",
-           "training_chain", "training_reference"]
+__all__ = ["TrainSpec", "generator_training", "load_train_spec", "read_train_record",
+           "resolve_from_training", "run_training", "train_json_schema", "training_chain",
+           "training_reference"]
 
 
 def __getattr__(name: str):

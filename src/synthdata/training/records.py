@@ -140,3 +140,37 @@ def training_reference(path: str | Path) -> list[str] | None:
     if source.get("kind") == "webdataset":
         return sorted({i.split("#", 1)[0] for i in record["training_images"]})
     return list(record["training_images"])
+
+
+def _trained_parts(generator) -> list[tuple[str, Path]]:
+    """(role, path) of the generator's model folder and adapter files."""
+    from synthdata.fingerprint import model_folder
+
+    parts = [("model", model_folder(generator))]
+    parts += [(f"textual_inversion[{i}]", Path(t.path)) for i, t in enumerate(generator.textual_inversion)]
+    parts += [(f"lora[{i}]", Path(lo.path)) for i, lo in enumerate(generator.lora)]
+    return parts
+
+
+def generator_training(generator) -> dict:
+    """{role: training_chain} for the parts of a generator that `synthdata train` made (run.json)."""
+    chains = {role: training_chain(path) for role, path in _trained_parts(generator)}
+    return {role: chain for role, chain in chains.items() if chain is not None}
+
+
+def resolve_from_training(memorization, generator):
+    """`memorization` with `from-training` replaced by the images the generator's model and
+    adapters were trained on; unchanged when the reference does not ask for it."""
+    from synthdata.errors import ModelError
+
+    if "from-training" not in memorization.reference:
+        return memorization
+    images: list[str] = []
+    for _, path in _trained_parts(generator):
+        images += training_reference(path) or []
+    if not images:
+        raise ModelError(f"memorization.reference: 'from-training' needs a model or adapter made by "
+                        f"`synthdata train` (a train.json beside it); {generator.model!r} and its "
+                        f"adapters have none: list the training images instead")
+    reference = [r for r in memorization.reference if r != "from-training"] + sorted(set(images))
+    return memorization.model_copy(update={"reference": reference})

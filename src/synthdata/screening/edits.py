@@ -1,0 +1,176 @@
+"""The edits a copy of a real image goes through on its way out of a training pipeline.
+
+Screening must catch a copy whatever happened to it between the real image and the synthetic
+sample: another export convention or a light edit. These functions apply one edit each to a
+uint8 image (gray H x W or RGB H x W x 3) and return uint8; `random_edit` draws one edit (or a
+combination) with parameters from the ranges below. Calibration (`calibrate.py`) synthesizes
+copies with them to set the threshold for a target recall; the benchmark
+(`benchmarks/bench_memorization.py`) plants them.
+
+- geometry: the 8 flips, rotations and transposes (`DIHEDRAL`; `flip_lr` is neurological vs
+  radiological orientation), crops to 85-95% at any position, 2x down-up scaling, resizing to a
+  square (aspect ratio not kept, as training pipelines do);
+- intensity: inversion (MONOCHROME1 not inverted), gamma 0.7-1.4, re-rendering with other
+  limits (a percentile stretch, a narrower window of the displayed range);
+- degradation: JPEG quality 50-90, Gaussian blur sigma 0.5-1.5, noise (1-3 grey levels),
+  small rotations (up to 3 degrees), brightness and contrast changes.
+Calibration and the benchmark apply them to images at a generator's output size: a source
+under 128 px is first upsampled to at least 256 px (`export`).
+Rendering the raw values of a DICOM or NIfTI differently (no VOI window, min-max, percentile)
+needs the raw values: `decoders.render` does that; here only the 8-bit approximations exist.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+DIHEDRAL = ("identity", "rot90", "rot180", "rot270", "flip_lr", "flip_ud", "transpose",
+            "antitranspose")
+
+
+def dihedral(img: np.ndarray, name: str) -> np.ndarray:
+    """One of the 8 symmetries of the square applied to the first two axes."""
+    ops: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "identity": lambda a: a,
+        "rot90": lambda a: np.rot90(a, 1),
+        "rot180": lambda a: np.rot90(a, 2),
+        "rot270": lambda a: np.rot90(a, 3),
+        "flip_lr": lambda a: a[:, ::-1],
+        "flip_ud": lambda a: a[::-1],
+        "transpose": lambda a: np.swapaxes(a, 0, 1),
+        "antitranspose": lambda a: np.rot90(np.swapaxes(a, 0, 1), 2),
+    }
+    return np.ascontiguousarray(ops[name](np.asarray(img)))
+
+
+def invert(img: np.ndarray) -> np.ndarray:
+    """255 - img (a MONOCHROME1 image shown without inversion, a negative)."""
+    return (255 - np.asarray(img, dtype=np.uint8)).astype(np.uint8)
+
+
+def gamma(img: np.ndarray, g: float) -> np.ndarray:
+    """255 * (img / 255) ** g."""
+    lut = np.rint(255.0 * (np.arange(256) / 255.0) ** g).astype(np.uint8)
+    return lut[np.asarray(img, dtype=np.uint8)]
+
+
+def stretch(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clip to [lo, hi] (0..255 units) and stretch to 0..255: another window of the display."""
+    arr = np.asarray(img, dtype=np.float32)
+    if hi <= lo:
+        return np.asarray(img, dtype=np.uint8)
+    return np.rint(np.clip((arr - lo) * (255.0 / (hi - lo)), 0, 255)).astype(np.uint8)
+
+
+def percentile_stretch(img: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Re-render between two percentiles of the image's values (a common export default)."""
+    lo, hi = np.percentile(np.asarray(img), [low, high])
+    return stretch(img, float(lo), float(hi))
+
+
+def crop(img: np.ndarray, frac: float, fx: float = 0.5, fy: float = 0.5) -> np.ndarray:
+    """Keep `frac` of each side; (fx, fy) in 0..1 place the window (0.5, 0.5: centred)."""
+    h, w = np.asarray(img).shape[:2]
+    ch, cw = max(1, round(h * frac)), max(1, round(w * frac))
+    y0, x0 = round((h - ch) * fy), round((w - cw) * fx)
+    return np.ascontiguousarray(np.asarray(img)[y0:y0 + ch, x0:x0 + cw])
+
+
+def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resample to width x height (bilinear, antialiased)."""
+    return np.asarray(Image.fromarray(np.asarray(img)).resize(
+        (max(1, width), max(1, height)), Image.Resampling.BILINEAR))
+
+
+def down_up(img: np.ndarray, factor: float = 2.0) -> np.ndarray:
+    """Downscale by `factor` and back up to the original size."""
+    h, w = np.asarray(img).shape[:2]
+    small = resize(img, round(w / factor), round(h / factor))
+    return resize(small, w, h)
+
+
+def jpeg(img: np.ndarray, quality: int = 50) -> np.ndarray:
+    """Encode as JPEG at `quality` and decode again."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(img)).save(buf, format="JPEG", quality=int(quality))
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        return np.asarray(im).copy()
+
+
+def blur(img: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """Gaussian blur with standard deviation `sigma` pixels (Pillow's radius is the sigma)."""
+    return np.asarray(Image.fromarray(np.asarray(img)).filter(ImageFilter.GaussianBlur(sigma)))
+
+
+def rotate(img: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate about the centre (bilinear), keeping the size; corners filled with black."""
+    return np.asarray(Image.fromarray(np.asarray(img)).rotate(
+        degrees, resample=Image.Resampling.BILINEAR))
+
+
+def linear(img: np.ndarray, gain: float, offset: float) -> np.ndarray:
+    """gain * img + offset, clipped (brightness and contrast)."""
+    arr = np.asarray(img, dtype=np.float32) * gain + offset
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def export(img: np.ndarray, min_side: int = 128, target: int = 256) -> np.ndarray:
+    """A generator's output size: an image under `min_side` px upsampled to >= `target` px."""
+    h, w = np.asarray(img).shape[:2]
+    if min(h, w) >= min_side:
+        return np.asarray(img)
+    k = int(np.ceil(target / min(h, w)))
+    return resize(img, w * k, h * k)
+
+
+def noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Additive Gaussian noise of `sigma` grey levels."""
+    arr = np.asarray(img, dtype=np.float32) + rng.normal(0, sigma, np.asarray(img).shape)
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+# Single edits with parameters drawn from the ranges screening must cover.
+EditFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+SINGLE: dict[str, EditFn] = {
+    **{d: (lambda a, r, d=d: dihedral(a, d)) for d in DIHEDRAL[1:]},
+    "invert": lambda a, r: invert(a),
+    "gamma": lambda a, r: gamma(a, float(np.exp(r.uniform(np.log(0.7), np.log(1.4))))),
+    "percentile": lambda a, r: percentile_stretch(a, r.uniform(0.0, 2.0), r.uniform(98.0, 100.0)),
+    "window": lambda a, r: stretch(a, r.uniform(0, 40), r.uniform(215, 255)),
+    "crop": lambda a, r: crop(a, r.uniform(0.85, 0.95), r.uniform(0, 1), r.uniform(0, 1)),
+    "down_up": lambda a, r: down_up(a, 2.0),
+    "square": lambda a, r: resize(a, *(2 * [max(np.asarray(a).shape[:2])])),
+    "jpeg": lambda a, r: jpeg(a, int(r.integers(50, 91))),
+    "blur": lambda a, r: blur(a, r.uniform(0.5, 1.5)),
+    "noise": lambda a, r: noise(a, r.uniform(1.0, 3.0), r),
+    "rotate": lambda a, r: rotate(a, r.choice([-1, 1]) * r.uniform(0.5, 3.0)),
+    "brightness": lambda a, r: linear(a, r.uniform(0.8, 1.2), r.uniform(-20, 20)),
+}
+# The order a combination applies its edits in: rendering, then geometry, then degradation.
+ORDER = ["percentile", "window", "invert", "gamma", "brightness", *DIHEDRAL[1:], "rotate",
+         "crop", "square", "down_up", "blur", "noise", "jpeg"]
+
+
+def apply(img: np.ndarray, names: list[str], rng: np.random.Generator) -> np.ndarray:
+    """Apply the named edits (from `SINGLE`) in the canonical order."""
+    out = np.asarray(img)
+    for name in sorted(names, key=ORDER.index):
+        out = SINGLE[name](out, rng)
+    return out
+
+
+def random_edit(rng: np.random.Generator, max_edits: int = 3) -> list[str]:
+    """1..max_edits distinct edits, at most one of the dihedral group."""
+    n = int(rng.integers(1, max_edits + 1))
+    names: list[str] = []
+    pool = list(SINGLE)
+    while len(names) < n:
+        name = pool[int(rng.integers(len(pool)))]
+        if name in names or (name in DIHEDRAL and any(x in DIHEDRAL for x in names)):
+            continue
+        names.append(name)
+    return sorted(names, key=ORDER.index)

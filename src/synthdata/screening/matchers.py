@@ -1,0 +1,230 @@
+"""Which matchers screen, against which prepared references, with which thresholds.
+
+    setup, context = prepare_matchers(cfg)        # once: references built, thresholds settled
+    screener = setup.screener()                   # in each task: embedders and indexes loaded
+    result = screener.match(screener.query_data(images))
+    decisions = decide.decide_all(result, setup)
+
+`MatcherSetup` is small and picklable, the same for every task. `context` holds what the
+report needs: the reference (counts, groups, skipped files), each matcher's threshold and how
+it was set (the calibration's recall on synthesized copies and false-positive estimate on
+other-patient pairs), and the matchers' descriptions. Calibrations are cached by everything
+that decides them (reference content, matchers, k, targets, sample sizes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthdata.errors import SynthdataError
+from synthdata.screening import calibrate
+from synthdata.screening.align import AlignedMatcher
+from synthdata.screening.cache import (
+    PreparedReference,
+    ReferenceHandle,
+    load_reference,
+    prepare_references,
+    private_lock,
+    save_json,
+    screening_cache,
+)
+from synthdata.screening.embedders import Embedder, get_embedder
+from synthdata.screening.match import Screener
+from synthdata.screening.reference import ReaderOptions, iter_files, scan_reference
+from synthdata.spec.models import Memorization
+
+CALIBRATION_VERSION = 1
+CALIBRATION_SEED = 20261123
+
+
+@dataclass(frozen=True)
+class MatcherSetup:
+    """Everything a task needs to screen: matcher names, handles, thresholds (picklable)."""
+
+    deciding: tuple[str, ...]                 # matcher names that vote, in order
+    embedders: tuple[tuple[str, str], ...]    # (name, config entry) of searching embedders
+    aligned: bool
+    handles: tuple[tuple[str, ReferenceHandle], ...]
+    thresholds: tuple[tuple[str, float], ...]
+    review_band: float
+    k: int
+    device: str
+    batch_size: int | None
+    base_dir: str | None
+    fingerprints: tuple[tuple[str, str], ...]
+
+    def threshold(self, name: str) -> float:
+        """The threshold of a deciding matcher."""
+        return dict(self.thresholds)[name]
+
+    @property
+    def names(self) -> list[str]:
+        """Every matcher that scores, in order: searching embedders, then aligned."""
+        return [n for n, _ in self.embedders] + (["aligned"] if self.aligned else [])
+
+    def load_embedders(self) -> list[Embedder]:
+        """The searching embedders, loaded once per process; refuses changed models."""
+        out = []
+        for name, entry in self.embedders:
+            emb = get_embedder(entry, device=self.device, batch_size=self.batch_size,
+                               base_dir=self.base_dir)
+            if emb.fingerprint != dict(self.fingerprints)[name]:
+                raise RuntimeError(f"embedder {entry!r} changed since screening was prepared")
+            out.append(emb)
+        return out
+
+    def screener(self) -> Screener:
+        """A Screener over the prepared references (requires a reference)."""
+        refs = {name: load_reference(h) for name, h in self.handles}
+        return Screener(self.load_embedders(), AlignedMatcher() if self.aligned else None,
+                        refs, self.k)
+
+
+def _reader_options(cfg: Memorization) -> ReaderOptions:
+    return ReaderOptions(cfg.slice_axis, cfg.image_column, cfg.group_column, cfg.group_pattern)
+
+
+def _reference_info(prepared: list[PreparedReference]) -> dict:
+    first = prepared[0]
+    meta = first.meta
+    return {"images": meta["count"], "files": len(meta["files"]), "groups": meta["groups"],
+            "group_sources": meta["group_sources"], "content_fingerprint": meta["content"],
+            "indexes": {p.handle.store: p.meta["index"] for p in prepared},
+            "rows": {p.handle.store: p.meta["rows"] for p in prepared},
+            "skipped": [{"id": s.id, "reason": s.reason} for s in first.skipped]}
+
+
+def _calibration_key(cfg: Memorization, setup: MatcherSetup) -> str:
+    blob = json.dumps({"v": CALIBRATION_VERSION, "refs": sorted(h.key for _, h in setup.handles),
+                       "deciding": setup.deciding, "embedders": setup.fingerprints,
+                       "aligned": AlignedMatcher().fingerprint if setup.aligned else None,
+                       "k": cfg.k, "recall": cfg.target_recall, "fp": cfg.max_false_positive,
+                       "images": cfg.calibration_images, "copies": cfg.calibration_copies,
+                       "seed": CALIBRATION_SEED}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def calibration_sample(cfg: Memorization, base_dir: str | None, n: int) -> list:
+    """Up to n real images, a few per file, files in a keyed order (stable, spread out)."""
+    files, _ = scan_reference(cfg.reference, base_dir)
+    files = sorted(files, key=lambda f: calibrate._rank(f.id, CALIBRATION_SEED))
+    per_file = max(1, -(-n // max(1, len(files))))
+    out = []
+    for ref in files:
+        images = list(iter_files([ref], _reader_options(cfg)))
+        out += calibrate.sample_images(images, per_file, CALIBRATION_SEED)
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def calibrate_setup(cfg: Memorization, setup: MatcherSetup, auto: list[str]) -> dict:
+    """Calibrate the `auto` matchers (cached): {name: (threshold, info)}."""
+    path = screening_cache() / "calibration" / f"{_calibration_key(cfg, setup)}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    with private_lock(path):
+        if path.is_file():
+            return json.loads(path.read_text())
+        t0 = time.perf_counter()
+        screener = setup.screener()
+        sample = calibration_sample(cfg, setup.base_dir, cfg.calibration_images)
+        copies, sources, _ = calibrate.synthesize(sample, cfg.calibration_copies,
+                                                  CALIBRATION_SEED)
+        copy_result = screener.match(screener.query_data(copies))
+        other_result = screener.match(screener.query_data([im.pixels for im in sample]),
+                                      exclude_groups=[im.group for im in sample])
+        budget = cfg.max_false_positive / len(setup.deciding)
+        out = {}
+        for name in setup.deciding:
+            threshold, info = calibrate.choose_threshold(
+                copy_result.results[name].score, other_result.results[name].score,
+                cfg.target_recall, budget)
+            info.update({"sample_images": len(sample), "sample_groups":
+                         len({im.group for im in sample}),
+                         "histogram_copies": calibrate.histogram(copy_result.results[name].score),
+                         "histogram_other_patients": calibrate.histogram(
+                             other_result.results[name].score)})
+            out[name] = [threshold, info]
+        out["_seconds"] = round(time.perf_counter() - t0, 3)
+        save_json(path, out)
+        return out
+
+
+def prepare_matchers(cfg: Memorization, *, threshold: float | None = None,
+                     base_dir: str | Path | None = None) -> tuple[MatcherSetup, dict]:
+    """Load the embedders, build or reuse the references, settle every threshold.
+
+    `threshold` overrides every configured one (`synthdata screen --threshold`).
+    Without a reference nothing is searched: the setup has no handles.
+    """
+    from synthdata.spec.checks import memorization_problems
+
+    problems = memorization_problems(cfg)
+    if problems:
+        raise SynthdataError("; ".join(f"{'.'.join(map(str, path))}: {message}"
+                                       for path, message in problems))
+    base = str(base_dir) if base_dir is not None else None
+    names, entries, embedders = [], [], []
+    for entry in cfg.candidate_embedders:
+        emb = get_embedder(entry, device=cfg.device, batch_size=cfg.batch_size, base_dir=base)
+        names.append(emb.name)
+        entries.append(entry)
+        embedders.append(emb)
+    name_of = dict(zip(entries, names))
+    deciding = tuple(name_of.get(m, m) for m in cfg.matchers)
+    aligned = "aligned" in cfg.matchers
+    handles: tuple = ()
+    reference = None
+    if cfg.reference:
+        stores = [*embedders, *([AlignedMatcher()] if aligned else [])]
+        prepared = prepare_references(cfg.reference, stores, options=_reader_options(cfg),
+                                      exact_limit=cfg.exact_limit,
+                                      memory_gb=cfg.index_memory_gb, base_dir=base)
+        handles = tuple((p.handle.store, p.handle) for p in prepared)
+        reference = _reference_info(prepared)
+    setup = MatcherSetup(deciding, tuple(zip(names, entries)), aligned, handles, (),
+                         cfg.review_band, cfg.k, cfg.device, cfg.batch_size, base,
+                         tuple((e.name, e.fingerprint) for e in embedders))
+    thresholds, how = {}, {}
+    configured = {d: cfg.threshold_for(m) for d, m in zip(deciding, cfg.matchers)}
+    auto = [d for d, v in configured.items() if v == "auto"] if threshold is None else []
+    if auto and reference is not None:
+        calibrate.check_calibratable(reference["images"], reference["groups"],
+                                     ", ".join(auto))
+        calibration = calibrate_setup(cfg, setup, auto)
+    for d in deciding:
+        if threshold is not None:
+            thresholds[d], how[d] = float(threshold), {"method": "given on the command line",
+                                                       "threshold": float(threshold)}
+        elif configured[d] != "auto":
+            thresholds[d], how[d] = float(configured[d]), {"method": "configured",
+                                                           "threshold": float(configured[d])}
+        elif reference is None:
+            thresholds[d], how[d] = 1.0, {"method": "no reference configured: nothing to "
+                                                    "compare with", "threshold": 1.0}
+        else:
+            value, info = calibration[d]
+            thresholds[d], how[d] = float(value), info
+    setup = MatcherSetup(setup.deciding, setup.embedders, setup.aligned, setup.handles,
+                         tuple(thresholds.items()), setup.review_band, setup.k, setup.device,
+                         setup.batch_size, setup.base_dir, setup.fingerprints)
+    context = {"matchers": {e.name: {k: v for k, v in e.describe().items() if k != "device"}
+                            for e in embedders},
+               "deciding": list(deciding), "matchers_scoring": setup.names,
+               "thresholds": thresholds, "threshold_info": how,
+               "review_band": cfg.review_band, "k": cfg.k, "reference": reference,
+               "rule": "reject if any deciding matcher says reject; review if any says review; "
+                       "blank images and samples without a score go to review"}
+    if aligned:
+        context["matchers"]["aligned"] = AlignedMatcher().describe()
+    return setup, context
+
+
+def describe_thresholds(setup: MatcherSetup) -> dict[str, float]:
+    """{matcher: threshold} rounded for printing."""
+    return {n: round(float(t), 6) for n, t in setup.thresholds}
