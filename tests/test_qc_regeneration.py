@@ -104,3 +104,41 @@ def test_samples_that_still_fail_are_kept_out_of_the_accepted_shards(tmp_path):
     assert all(manifest[k]["qc_passed"] is False and manifest[k]["accepted"] is False for k in failed)
     stats = dataset_stats(root, manifest_table(root))
     assert sum(v["qc_failed"] for v in stats["labels"].values()) == len(failed)
+
+
+def test_top_up_regenerates_near_copies_of_real_images_so_counts_stay_exact(tmp_path):
+    """qc.top_up: two generated images are planted in the real reference; the worker screens
+    each shard with the screening matchers and regenerates those two, so screening afterwards
+    accepts all 8 planned samples (without top_up it rejects the two)."""
+    from synthdata.screening import screen_dataset
+    from synthdata.spec import load_spec
+    from tests.lineage.conftest import planted_reference
+
+    data = yaml.safe_load(DEMO_SPEC.read_text())
+    data.update(count=8, shards={"size": 8})
+    data["generator"].update(steps=2)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(data, sort_keys=False))
+    first = build_dataset(tmp_path / "first", plain, shards=(0,))
+    copied = tuple(r["key"] for r in _rows(first)[2:4])
+    reference = planted_reference(first, tmp_path / "real", planted=copied)
+    memorization = {"reference": [str(reference)], "embedder": "pixel", "threshold": 0.9}
+
+    rejected = screen_dataset(first, load_spec(plain).memorization.model_copy(
+        update={"reference": [str(reference)], "embedder": ["pixel"], "threshold": 0.9}))
+    assert rejected.decisions.get("reject") == 2, "the planted copies are caught without top-up"
+
+    data.update(memorization=memorization, qc={"top_up": True, "max_attempts": 3})
+    topped = tmp_path / "topped.yaml"
+    topped.write_text(yaml.safe_dump(data, sort_keys=False))
+    root = build_dataset(tmp_path / "topped", topped, shards=(0,))
+    rows = {r["key"]: r for r in _rows(root)}
+    for key in copied:
+        history = json.loads(rows[key]["attempts"])
+        assert rows[key]["attempt"] == 1 and rows[key]["qc_passed"]
+        assert history[0]["reason"].startswith("memorization: reject: near real image ")
+        assert "planted" not in history[0]["reason"], "real ids appear by pseudonym only"
+    assert all(r["attempt"] == 0 for k, r in rows.items() if k not in copied)
+    summary = screen_dataset(root, load_spec(topped).memorization)
+    assert summary.decisions == {"accept": 8, "review": 0, "reject": 0}
+    assert reproduce(root, copied[0]).identical

@@ -217,6 +217,9 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
         pending = pending_shards(folder, prepared.shard_count, prepared.plan_hash)
         timings["plan_s"], clock = time.perf_counter() - clock, time.perf_counter()
         results = []
+        if pending and spec.qc is not None and spec.qc.top_up and spec.memorization.reference:
+            _prepare_top_up_screening(spec)
+        timings["top_up_prepare_s"], clock = time.perf_counter() - clock, time.perf_counter()
         if pending:
             results = generate_shards.with_options(task_runner=engines.task_runner(execution))(
                 run_spec.model_dump(mode="json"), str(folder.root), pending, worker.job_as_dict(job),
@@ -234,6 +237,15 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
                 "timings": timings}
     finally:
         lock.release()
+
+
+def _prepare_top_up_screening(spec: Spec) -> None:
+    """Build the reference index and calibrate once, here, before the workers screen their
+    shards with it (`qc.top_up`): they then read it from the cache instead of racing to build it."""
+    from synthdata.screening.matchers import prepare_matchers
+    from synthdata.training import resolve_from_training
+
+    prepare_matchers(resolve_from_training(spec.memorization, spec.generator))
 
 
 def shard_sizes(spec: Spec, shard_count: int) -> dict[int, int]:

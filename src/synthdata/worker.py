@@ -246,15 +246,22 @@ def generate_shard(spec_data: dict, out_dir: str, shard: int, job_data: dict,
 
 
 def qc_checks(spec: Spec, slot: int, gen: ImageGenerator) -> list:
-    """The spec's QC checks, built once per process and slot (classifiers load once)."""
-    if spec.qc is None or not spec.qc.checks:
+    """The spec's QC checks, built once per process and slot (classifiers load once); with
+    `qc.top_up` and a real reference, memorization screening is one of them."""
+    top_up = spec.qc is not None and spec.qc.top_up and bool(spec.memorization.reference)
+    if spec.qc is None or not (spec.qc.checks or top_up):
         return []
     from synthdata.qc import build_checks
 
-    key = (slot, spec.qc.model_dump_json())
+    key = (slot, spec.qc.model_dump_json(), spec.memorization.model_dump_json() if top_up else "")
     with _LOCK:
         if key not in _CHECKS:
-            _CHECKS[key] = build_checks(spec.qc, gen.describe()["device"])
+            checks = build_checks(spec.qc, gen.describe()["device"])
+            if top_up:
+                from synthdata.qc.memorization import memorization_check
+
+                checks.append(memorization_check(spec.memorization, spec.generator))
+            _CHECKS[key] = checks
         return _CHECKS[key]
 
 

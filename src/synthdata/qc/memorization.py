@@ -1,0 +1,52 @@
+"""Memorization screening as a QC check, for `qc.top_up`: near-copies are regenerated.
+
+With `qc.top_up: true` and a `memorization.reference`, the generation worker screens each
+shard's images with the same matchers, reference and thresholds as the screening step
+(`screening.matchers.prepare_matchers`, cached on disk, so the worker and the step agree) and
+treats a reject or review as a failed check. The sample is regenerated with its next attempt
+seed like any QC failure, so the accepted shards keep the planned per-label counts; the real
+image it resembled is named by pseudonym only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from synthdata.qc.checks import CheckResult
+
+CHECK = "memorization"
+
+
+def memorization_check(memorization, generator):
+    """A group check (`qc.Check`) screening images against the spec's real reference."""
+    from synthdata import privacy
+    from synthdata.qc import Check
+    from synthdata.screening.decide import ACCEPT, decide_all
+    from synthdata.screening.matchers import prepare_matchers
+    from synthdata.screening.pipeline import REAL_KIND
+    from synthdata.shardgen import to_uint8
+    from synthdata.training import resolve_from_training
+
+    setup, _ = prepare_matchers(resolve_from_training(memorization, generator))
+    screener = setup.screener()
+    thresholds = dict(setup.thresholds)
+
+    def run(images: Sequence[np.ndarray], rows: Sequence[Mapping]) -> list[CheckResult]:
+        result = screener.match(screener.query_data([to_uint8(im) for im in images]))
+        out = []
+        for d in decide_all(result, thresholds, setup.review_band, list(setup.deciding)):
+            if d.decision == ACCEPT:
+                out.append(CheckResult(CHECK, True, "", d.similarity))
+                continue
+            real = privacy.remember([d.nearest_real_id], REAL_KIND)[d.nearest_real_id] \
+                if d.nearest_real_id else "-"
+            score = "no score" if d.similarity is None else \
+                f"{d.matcher} {d.similarity:.4f} >= {thresholds[d.matcher] - setup.review_band:.4f}"
+            out.append(CheckResult(CHECK, False, f"{d.decision}: near real image {real} ({score})"
+                                   + (f", {d.note}" if d.note else ""), d.similarity))
+        return out
+
+    return Check(CHECK, {"thresholds": {k: round(float(v), 6) for k, v in thresholds.items()},
+                         "matchers": list(setup.deciding)}, run)
