@@ -1,12 +1,12 @@
 """Does builtin:phantom draw its labels? Generate a demo spec's images, measure separability.
 
-Plans the spec (default `specs/demo-phantom.yaml`), generates every sample through the normal
+Plans the spec (default `specs/demo.yaml`), generates every sample through the normal
 DiffusersGenerator in the plan's batches, and reports the leave-one-out accuracy of a
 nearest-centroid classifier on 16x16 gray thumbnails (majority-class rate beside it), with
 one contact sheet per label written to --sheets. `--checkpoint DIR` evaluates a training
 checkpoint instead (its tensors loaded onto the train spec's base model).
 
-    python benchmarks/bench_phantom_model.py [--spec specs/demo-phantom.yaml] [--sheets out/]
+    python benchmarks/bench_phantom_model.py [--spec specs/demo.yaml] [--sheets out/]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def contact_sheets(images: list[np.ndarray], labels: list[str], out: Path, per_r
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--spec", type=Path, default=REPO / "specs" / "demo-phantom.yaml")
+    parser.add_argument("--spec", type=Path, default=REPO / "specs" / "demo.yaml")
     parser.add_argument("--model", default=None, help="override generator.model")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a checkpoints/<...> folder")
     parser.add_argument("--train-spec", type=Path, default=REPO / "specs" / "train-phantom.yaml")

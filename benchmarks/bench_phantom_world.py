@@ -8,10 +8,10 @@ Runs, with the real command line:
 4. `synthdata evaluate WORK/{phantom,tiny} --real WORK/real --utility`
 and prints FID (and the real-vs-real floor), KID, PRDC and the synthetic-only utility AUC with
 its interval for both models. The spec's labels must be phantom labels (default:
-specs/demo-phantom.yaml, else specs/demo.yaml, on builtin:phantom). Screening is switched off in the copies (memorization.reference: []) so only
+specs/demo.yaml, on builtin:phantom). Screening is switched off in the copies (memorization.reference: []) so only
 generation and evaluation are timed.
 
-    python benchmarks/bench_phantom_world.py [--spec specs/demo-phantom.yaml] [--count 500] [--real 1000] [--record]
+    python benchmarks/bench_phantom_world.py [--spec specs/demo.yaml] [--count 500] [--real 1000] [--record]
 """
 
 from __future__ import annotations
@@ -70,9 +70,7 @@ def figures(out: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    default_spec = REPO / "specs" / "demo-phantom.yaml"
-    ap.add_argument("--spec", type=Path, default=default_spec if default_spec.is_file()
-                    else REPO / "specs" / "demo.yaml")
+    ap.add_argument("--spec", type=Path, default=REPO / "specs" / "demo.yaml")
     ap.add_argument("--count", type=int, default=500)
     ap.add_argument("--real", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=11)

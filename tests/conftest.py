@@ -24,7 +24,7 @@ from synthdata.cli import quiet_environment  # noqa: E402
 quiet_environment()
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_SPEC = REPO / "specs" / "demo.yaml"
+DEMO_SPEC = REPO / "specs" / "demo-tiny.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import labelled_images, write_imagefolder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_SPEC = REPO / "specs" / "demo.yaml"
+DEMO_SPEC = REPO / "specs" / "demo-tiny.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def real_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_shards(tmp_path_factory) -> Path:
-    """Shards 0 and 1 of specs/demo.yaml (32 images of the built-in tiny model), raw only."""
+    """Shards 0 and 1 of specs/demo-tiny.yaml (32 images of the built-in tiny model), raw only."""
     from synthdata.fingerprint import model_fingerprint
     from synthdata.outputs import prepare
     from synthdata.spec import load_spec

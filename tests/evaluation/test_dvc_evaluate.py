@@ -24,7 +24,7 @@ def test_evaluate_stage_is_a_dvc_metric(tmp_path, prefect_server, monkeypatch):
     root = tmp_path / "project"
     (root / "specs").mkdir(parents=True)
     write_imagefolder(root / "data" / "real", labelled_images(6))
-    spec = yaml.safe_load((REPO / "specs" / "demo.yaml").read_text())
+    spec = yaml.safe_load((REPO / "specs" / "demo-tiny.yaml").read_text())
     spec.update(count=8, shards={"size": 8}, memorization={"reference": []}, execution={"workers": 1})
     spec["generator"].update(steps=2, batch_size=8)
     (root / "specs" / "demo.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -32,6 +32,7 @@ def test_evaluate_stage_is_a_dvc_metric(tmp_path, prefect_server, monkeypatch):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert params["evaluate_inputs"] == {}, "no evaluate stage unless a real set is named"
     params["evaluate_inputs"] = {"real": "data/real"}
+    params.update(out="datasets/demo-cxr", work="build/dvc/demo-cxr")  # the tiny spec's dataset
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     Repo.init(str(root)).close()

@@ -70,6 +70,7 @@ def project(tmp_path, prefect_server, monkeypatch) -> Path:
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update(generate_inputs={"model": "models/tiny"}, screen_inputs={"real": "real"})
+    params.update(out="datasets/demo-cxr", work="build/dvc/demo-cxr")  # the tiny spec's dataset
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     with Repo.init(str(root)) as repo, repo.config.edit() as conf:

@@ -15,7 +15,7 @@ import torch
 from synthdata.fsutil import sha256_file
 
 DEMO_PLAN_HASH = "f7b2c5aa39f05371347de0e81c1eecb2457749ad08aa20547767dea5526c71ca"
-# sha256 of raw/shard-000000.tar of specs/demo.yaml, by torch CPU capability (torch 2.13 CPU).
+# sha256 of raw/shard-000000.tar of specs/demo-tiny.yaml, by torch CPU capability (torch 2.13 CPU).
 DEMO_SHARD0_SHA256 = {
     "AVX512": "e7804591da62476bbc5556ce390ab77367622068f664d59e4dca4c80383d17de",
 }
@@ -32,3 +32,24 @@ def test_demo_first_shard_bytes_are_pinned(demo_dataset):
         f"no golden shard hash recorded for CPU capability {capability!r} (this machine gives "
         f"{actual}); add it to DEMO_SHARD0_SHA256 once the other pinned values agree")
     assert actual == DEMO_SHARD0_SHA256[capability], "the demo's bytes moved: say why in CHANGELOG.md"
+
+
+# specs/demo.yaml, the README's demo on builtin:phantom (its shipped weights are pinned by
+# tests/training/test_builtin_phantom.py): plan hash and shard 0 made by one worker thread.
+PHANTOM_DEMO_PLAN_HASH = "0a56cd0e8c44e98afd6fdffc17a50beb254c1798e9591a1e540d1ec959498434"
+PHANTOM_DEMO_SHARD0_SHA256 = {
+    "AVX512": "3698691b022974e62a93f255034987cb8e57c554035ed5bc1a56255440e2d8d0",
+}
+
+
+def test_phantom_demo_plan_and_first_shard_are_pinned(tmp_path):
+    from tests.lineage.conftest import REPO, build_dataset
+
+    root = build_dataset(tmp_path / "demo-phantom", REPO / "specs" / "demo.yaml", shards=(0,))
+    assert json.loads((root / "plan.json").read_text())["plan_hash"] == PHANTOM_DEMO_PLAN_HASH
+    capability = torch.backends.cpu.get_cpu_capability()
+    actual = sha256_file(root / "raw" / "shard-000000.tar")
+    assert capability in PHANTOM_DEMO_SHARD0_SHA256, (
+        f"no golden shard hash recorded for CPU capability {capability!r} (this machine gives "
+        f"{actual}); add it to PHANTOM_DEMO_SHARD0_SHA256 once the other pinned values agree")
+    assert actual == PHANTOM_DEMO_SHARD0_SHA256[capability], "the demo's bytes moved: say why in CHANGELOG.md"

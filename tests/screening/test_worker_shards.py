@@ -13,7 +13,7 @@ from synthdata.screening.shardio import embeddings_path, read_members
 from synthdata.spec import load_spec
 from synthdata.spec.models import Memorization
 
-SPEC = Path(__file__).resolve().parents[2] / "specs" / "demo.yaml"
+SPEC = Path(__file__).resolve().parents[2] / "specs" / "demo-tiny.yaml"
 
 
 def test_screens_a_worker_shard(tmp_path, reference_dir):
