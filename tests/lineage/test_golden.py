@@ -25,13 +25,18 @@ def test_demo_plan_hash_is_pinned(demo_dataset):
     assert json.loads((demo_dataset / "plan.json").read_text())["plan_hash"] == DEMO_PLAN_HASH
 
 
-def test_demo_first_shard_bytes_are_pinned(demo_dataset):
+def assert_pinned_shard(tar, pinned: dict[str, str], name: str) -> None:
+    """The tar's sha256 equals the value pinned for this machine's torch CPU capability."""
     capability = torch.backends.cpu.get_cpu_capability()
-    actual = sha256_file(demo_dataset / "raw" / "shard-000000.tar")
-    assert capability in DEMO_SHARD0_SHA256, (
+    actual = sha256_file(tar)
+    assert capability in pinned, (
         f"no golden shard hash recorded for CPU capability {capability!r} (this machine gives "
-        f"{actual}); add it to DEMO_SHARD0_SHA256 once the other pinned values agree")
-    assert actual == DEMO_SHARD0_SHA256[capability], "the demo's bytes moved: say why in CHANGELOG.md"
+        f"{actual}); add it to {name} once the other pinned values agree")
+    assert actual == pinned[capability], "the demo's bytes moved: say why in CHANGELOG.md"
+
+
+def test_demo_first_shard_bytes_are_pinned(demo_dataset):
+    assert_pinned_shard(demo_dataset / "raw" / "shard-000000.tar", DEMO_SHARD0_SHA256, "DEMO_SHARD0_SHA256")
 
 
 # specs/demo.yaml, the README's demo on builtin:phantom (its shipped weights are pinned by
@@ -47,9 +52,5 @@ def test_phantom_demo_plan_and_first_shard_are_pinned(tmp_path):
 
     root = build_dataset(tmp_path / "demo-phantom", REPO / "specs" / "demo.yaml", shards=(0,))
     assert json.loads((root / "plan.json").read_text())["plan_hash"] == PHANTOM_DEMO_PLAN_HASH
-    capability = torch.backends.cpu.get_cpu_capability()
-    actual = sha256_file(root / "raw" / "shard-000000.tar")
-    assert capability in PHANTOM_DEMO_SHARD0_SHA256, (
-        f"no golden shard hash recorded for CPU capability {capability!r} (this machine gives "
-        f"{actual}); add it to PHANTOM_DEMO_SHARD0_SHA256 once the other pinned values agree")
-    assert actual == PHANTOM_DEMO_SHARD0_SHA256[capability], "the demo's bytes moved: say why in CHANGELOG.md"
+    assert_pinned_shard(root / "raw" / "shard-000000.tar", PHANTOM_DEMO_SHARD0_SHA256,
+                        "PHANTOM_DEMO_SHARD0_SHA256")
