@@ -65,9 +65,27 @@ def _measure(gen: DiffusersGenerator, requests: list[SampleRequest], batch: int)
 
 def tune(spec: Spec, batches: list[int], knob_sets: list[dict] | None = None, images: int = 16,
          device: str | None = None) -> dict:
-    """Measure every (knob setting, batch size); return rows and the suggested setting."""
+    """Measure every (knob setting, batch size); return rows and the suggested setting.
+
+    On a CPU, torch's threads are pinned to the spec's per-worker thread count for the
+    measurement, as a run's workers pin them, so the rates compare with `synthdata run`."""
+    from synthdata import engines
+
     device = device or spec.generator.device
     probe = DiffusersGenerator(spec.generator, device=device)
+    threads = engines.resolve(spec.execution, device).threads_per_worker
+    previous = torch.get_num_threads()
+    if not probe.device.startswith("cuda"):
+        torch.set_num_threads(threads)
+    try:
+        result = _tune_rows(spec, probe, batches, knob_sets, images, device)
+    finally:
+        torch.set_num_threads(previous)
+    return {**result, "threads": threads if not probe.device.startswith("cuda") else None}
+
+
+def _tune_rows(spec: Spec, probe: DiffusersGenerator, batches: list[int], knob_sets: list[dict] | None,
+               images: int, device: str) -> dict:
     if knob_sets is None:
         knob_sets = [{}, *(GPU_KNOBS if probe.device.startswith("cuda") else CPU_KNOBS)]
     requests = _requests(spec, images)
