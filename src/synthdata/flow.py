@@ -10,6 +10,7 @@ a progress artifact advances shard by shard.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -217,14 +218,24 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
         pending = pending_shards(folder, prepared.shard_count, prepared.plan_hash)
         timings["plan_s"], clock = time.perf_counter() - clock, time.perf_counter()
         results = []
-        if pending and spec.qc is not None and spec.qc.top_up and spec.memorization.reference:
-            _prepare_top_up_screening(spec)
+        top_up = spec.qc is not None and spec.qc.top_up and bool(spec.memorization.reference)
+        if pending and top_up:
+            _prepare_screening_reference(spec)
         timings["top_up_prepare_s"], clock = time.perf_counter() - clock, time.perf_counter()
-        if pending:
-            results = generate_shards.with_options(task_runner=engines.task_runner(execution))(
-                run_spec.model_dump(mode="json"), str(folder.root), pending, worker.job_as_dict(job),
-                execution.threads_per_worker, shard_sizes(spec, prepared.shard_count), spec.name)
-        timings["generate_s"], clock = time.perf_counter() - clock, time.perf_counter()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference") as overlap:
+            # on GPUs the reference index and calibration are built while the shards generate; on
+            # a CPU they would compete with generation for the same cores (measured slower)
+            early = overlap.submit(_prepare_screening_reference, spec) \
+                if pending and not top_up and stop_after != "generate" and spec.memorization.reference \
+                and execution.gpu_count > 0 else None
+            if pending:
+                results = generate_shards.with_options(task_runner=engines.task_runner(execution))(
+                    run_spec.model_dump(mode="json"), str(folder.root), pending, worker.job_as_dict(job),
+                    execution.threads_per_worker, shard_sizes(spec, prepared.shard_count), spec.name)
+            timings["generate_s"], clock = time.perf_counter() - clock, time.perf_counter()
+            if early is not None:
+                early.result()  # its error, if any, is screening's: raised here, shards kept
+                timings["reference_wait_s"], clock = time.perf_counter() - clock, time.perf_counter()
         decisions: dict = {}
         if stop_after != "generate":
             decisions = screen(folder.root, spec)["decisions"]
@@ -239,9 +250,9 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
         lock.release()
 
 
-def _prepare_top_up_screening(spec: Spec) -> None:
-    """Build the reference index and calibrate once, here, before the workers screen their
-    shards with it (`qc.top_up`): they then read it from the cache instead of racing to build it."""
+def _prepare_screening_reference(spec: Spec) -> None:
+    """Build (or find in the cache) the reference index and calibration: before generation for
+    `qc.top_up` (the workers then read it instead of racing to build it), else beside it."""
     from synthdata.screening.matchers import prepare_matchers
     from synthdata.training import resolve_from_training
 
