@@ -42,7 +42,7 @@ synthdata_run(spec_path, out_dir=out)
 
 
 def _spec(folder: Path, model: Path, images: int) -> Path:
-    data = yaml.safe_load((REPO / "specs" / "demo.yaml").read_text())
+    data = yaml.safe_load((REPO / "specs" / "demo-tiny.yaml").read_text())
     data.update(name="overlap", count=images, shards={"size": images})
     data["generator"].update(model=str(model), steps=2, batch_size=4, height=64, width=64)
     path = folder / "overlap.yaml"

@@ -1,4 +1,4 @@
-"""Start-up: time from `synthdata run specs/demo.yaml` to the first image and to the end, cold and warm.
+"""Start-up: time from `synthdata run specs/demo-tiny.yaml` to the first image and to the end, cold and warm.
 
 Cold: a fresh Prefect home (new SQLite database) and a fresh model cache (tiny model built).
 Warm: the same Prefect home and cache again, new output folder.
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def one_run(env: dict, out: Path) -> dict:
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "synthdata.cli", "run", "specs/demo.yaml", "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "synthdata.cli", "run", "specs/demo-tiny.yaml", "--out", str(out)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = None
     while proc.poll() is None:

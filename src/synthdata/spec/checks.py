@@ -227,7 +227,7 @@ def _check_paths(spec: Spec) -> list[tuple[FieldPath, str]]:
     gen = spec.generator
     if is_local_model(gen.model) and not Path(gen.model).expanduser().is_dir():
         out.append((("generator", "model"), f"model folder {gen.model!r} does not exist "
-                    "(expected builtin:tiny, a local diffusers pipeline folder, or a hub id org/name)"))
+                    "(expected builtin:tiny, builtin:phantom, catalog:ID, a local diffusers pipeline folder, or a hub id org/name)"))
     for i, ti in enumerate(gen.textual_inversion):
         if not Path(ti.path).expanduser().is_file():
             out.append((("generator", "textual_inversion", i, "path"), f"file {ti.path!r} does not exist"))

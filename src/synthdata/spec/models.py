@@ -124,7 +124,7 @@ class Generator(StrictModel):
     """Which text-to-image model generates, and how."""
 
     model: str = Field("builtin:tiny", min_length=1,
-                       description="builtin:tiny, a local pipeline folder, or a hub id")
+                       description="builtin:tiny, builtin:phantom, catalog:ID, a local pipeline folder, or a hub id")
     revision: str | None = None
     scheduler: Literal[SCHEDULERS] = "ddim"  # type: ignore[valid-type]
     steps: int = Field(25, ge=1, le=1000)
@@ -172,7 +172,8 @@ class Memorization(StrictModel):
 
     reference: list[str] = Field([], description=(
         "real images: folders (searched recursively) or files of PNG/JPEG/TIFF/BMP, DICOM, "
-        "NIfTI, WebDataset tars and Parquet tables"))
+        "NIfTI, WebDataset tars and Parquet tables; 'from-training': the images the generator's "
+        "model and adapters were trained on (their train.json from `synthdata train`)"))
     embedder: Annotated[list[str], BeforeValidator(_as_list), WithJsonSchema(
         {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"},
                                         "minItems": 1}]})] = Field(
