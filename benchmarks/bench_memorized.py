@@ -103,7 +103,8 @@ def judge(folder: Path, train: np.ndarray, baseline: np.ndarray) -> dict:
     flagged = {"reject", "review"}
 
     def tally(selected: list[dict]) -> dict:
-        return {"n": len(selected), "flagged": sum(x["decision"] in flagged for x in selected)}
+        return {"n": len(selected), "flagged": sum(x["decision"] in flagged for x in selected),
+                "rejected": sum(x["decision"] == "reject" for x in selected)}
 
     copies = [x for x in rows if x["near_copy"]]
     strict = [x for x in rows if x["distance_ratio"] <= STRICT]
@@ -123,7 +124,7 @@ def judge(folder: Path, train: np.ndarray, baseline: np.ndarray) -> dict:
     }
 
 
-def independent_scores(pool_dir: Path, out: Path, paths: list[str], threshold) -> dict:
+def independent_scores(pool_dir: Path, out: Path, paths: list[str], threshold, review_band: float) -> dict:
     """`synthdata audit` of the independent phantoms against the training images: how near a
     distinct phantom comes in the screener's own score, and how many the spec's threshold flags."""
     import pyarrow.parquet as pq
@@ -136,7 +137,9 @@ def independent_scores(pool_dir: Path, out: Path, paths: list[str], threshold) -
     return {"images": len(score), "aligned_max": round(float(score.max()), 4),
             "aligned_p99": round(float(np.quantile(score, 0.99)), 4),
             "aligned_median": round(float(np.median(score)), 4),
-            "flagged_at_spec_threshold": sum(d != "accept" for d in table["decision"]), "audit_s": round(seconds, 1)}
+            "rejected_at_spec_threshold": sum(d == "reject" for d in table["decision"]),
+            "in_review_band": int(((score >= float(threshold) - review_band) & (score < float(threshold))).sum()),
+            "audit_s": round(seconds, 1)}
 
 
 def run_variant(spec: dict, out: Path, name: str, train: np.ndarray, baseline: np.ndarray) -> dict:
@@ -181,7 +184,8 @@ def main() -> None:
         pool_images = [np.asarray(Image.open(p)) for p in sorted((pool_dir / "images").glob("*.png"))]
         baseline = (thumbs(pool_images) @ train.T).max(0)
         result["independent_max_r16"] = [round(float(b), 5) for b in baseline]
-        result["independent"] = independent_scores(pool_dir, out / "independent-audit", paths, threshold)
+        result["independent"] = independent_scores(pool_dir, out / "independent-audit", paths, threshold,
+                                                   spec["memorization"].get("review_band", 0.0))
         folder = out / "memorized"
         result["run_s"] = round(synthdata("run", str(SPEC), "--out", str(folder), "--no-dvc"), 1)
         result["memorized"] = judge(folder, train, baseline)
