@@ -71,7 +71,12 @@ def thumbs(images: list[np.ndarray], size: int = 16) -> np.ndarray:
 
 def generated(folder: Path) -> tuple[list[str], list[np.ndarray]]:
     """Keys and images of every generated sample (raw shards, before screening)."""
-    from synthdata.screening.shardio import complete_shards, raw_tar, read_members, shard_images
+    from synthdata.screening.shardio import (
+        complete_shards,
+        raw_tar,
+        read_members,
+        shard_images,
+    )
 
     keys, images = [], []
     for shard in complete_shards(folder):
