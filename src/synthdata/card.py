@@ -142,6 +142,18 @@ FILES = ("Each sample is `KEY.png`, `KEY.json` (metadata), `KEY.cls` (label inde
          "hash and screening result; `run.json` records how the run was made.")
 
 
+def _training_lines(run: dict) -> list[str]:
+    """One line per model part that `synthdata train` made (run.json model.training)."""
+    out = []
+    for role, chain in ((run.get("model") or {}).get("training") or {}).items():
+        source = chain.get("data_source") or {}
+        kind = f", {source.get('kind')} data" if source.get("kind") else ""
+        out.append(f"- {role} trained by `synthdata train` ({chain.get('method')}): {chain.get('images')} "
+                   f"training images{kind} (data fingerprint `{(chain.get('data_fingerprint') or '-')[:16]}`), "
+                   f"base fingerprint `{(chain.get('base_fingerprint') or '-')[:16]}`")
+    return out
+
+
 def _model_section(root: Path, spec: dict, run: dict) -> list[str]:
     gen = spec["generator"]
     lic = model_license(root)
@@ -156,7 +168,8 @@ def _model_section(root: Path, spec: dict, run: dict) -> list[str]:
              f"- model: `{gen['model']}` (revision `{gen.get('revision')}`)",
              f"- model license: {lic or 'unknown (check the model card before using its outputs)'}",
              f"- model fingerprint: `{model_fp}`",
-             f"- textual inversion: {tis}", f"- LoRA: {loras}", "",
+             f"- textual inversion: {tis}", f"- LoRA: {loras}",
+             *_training_lines(run), "",
              "## Generation settings", "",
              (f"- seed {spec['seed']}, {sum(records.planned_counts(root).values())} "
               f"samples, shards of {spec['shards']['size']}, batch size {gen['batch_size']}"),

@@ -82,3 +82,27 @@ def test_prompts_over_findings_draw_separable_labels():
     assert images[0].shape == (64, 64, 3)
     assert nearest_centroid_accuracy(thumbnails(images), labels) >= 0.7
     assert not np.array_equal(images[0], images[1])
+
+
+def test_from_training_and_the_training_chain_follow_the_generator():
+    """`memorization.reference: [from-training]` expands to the model's training images; run.json's
+    model.training (and the card's line) carry its chain; a model not trained here is refused."""
+    import pytest
+
+    from synthdata.card import _training_lines
+    from synthdata.errors import ModelError
+    from synthdata.spec.models import Memorization
+    from synthdata.training import generator_training, resolve_from_training
+
+    phantom = Generator(model="builtin:phantom")
+    resolved = resolve_from_training(Memorization(reference=["from-training"]), phantom)
+    assert len(resolved.reference) == 1000 and all(Path(p).is_file() for p in resolved.reference[:5])
+    chain = generator_training(phantom)
+    assert set(chain) == {"model"} and chain["model"]["output_fingerprint"] == PINNED
+    line, = _training_lines({"model": {"training": chain}})
+    assert "(full): 1000 training images, phantoms data" in line
+    assert generator_training(Generator(model="builtin:tiny")) == {}
+    with pytest.raises(ModelError, match="from-training"):
+        resolve_from_training(Memorization(reference=["from-training"]), Generator(model="builtin:tiny"))
+    untouched = Memorization(reference=[])
+    assert resolve_from_training(untouched, phantom) is untouched
