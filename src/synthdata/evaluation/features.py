@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 from synthdata.evaluation.realset import RealItem, read_images
 from synthdata.fsutil import atomic_path, cache_root, sha256_file
 from synthdata.screening.embedders import Embedder, get_embedder
-from synthdata.screening.shardio import decode_png
+from synthdata.screening.shardio import decode_png, read_members
 
 DEFAULT_EXTRACTOR = "efficientnet-lite0"
 FEATURES_VERSION = 1
@@ -84,15 +83,12 @@ def read_shard(tar_path: str | Path) -> tuple[list[str], list[str], list[str], l
     """Keys, labels, prompts and decoded images of a synthdata shard, in key order."""
     meta: dict[str, dict] = {}
     pngs: dict[str, bytes] = {}
-    with tarfile.open(tar_path, "r:") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, ext = member.name.partition(".")
-            if ext == "png":
-                pngs[key] = tar.extractfile(member).read()  # type: ignore[union-attr]
-            elif ext == "json":
-                meta[key] = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+    for name, data in read_members(tar_path):
+        key, _, ext = name.partition(".")
+        if ext == "png":
+            pngs[key] = data
+        elif ext == "json":
+            meta[key] = json.loads(data)
     keys = sorted(pngs)
     labels = [str(meta.get(k, {}).get("label", "")) for k in keys]
     prompts = [str(meta.get(k, {}).get("prompt", "")) for k in keys]
