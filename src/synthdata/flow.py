@@ -218,7 +218,7 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
         pending = pending_shards(folder, prepared.shard_count, prepared.plan_hash)
         timings["plan_s"], clock = time.perf_counter() - clock, time.perf_counter()
         results = []
-        top_up = spec.qc is not None and spec.qc.top_up and bool(spec.memorization.reference)
+        top_up = spec.screens_while_generating()
         if pending and top_up:
             _prepare_screening_reference(spec)
         timings["top_up_prepare_s"], clock = time.perf_counter() - clock, time.perf_counter()

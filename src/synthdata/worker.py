@@ -248,7 +248,7 @@ def generate_shard(spec_data: dict, out_dir: str, shard: int, job_data: dict,
 def qc_checks(spec: Spec, slot: int, gen: ImageGenerator) -> list:
     """The spec's QC checks, built once per process and slot (classifiers load once); with
     `qc.top_up` and a real reference, memorization screening is one of them."""
-    top_up = spec.qc is not None and spec.qc.top_up and bool(spec.memorization.reference)
+    top_up = spec.screens_while_generating()
     if spec.qc is None or not (spec.qc.checks or top_up):
         return []
     from synthdata.qc import build_checks

@@ -315,6 +315,11 @@ class Spec(StrictModel):
         """Labels in spec order; a label's index is its position here."""
         return list(self.labels)
 
+    def screens_while_generating(self) -> bool:
+        """True when `qc.top_up` and a real reference make memorization screening a QC check in
+        the generation worker (near-copies regenerated)."""
+        return self.qc is not None and self.qc.top_up and bool(self.memorization.reference)
+
     def output_dir(self) -> str:
         """The output folder: output.dir, or datasets/<name> in the current folder."""
         return self.output.dir or f"datasets/{self.name}"
