@@ -19,9 +19,7 @@ import copy
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from synthdata.spec.checks import is_local_model
-
-from synthdata.spec.checks import SPECIAL_REFERENCES
+from synthdata.spec.checks import SPECIAL_REFERENCES, is_local_model
 
 PathRef = tuple[tuple[str | int, ...], str]  # (field path, value)
 

@@ -183,9 +183,7 @@ def _tar_items(data: Data, tar_path: Path) -> list[Item]:
                 where = f"{tar_path}#{key}"
                 if not _keep(data, row, where):
                     continue
-                if data.caption_template is not None:
-                    caption = _caption_maker(data, sorted(row), where)(row)
-                elif data.caption_column is not None:
+                if data.caption_template is not None or data.caption_column is not None:
                     caption = _caption_maker(data, sorted(row), where)(row)
                 elif text is not None:
                     caption = text
