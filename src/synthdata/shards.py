@@ -21,6 +21,7 @@ __all__ = ["DeterministicTarWriter", "Sample", "WrittenTar", "clear_shard", "enc
 import numpy as np
 from PIL import Image
 
+from synthdata.faults import fault
 from synthdata.folder import DatasetFolder, shard_name
 from synthdata.fsutil import atomic_path, sha256_file, write_json_atomic
 
@@ -110,6 +111,7 @@ def write_tar(path: str | Path, samples: Iterable[Sample]) -> WrittenTar:
     """Write samples (in key order) to a tar atomically; count, sha256 and size of what was written."""
     n = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        fault("shards.write_tar", tmp)  # where a full disk or a read-only mount strikes (tests)
         hashed = _HashingFile(f)
         writer = DeterministicTarWriter(hashed)
         for sample in samples:
