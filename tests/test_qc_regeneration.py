@@ -16,9 +16,13 @@ from synthdata.reproduce import reproduce
 from tests.conftest import DEMO_SPEC
 from tests.lineage.conftest import build_dataset
 
-# The tiny random model's images span roughly 95-140 gray levels between the 1st and 99th
-# percentiles: a minimum of 121 fails some of them (measured on the demo's shard 0).
-QC = {"checks": [{"check": "dynamic_range", "min_range": 121}], "max_attempts": 3}
+# The tiny random model's images span roughly 142-158 gray levels between the 1st and 99th
+# percentiles at 2-4 steps (measured on the demo's shard 0, builtin:tiny's portable init). A
+# minimum of 148 fails some of them (one spans 144.9) and passes most; a strict 152 leaves some
+# failing after two attempts (one spans 149.6, then 145.0). The tests assert only what follows
+# from the recorded attempts, and the margins of 2+ gray levels leave room for float differences
+# between CPUs.
+QC = {"checks": [{"check": "dynamic_range", "min_range": 148}], "max_attempts": 3}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +88,7 @@ def test_samples_that_still_fail_are_kept_out_of_the_accepted_shards(tmp_path):
     from synthdata.spec.models import Memorization
 
     data = yaml.safe_load(DEMO_SPEC.read_text())
-    data.update(count=8, shards={"size": 8}, qc={"checks": [{"check": "dynamic_range", "min_range": 128}],
+    data.update(count=8, shards={"size": 8}, qc={"checks": [{"check": "dynamic_range", "min_range": 152}],
                                                  "max_attempts": 2})
     data["generator"].update(steps=2)
     spec = tmp_path / "strict.yaml"
