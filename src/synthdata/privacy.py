@@ -10,6 +10,12 @@ alone reveals nothing.
 
 `SYNTHDATA_PSEUDONYM_KEY` (64 hex characters) sets the key explicitly, e.g. to share
 pseudonyms between the machines of one team.
+
+The key file (`private/pseudonym.key`, 32 bytes) is made once, by the first process that needs
+it, under a file lock that threads and processes (Dask, Ray workers) all honour, and appears
+whole (written aside, then linked into place). It is never overwritten: a key of the wrong
+length is an error naming the file and what to do, because a new key would silently change
+every pseudonym.
 """
 
 from __future__ import annotations
@@ -23,10 +29,14 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+import filelock
+
 from synthdata.errors import SynthdataError
 from synthdata.fsutil import cache_root
 
 KEY_ENV = "SYNTHDATA_PSEUDONYM_KEY"
+KEY_NAME = "pseudonym.key"
+KEY_BYTES = 32
 PREFIX = "p-"
 _LOCK = threading.Lock()
 
@@ -50,6 +60,49 @@ def private_file(path: str | Path) -> Path:
     return p
 
 
+class PseudonymKeyError(SynthdataError):
+    """The pseudonym key cannot be used (damaged file, bad environment value): never replaced
+    silently, since a new key changes every pseudonym."""
+
+
+def key_file() -> Path:
+    """Where this machine's pseudonym key lives: $SYNTHDATA_CACHE/private/pseudonym.key."""
+    return private_dir() / KEY_NAME
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The key in `path`, None when there is none yet; a file of the wrong length is an error."""
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if len(key) != KEY_BYTES:
+        raise PseudonymKeyError(
+            f"the pseudonym key {path} holds {len(key)} bytes, expected {KEY_BYTES}: it is damaged. "
+            "Restore it from a backup (or set SYNTHDATA_PSEUDONYM_KEY to the team's key); only if "
+            "no copy exists, move it away and rerun to make a new key (pseudonyms already "
+            "published then no longer match or reveal).")
+    return key
+
+
+def _create_key(path: Path) -> None:
+    """Write a new random key to a temporary file (0600, synced), then link it into place:
+    `link` fails when the key exists, so a key is never overwritten, and a reader sees either
+    no key or the whole key."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(KEY_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # made by another process between our read and our lock: keep theirs
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _key() -> bytes:
     given = os.environ.get(KEY_ENV)
     if given:
@@ -57,18 +110,20 @@ def _key() -> bytes:
             key = bytes.fromhex(given)
         except ValueError:
             key = b""
-        if len(key) != 32:
-            raise SynthdataError(f"{KEY_ENV} must be 64 hexadecimal characters (a 32-byte key)")
+        if len(key) != KEY_BYTES:
+            raise PseudonymKeyError(f"{KEY_ENV} must be 64 hexadecimal characters (a 32-byte key)")
         return key
-    path = private_dir() / "pseudonym.key"
-    with _LOCK:
-        if not path.is_file() or path.stat().st_size != 32:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600) if not path.exists() \
-                else os.open(path, os.O_WRONLY | os.O_TRUNC)
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-            os.chmod(path, 0o600)
-        return path.read_bytes()
+    path = key_file()
+    key = _read_key(path)
+    if key is None:
+        # created once, under a lock every process honours (threads, Dask and Ray workers)
+        with filelock.FileLock(str(path) + ".lock", mode=0o600):
+            if _read_key(path) is None:
+                _create_key(path)
+        key = _read_key(path)
+        if key is None:
+            raise PseudonymKeyError(f"the pseudonym key {path} vanished while it was made; rerun")
+    return key
 
 
 def pseudonymize(value: str, kind: str = "id") -> str:
