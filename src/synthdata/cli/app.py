@@ -8,6 +8,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from enum import Enum
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -80,6 +81,22 @@ def user_errors() -> Iterator[None]:
     except SynthdataError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+def local_path(value: str | Path) -> Path:
+    """Parser of the CLI's path arguments and options: the local path; a URL (`s3://...`, any
+    `scheme://`) is refused as a usage error (exit 2, nothing written), not taken for a folder
+    named `s3:`. Object storage is not supported yet."""
+    return Path(local_location(value))
+
+
+def local_location(value: str | Path) -> str:
+    """`local_path` for options kept as text (a folder, a table or a tar pattern)."""
+    from synthdata.spec.paths import is_url, url_message
+
+    if is_url(str(value)):
+        raise typer.BadParameter(url_message(str(value)))
+    return str(value)
 
 
 def label_table(title: str, counts: dict[str, int], actual: dict[str, int] | None = None) -> Table:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from synthdata.cli.app import app, console, user_errors
+from synthdata.cli.app import app, console, local_path, user_errors
 
 
 class FailOn(str, Enum):
@@ -29,12 +29,12 @@ def _threshold(value: str) -> str | float:
 
 @app.command()
 def audit(synthetic: Annotated[list[Path], typer.Argument(
-              help="images to screen: folders of PNG/JPEG/TIFF/DICOM, WebDataset tars, "
+              parser=local_path, help="images to screen: folders of PNG/JPEG/TIFF/DICOM, WebDataset tars, "
                    "synthdata dataset folders")],
           reference: Annotated[list[Path], typer.Option(
-              "--reference", "-r", help="real images: folders or files (DICOM, NIfTI, PNG, "
+              "--reference", "-r", parser=local_path, help="real images: folders or files (DICOM, NIfTI, PNG, "
                                         "tars, Parquet); repeat for several")],
-          out: Annotated[Path, typer.Option(help="output folder: audit.parquet and the report")],
+          out: Annotated[Path, typer.Option(parser=local_path, help="output folder: audit.parquet and the report")],
           embedder: Annotated[Optional[list[str]], typer.Option(
               help="deciding matcher (repeat for several): aligned, pixel, "
                    "efficientnet-lite0 or a model folder [default: aligned]")] = None,

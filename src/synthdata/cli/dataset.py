@@ -8,11 +8,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from synthdata.cli.app import Engine, app, console, err_console, label_table, quiet_environment, user_errors
+from synthdata.cli.app import (
+    Engine,
+    app,
+    console,
+    err_console,
+    label_table,
+    local_path,
+    quiet_environment,
+    user_errors,
+)
 
-SpecArg = Annotated[Path, typer.Argument(help="spec YAML file")]
-DirArg = Annotated[Path, typer.Argument(help="dataset folder")]
-OutOpt = Annotated[Optional[Path], typer.Option(help="output folder (default: the spec's)")]
+SpecArg = Annotated[Path, typer.Argument(parser=local_path, help="spec YAML file")]
+DirArg = Annotated[Path, typer.Argument(parser=local_path, help="dataset folder")]
+OutOpt = Annotated[Optional[Path], typer.Option(parser=local_path, help="output folder (default: the spec's)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 

@@ -7,23 +7,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from synthdata.cli.app import app, console, quiet_environment, user_errors
+from synthdata.cli.app import app, console, local_location, local_path, quiet_environment, user_errors
 
 
 @app.command()
 def evaluate(
-    out: Annotated[Path, typer.Argument(help="dataset folder")],
-    real: Annotated[str, typer.Option("--real", help="real labelled images: a folder per label, a "
+    out: Annotated[Path, typer.Argument(parser=local_path, help="dataset folder")],
+    real: Annotated[str, typer.Option("--real", parser=local_location, help="real labelled images: a folder per label, a "
                                       "CSV/Parquet of path,label (or a folder with metadata.csv), "
                                       "or WebDataset tars")],
     features: Annotated[Optional[list[str]], typer.Option(
-        "--features", help="feature extractor: efficientnet-lite0 (default), pixel, or a local "
+        "--features", parser=local_location, help="feature extractor: efficientnet-lite0 (default), pixel, or a local "
         "model folder; repeat for several (the first is the headline)")] = None,
     utility: Annotated[bool, typer.Option("--utility", help="run the classifier utility protocol")] = False,
-    test: Annotated[Optional[str], typer.Option("--test", help="held-out real test set for --utility "
+    test: Annotated[Optional[str], typer.Option("--test", parser=local_location, help="held-out real test set for --utility "
                                                 "(default: a seeded split of --real)")] = None,
     alignment: Annotated[Optional[str], typer.Option(
-        "--alignment", help="local CLIP-style image-text model folder for alignment scores")] = None,
+        "--alignment", parser=local_location, help="local CLIP-style image-text model folder for alignment scores")] = None,
     seed: Annotated[int, typer.Option(help="seed of splits, subsets and bootstrap")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     card: Annotated[bool, typer.Option("--card/--no-card", help="refresh the dataset card's "

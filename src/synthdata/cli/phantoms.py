@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from synthdata.cli.app import app, console, label_table, user_errors
+from synthdata.cli.app import app, console, label_table, local_path, user_errors
 
 
 @app.command()
-def phantoms(out: Annotated[Path, typer.Argument(help="output folder (new or empty)")],
+def phantoms(out: Annotated[Path, typer.Argument(parser=local_path, help="output folder (new or empty)")],
              count: Annotated[int, typer.Option(min=1, help="number of images")] = 100,
              seed: Annotated[int, typer.Option(min=0, help="seed: same seed, same bytes")] = 0,
              size: Annotated[int, typer.Option(min=32, max=2048, help="image size in pixels")] = 128,

@@ -8,13 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from synthdata.cli.app import app, console, quiet_environment, user_errors
+from synthdata.cli.app import app, console, local_path, quiet_environment, user_errors
 from synthdata.errors import SynthdataError
 
 
 @app.command()
-def train(spec: Annotated[Optional[Path], typer.Argument(help="train spec YAML file")] = None,
-          out: Annotated[Optional[Path], typer.Option(help="output folder (default: the spec's)")] = None,
+def train(spec: Annotated[Optional[Path], typer.Argument(parser=local_path, help="train spec YAML file")] = None,
+          out: Annotated[Optional[Path], typer.Option(parser=local_path, help="output folder (default: the spec's)")] = None,
           schema: Annotated[bool, typer.Option("--schema", help="print the train spec's JSON Schema")] = False,
           ) -> None:
     """Train (full / LoRA / textual inversion) as a Prefect flow; rerun to resume from a checkpoint."""

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from synthdata.cli.app import app, console, user_errors
+from synthdata.cli.app import app, console, local_path, user_errors
 
 
 def _knobs(values: list[str]) -> list[dict]:
@@ -28,7 +28,7 @@ def _knobs(values: list[str]) -> list[dict]:
 
 
 @app.command()
-def tune(spec: Annotated[Path, typer.Argument(help="spec YAML file")],
+def tune(spec: Annotated[Path, typer.Argument(parser=local_path, help="spec YAML file")],
          batch: Annotated[str, typer.Option(help="batch sizes to try, comma-separated")] = "1,2,4,8",
          knob: Annotated[Optional[list[str]], typer.Option(
              help="a knob setting to try, e.g. attention=flash, channels_last, compile=default "

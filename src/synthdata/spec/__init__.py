@@ -13,7 +13,14 @@ from synthdata.errors import Problem, SpecError
 from synthdata.spec.checks import check_spec, template_slots
 from synthdata.spec.cohort import cohort_path_fields
 from synthdata.spec.models import Spec
-from synthdata.spec.paths import EXTRA_PATH_FIELDS, location_free, resolve_paths
+from synthdata.spec.paths import (
+    EXTRA_PATH_FIELDS,
+    location_fields,
+    location_free,
+    refuse_url,
+    resolve_paths,
+    url_problems,
+)
 from synthdata.spec.qc import CHECK_TAGS, qc_path_fields
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
@@ -92,6 +99,10 @@ def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: 
         from synthdata.catalog.expand import expand_catalog
 
         data = expand_catalog(data, source, _line_for(lines, ("generator", "model")))
+    urls = url_problems(location_fields(data))
+    if urls:  # before anything reads or resolves them as local paths
+        raise SpecError([Problem(source, msg, line=_line_for(lines, path), field=_dotted(path))
+                         for path, msg in urls])
     try:
         spec = Spec.model_validate(data)
         if base_dir is not None:
@@ -128,7 +139,9 @@ def load_spec_text(text: str, source: str = "<spec>", *, base_dir: str | Path | 
 
 def with_overrides(spec: Spec, out_dir: str | Path | None = None, engine: str | None = None,
                    workers: int | None = None, dvc: bool | None = None) -> Spec:
-    """The spec with command-line overrides (output folder, made absolute; engine; workers; DVC)."""
+    """The spec with command-line overrides (output folder, made absolute; engine; workers; DVC).
+    An output folder given as a URL is refused (object storage is not supported yet)."""
+    refuse_url(out_dir, "output folder (--out)")
     execution = spec.execution.model_copy(update={k: v for k, v in
                                                   (("engine", engine), ("workers", workers)) if v})
     out = str(Path(out_dir).resolve()) if out_dir is not None else None

@@ -7,6 +7,12 @@ of the spec file that wrote it", whatever the current folder, and the resolved s
 same files from anywhere on that machine. The default output folder (`datasets/<name>`,
 used when `output.dir` is not set) is relative to the current folder.
 
+URLs (`s3://bucket/x`, `gs://`, `file://`, any `scheme://`) are refused wherever a location is
+expected, until object storage is supported: `url_problems` names each such field of a spec
+(`parse_spec` and the train spec report them as spec problems, exit 2, before anything is
+written), and the CLI's path options use `refuse_url`. Left alone, a URL would be taken for a
+relative path (`s3://bucket/demo` is the folder `s3:/bucket/demo`).
+
 Locations are not part of a dataset's identity: the spec hash covers `location_free` data,
 where local paths are reduced to their last component, because the content of the model and
 adapters is covered by the model fingerprint. The same spec in two checkouts makes the same
@@ -16,12 +22,65 @@ bytes.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from synthdata.spec.checks import SPECIAL_REFERENCES, is_local_model
 
 PathRef = tuple[tuple[str | int, ...], str]  # (field path, value)
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+
+
+def is_url(value: object) -> bool:
+    """True for a `scheme://...` string (two or more scheme letters: `C://` stays a path)."""
+    return isinstance(value, str) and _URL.match(value.strip()) is not None
+
+
+def url_message(value: str) -> str:
+    """What to say about a URL given where a local path is expected."""
+    scheme = _URL.match(value.strip()).group(1)
+    return (f"{value!r} is a URL ({scheme}://); expected a local path (object storage and other "
+            "URLs are not supported yet: copy or mount the data locally and give its path)")
+
+
+def refuse_url(value: str | Path | None, where: str) -> None:
+    """Raise a SynthdataError (exit 2) naming `where` (an option or field) when `value` is a URL."""
+    if is_url(value):
+        from synthdata.errors import SynthdataError
+
+        raise SynthdataError(f"{where}: {url_message(str(value))}")
+
+
+def url_problems(fields: Iterable[tuple[tuple[str | int, ...], object]]) -> list[tuple[tuple, str]]:
+    """(field path, message) for every field whose value is a URL."""
+    return [(path, url_message(value)) for path, value in fields if is_url(value)]
+
+
+def location_fields(data: dict) -> Iterator[tuple[tuple[str | int, ...], object]]:
+    """Every field of spec data that names a location, whatever its form (local path, hub id,
+    builtin name or URL): what `url_problems` checks. Tolerates malformed data."""
+    def items(value: object) -> list:
+        return value if isinstance(value, list) else []
+
+    gen = data.get("generator") if isinstance(data.get("generator"), dict) else {}
+    yield ("generator", "model"), gen.get("model")
+    for key in ("textual_inversion", "lora"):
+        for i, item in enumerate(items(gen.get(key))):
+            if isinstance(item, dict):
+                yield ("generator", key, i, "path"), item.get("path")
+    mem = data.get("memorization") if isinstance(data.get("memorization"), dict) else {}
+    for i, ref in enumerate(items(mem.get("reference"))):
+        yield ("memorization", "reference", i), ref
+    for key in ("embedder", "retrievers"):
+        value = mem.get(key)
+        if isinstance(value, list):
+            yield from ((("memorization", key, i), v) for i, v in enumerate(value))
+        else:
+            yield ("memorization", key), value
+    out = data.get("output") if isinstance(data.get("output"), dict) else {}
+    yield ("output", "dir"), out.get("dir")
+    yield from _extra_fields(data)
 
 
 def _get(data: dict, path: tuple) -> object:

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError
 from synthdata.errors import Problem, SpecError
 from synthdata.spec import line_of, problems_of
 from synthdata.spec.checks import FieldPath, is_local_model, template_slots
+from synthdata.spec.paths import url_problems
 from synthdata.spec.models import NAME_PATTERN, StrictModel
 from synthdata.spec.yamlio import parse_yaml, read_yaml
 
@@ -173,6 +174,15 @@ def _path_fields(data: dict, base_dir: str | Path | None = None) -> list[tuple[t
     return out
 
 
+def _locations(data: dict) -> list[tuple[tuple, object]]:
+    """Every location a train spec's raw data names (base model, data, output), for the URL
+    check; [] when a section is malformed (the schema then reports it)."""
+    try:
+        return [(("base",), data.get("base")), *_path_fields(data)]
+    except AttributeError:
+        return []
+
+
 def resolve_train_paths(data: dict, base_dir: str | Path) -> dict:
     """A copy of train-spec data with relative local paths made absolute against base_dir
     (the spec file's folder), as generation specs do."""
@@ -302,6 +312,10 @@ def parse_train_spec(data: object, lines: dict | None = None, source: str = "<tr
     if not isinstance(data, dict):
         raise SpecError([Problem(source, "expected a YAML mapping at the top level (name, method, "
                                  f"data, training, ...), got {type(data).__name__}", line=1)])
+    urls = url_problems(_locations(data))
+    if urls:  # object storage is not supported yet: refused before anything is read or written
+        raise SpecError([Problem(source, msg, line=line_of(lines, path), field=".".join(map(str, path)))
+                         for path, msg in urls])
     try:
         spec = TrainSpec.model_validate(data)
         if base_dir is not None:
