@@ -4,6 +4,8 @@ The card is Markdown with YAML front matter in the Hugging Face dataset-card man
 task_categories, tags, size_categories, configs -> data_files), so the folder can be pushed to
 the Hub or read by `datasets.load_dataset` as is. Everything in it comes from the folder
 (spec.yaml, plan, manifest/stats, screening results, run.json): rewriting it is always safe.
+It names no absolute local path: a local model or LoRA by its name (the fingerprint names its
+content), the dataset by the folder's name.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import yaml
 from synthdata import records
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_text_atomic
+from synthdata.privacy import public_path
 
 SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
                 (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
@@ -162,10 +165,10 @@ def _model_section(root: Path, spec: dict, run: dict) -> list[str]:
     hashes = {k: run.get(k) or first.get(k) or "-" for k in ("spec_hash", "plan_hash")}
     execution = run.get("execution") or {}
     tis = ", ".join(t["token"] for t in gen.get("textual_inversion", [])) or "none"
-    loras = ", ".join(lo["path"] for lo in gen.get("lora", [])) or "none"
+    loras = ", ".join(f"`{public_path(lo['path'], root)}`" for lo in gen.get("lora", [])) or "none"
     libraries = ", ".join(f"{k} {v}" for k, v in (run.get("libraries") or {}).items()) or "-"
     lines = ["## Model", "",
-             f"- model: `{gen['model']}` (revision `{gen.get('revision')}`)",
+             f"- model: {_model_name(gen['model'], root)} (revision `{gen.get('revision')}`)",
              f"- model license: {lic or 'unknown (check the model card before using its outputs)'}",
              f"- model fingerprint: `{model_fp}`",
              f"- textual inversion: {tis}", f"- LoRA: {loras}",
@@ -183,6 +186,14 @@ def _model_section(root: Path, spec: dict, run: dict) -> list[str]:
     lines += [f"- `{label}`: " + " / ".join(f"`{p}`" for p in cfg["prompts"])
               for label, cfg in spec["labels"].items()]
     return [*lines, ""]
+
+
+def _model_name(model: str, root: Path) -> str:
+    """The model as the card names it: a built-in, catalogue or hub id as written; a local
+    folder by its name only (the fingerprint identifies its content)."""
+    if model.startswith(("/", "~")):
+        return f"`{public_path(model, root)}` (a local folder)"
+    return f"`{model}`"
 
 
 def _screening_section(screening: dict | None) -> list[str]:
@@ -206,18 +217,24 @@ def _screening_section(screening: dict | None) -> list[str]:
 def _usage_section(root: Path, split: str) -> list[str]:
     return ["## How to load", "", "```python",
             "import torch", "import synthdata", "from synthdata.loader import collate", "",
-            f'dataset, label_map = synthdata.load("{root}")  # (image CxHxW float, label index, metadata)',
+            f'DATASET = "{root.name}"  # the path of this folder',
+            "dataset, label_map = synthdata.load(DATASET)  # (image CxHxW float, label index, metadata)",
             "loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=2, collate_fn=collate)",
             "", "from datasets import load_dataset",
-            f'ds = load_dataset("webdataset", data_files={{"train": "{root}/{split}/*.tar"}}, split="train")',
+            f'ds = load_dataset("webdataset", data_files={{"train": f"{{DATASET}}/{split}/*.tar"}}, split="train")',
             "```", "", FILES, ""]
 
 
 def _limitations(spec: dict, screened: bool) -> list[str]:
     lines = ["## Known limitations", ""]
-    if spec["generator"]["model"].startswith("builtin:"):
+    model = spec["generator"]["model"]
+    if model == "builtin:tiny":
         lines.append("- Generated with the built-in tiny random-weight model: **the images are noise**. "
                      "This dataset only exercises the pipeline.")
+    elif model == "builtin:phantom":
+        lines.append("- Generated with `builtin:phantom`, a tiny model trained on procedural chest-radiograph "
+                     "phantoms (not clinical data): the images resemble those phantoms, not real anatomy. "
+                     "For demonstrations and pipeline tests only.")
     lines.append("- Synthetic images follow the prompts' variable distributions, not real prevalence or "
                  "anatomy; labels are the prompts' intent, not verified findings.")
     lines.append("- Memorization screening bounds near-copies in the chosen embedding only; it is not a "

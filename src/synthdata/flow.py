@@ -26,6 +26,7 @@ from synthdata.fingerprint import model_fingerprint
 from synthdata.folder import DatasetFolder
 from synthdata.generators import dtype_name
 from synthdata.outputs import GenerationIdentity, acquire_lock, prepare
+from synthdata.privacy import unwrap, withhold
 from synthdata.progress import ShardProgress
 from synthdata.spec import Spec, load_spec, with_overrides
 
@@ -37,8 +38,10 @@ class ShardFailure(SynthdataError):
 
     exit_code = 1
 
-    def __init__(self, failures: dict[int, str], total: int):
+    def __init__(self, failures: dict[int, str], total: int,
+                 errors: dict[int, BaseException] | None = None):
         self.failures = dict(sorted(failures.items()))
+        self.errors = dict(sorted((errors or {}).items()))  # the exceptions (the CLI finds OS errors)
         lines = [f"  shard {s}: {reason}" for s, reason in self.failures.items()]
         super().__init__(f"{len(failures)} of {total} shards failed after retries; the others are "
                          "complete and a rerun of the same command resumes:\n" + "\n".join(lines))
@@ -79,8 +82,11 @@ def _artifact_key(name: str) -> str:
       flow_run_name="generate-shards-{dataset}")
 def generate_shards(spec_data: dict, out_dir: str, pending: list[int], job_data: dict,
                     threads: int, shard_sizes: dict[int, int], dataset: str = "") -> list[dict]:
-    """Submit one task per pending shard to the flow's task runner and wait for all of them."""
+    """Submit one task per pending shard to the flow's task runner and wait for all of them.
+    `spec_data` and `out_dir` may be `privacy.Withheld` (Prefect then records no local path)."""
     from prefect.artifacts import update_progress_artifact
+
+    spec_data, out_dir = unwrap(spec_data), unwrap(out_dir)
 
     logger = get_run_logger()
     logger.info("%s: %d shards to generate (%d samples)", dataset, len(pending),
@@ -88,20 +94,20 @@ def generate_shards(spec_data: dict, out_dir: str, pending: list[int], job_data:
     artifact = _progress_artifact(dataset)
     with engines.task_options(job_data.get("device", "auto"), threads):
         futures = {generate_shard_task.submit(spec_data, out_dir, s, job_data, threads): s for s in pending}
-    done, failed = [], {}
+    done, failed, errors = [], {}, {}
     with ShardProgress(len(pending), sum(shard_sizes[s] for s in pending)) as progress:
         for future in as_completed(list(futures)):
             try:
                 result = future.result()
             except Exception as exc:  # noqa: BLE001 - every failure is reported below; shards stay resumable
-                failed[futures[future]] = _reason(exc)
+                failed[futures[future]], errors[futures[future]] = _reason(exc), exc
                 logger.error("shard %d failed: %s", futures[future], failed[futures[future]])
                 continue
             done.append(result)
             progress.shard_done(result["count"])
             update_progress_artifact(artifact, 100.0 * len(done) / max(1, len(pending)))
     if failed:
-        raise ShardFailure(failed, len(pending))
+        raise ShardFailure(failed, len(pending), errors)
     return sorted(done, key=lambda r: r["shard"])
 
 
@@ -176,9 +182,9 @@ def _run_name() -> str:
 
     params = flow_run.parameters or {}
     try:
-        name = load_spec(params["spec_path"], check_files=False).name
+        name = load_spec(unwrap(params["spec_path"]), check_files=False).name
     except (SynthdataError, OSError, KeyError):  # the flow itself reports a bad spec
-        name = Path(str(params.get("spec_path", "spec"))).stem
+        name = Path(str(unwrap(params.get("spec_path", "spec")))).stem
     return f"{name}-{params.get('stop_after', 'record')}" if params.get("stop_after", "record") != "record" \
         else name
 
@@ -196,6 +202,7 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
     """
     if stop_after not in STEPS:
         raise SynthdataError(f"stop_after must be one of {', '.join(STEPS)}, got {stop_after!r}")
+    spec_path, out_dir = unwrap(spec_path), unwrap(out_dir)  # the CLI withholds them from Prefect
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     spec = load_spec(spec_path)
@@ -230,7 +237,8 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
                 and execution.gpu_count > 0 else None
             if pending:
                 results = generate_shards.with_options(task_runner=engines.task_runner(execution))(
-                    run_spec.model_dump(mode="json"), str(folder.root), pending, worker.job_as_dict(job),
+                    withhold(run_spec.model_dump(mode="json"), f"spec {spec.name} (local paths withheld)"),
+                    withhold(str(folder.root), f"local:{folder.root.name}"), pending, worker.job_as_dict(job),
                     execution.threads_per_worker, shard_sizes(spec, prepared.shard_count), spec.name)
             timings["generate_s"], clock = time.perf_counter() - clock, time.perf_counter()
             if early is not None:

@@ -38,6 +38,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write() names no file (disk full): say which one
+            exc.filename = str(tmp)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -27,9 +27,11 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable
+from typing import Any
 from pathlib import Path
 
 import filelock
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 from synthdata.errors import SynthdataError
 from synthdata.fsutil import cache_root
@@ -163,3 +165,70 @@ def reveal(pseudonym: str) -> tuple[str, str] | None:
         row = db.execute("SELECT kind, value FROM pseudonyms WHERE pseudonym = ?",
                          (pseudonym,)).fetchone()
     return (row[0], row[1]) if row else None
+
+
+# What a published file may say about local paths (dataset card, run.json, reports): nothing
+# absolute. A path inside the dataset folder is written relative to it; any other local path by
+# its last component only (the content is named by fingerprints and hashes elsewhere).
+def public_path(value: str | Path, root: str | Path | None = None) -> str:
+    """`value` as a published file may name it: relative to the dataset folder `root` when it
+    lies inside ("." for the folder itself), else only its last component."""
+    path = Path(value).expanduser()
+    if root is not None:
+        base = Path(root).expanduser().resolve()
+        full = path.resolve() if path.is_absolute() else (base / path).resolve()
+        if full == base:
+            return "."
+        if base in full.parents:
+            return full.relative_to(base).as_posix()
+    return path.name or str(value)
+
+
+def _is_local_path(value: object) -> bool:
+    """An absolute path of this machine (it exists, or its folder does and is not `/`): not a
+    prompt or an id that happens to start with a slash."""
+    if not isinstance(value, str) or "\n" in value or not value.startswith(("/", "~")):
+        return False
+    path = Path(value).expanduser()
+    return path.exists() or (path.parent != Path(path.anchor) and path.parent.exists())
+
+
+def public_paths(data: object, root: str | Path | None = None) -> object:
+    """A copy of JSON-like data with every absolute local path made public (`public_path`)."""
+    if isinstance(data, dict):
+        return {k: public_paths(v, root) for k, v in data.items()}
+    if isinstance(data, list):
+        return [public_paths(v, root) for v in data]
+    return public_path(data, root) if _is_local_path(data) else data
+
+
+class Withheld(BaseModel):
+    """A flow parameter whose value stays on this machine: Prefect records only `public`.
+
+    Prefect stores every flow run's parameters on its server (JSON through FastAPI's
+    `jsonable_encoder`, which serializes a pydantic model with its serializer); a spec holds
+    local paths and the output folder is one. The flow receives this object and calls `unwrap`.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    value: Any
+    public: str
+
+    @model_serializer
+    def _only_public(self) -> str:
+        return self.public
+
+
+def withhold(value: object, public: str) -> Withheld:
+    """`value` for a flow parameter, recorded by Prefect as `public` only."""
+    return Withheld(value=value, public=public)
+
+
+def withhold_path(path: str | Path | None) -> Withheld | None:
+    """A local path for a flow parameter: Prefect records only its last component."""
+    return None if path is None else Withheld(value=str(path), public=f"local:{Path(path).name}")
+
+
+def unwrap(value: object) -> object:
+    """The value behind a `Withheld` parameter (anything else as it is)."""
+    return value.value if isinstance(value, Withheld) else value

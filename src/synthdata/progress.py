@@ -17,10 +17,12 @@ class ShardProgress:
     """Progress bars over images, advanced one finished shard at a time."""
 
     def __init__(self, shards: int, images: int):
+        console = Console(stderr=True)
+        # live bars on a terminal only: elsewhere (logs, CI) the run's own lines say it all
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False)
+            console=console, transient=False, disable=not console.is_terminal)
         self._shards = self._progress.add_task("shards", total=shards, rate="")
         self._images = self._progress.add_task("images", total=images, rate="")
 
@@ -29,6 +31,9 @@ class ShardProgress:
         return self
 
     def __exit__(self, *exc) -> None:
+        if not self._progress.tasks[self._shards].finished:
+            # shards failed: the bars go, and the run's error lines say what happened
+            self._progress.live.transient = True
         self._progress.__exit__(*exc)
 
     def shard_done(self, images: int) -> None:

@@ -5,7 +5,9 @@
 - `stats.json`: counts planned / generated / accepted per label and decision. No timings, so
   it is a stable DVC metric: the same dataset always gives the same file.
 - `run.json`: how the run was made (resolved spec, hashes, model fingerprint, scheduler,
-  library versions, git commit, engine, Prefect flow-run id, timings).
+  library versions, git commit, engine, Prefect flow-run id, timings). It names no absolute
+  local path: real-data locations by pseudonym, other paths relative to the dataset folder or
+  by their last component (`DIR/spec.yaml` keeps this machine's paths).
 
 All three are written atomically; each can be rewritten at any time from the folder alone
 (except run.json, which records facts only the running flow knows).
@@ -332,8 +334,25 @@ def write_run_record(out_dir: str | Path, spec: Spec, *, spec_hash: str, plan_ha
         **(extra or {}),
     }
     path = DatasetFolder(out_dir).run_file
-    write_json_atomic(path, json.loads(json.dumps(record, default=str)))
+    write_json_atomic(path, _public_record(json.loads(json.dumps(record, default=str)), out_dir))
     return path
+
+
+REFERENCE_PATH_KIND = "reference-path"
+
+
+def _public_record(record: dict, out_dir: str | Path) -> dict:
+    """run.json as published: real-data locations (memorization.reference) by pseudonym, every
+    other absolute local path relative to the dataset folder or by its last component
+    (`privacy.public_paths`). DIR/spec.yaml keeps the machine's paths for `screen`/`reproduce`."""
+    from synthdata import privacy
+
+    mem = (record.get("spec") or {}).get("memorization") or {}
+    refs = [r for r in mem.get("reference") or [] if isinstance(r, str) and Path(r).is_absolute()]
+    names = privacy.remember(refs, REFERENCE_PATH_KIND) if refs else {}
+    if names:
+        mem["reference"] = [names.get(r, r) for r in mem["reference"]]
+    return privacy.public_paths(record, out_dir)
 
 
 def read_run_record(out_dir: str | Path) -> dict | None:

@@ -68,8 +68,18 @@ def _quiet(version: bool = typer.Option(False, "--version", callback=_print_vers
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Print synthdata errors plainly (no traceback) and exit with their status."""
+def user_errors(flows: bool = False, name: str = "synthdata") -> Iterator[None]:
+    """Print synthdata errors plainly (no traceback) and exit with their status.
+
+    An OS error (disk full, permission denied, read-only file system, a vanished file), raised
+    here or behind a synthdata error such as failed shards, exits 1 with at most three lines
+    naming the path and what to do; its traceback goes to the run log (`cli.runlog`, file
+    named after `name`). Pass `flows=True` around Prefect flows: their logs then reach the run
+    log too, and the console shows their warnings but not their errors and tracebacks.
+    """
+    from synthdata.cli import runlog
+
+    log = runlog.start(name, flows)
     try:
         yield
     except SpecError as exc:
@@ -78,9 +88,20 @@ def user_errors() -> Iterator[None]:
         for problem in exc.problems:
             err_console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except SynthdataError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+    except (SynthdataError, OSError) as exc:
+        cause = runlog.os_error_of(exc)
+        if cause is None and isinstance(exc, SynthdataError):
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        if cause is None:
+            raise
+        first, *rest = runlog.os_error_lines(cause, log.traceback(exc))
+        err_console.print(f"[bold red]error:[/] {first}", highlight=False, soft_wrap=True)
+        for line in rest:
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        log.stop()
 
 
 def local_path(value: str | Path) -> Path:

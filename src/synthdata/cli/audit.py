@@ -67,7 +67,7 @@ def audit(synthetic: Annotated[list[Path], typer.Argument(
         fields["embedder"] = embedder
     if retriever:
         fields["retrievers"] = retriever
-    with user_errors():
+    with user_errors(flows=True, name="audit"):
         try:
             cfg = Memorization(**fields)
         except ValidationError as exc:

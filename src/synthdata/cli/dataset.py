@@ -52,7 +52,7 @@ def plan(spec: SpecArg, out: OutOpt = None) -> None:
     from synthdata.plan import label_counts
     from synthdata.spec import load_spec, with_overrides
 
-    with user_errors():
+    with user_errors(name="plan"):
         loaded = load_spec(spec)
         loaded = with_overrides(loaded, out or loaded.output_dir())
         root = Path(loaded.output_dir())
@@ -70,7 +70,7 @@ def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | Non
     from synthdata.outputs import check_identity
     from synthdata.spec import load_spec
 
-    with user_errors():
+    with user_errors(flows=True, name="run" if stop_after == "record" else stop_after):
         loaded = load_spec(spec)
         root = Path(out or loaded.output_dir())
         if root.exists():
@@ -81,7 +81,10 @@ def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | Non
 
         _preload(with_overrides(loaded, None, engine.value if engine else None, workers))
 
-        return synthdata_run(str(spec), out_dir=str(out) if out else None,
+        from synthdata.privacy import withhold_path
+
+        # Prefect records flow parameters on its server: it sees the file names, not the paths
+        return synthdata_run(withhold_path(spec), out_dir=withhold_path(out),
                              engine=engine.value if engine else None, workers=workers, dvc=dvc,
                              stop_after=stop_after, replace_stale=replace_stale)
 
@@ -161,7 +164,7 @@ def screen(out: DirArg,
     from synthdata.screening import screen_dataset
     from synthdata.training import resolve_from_training
 
-    with user_errors():
+    with user_errors(name="screen"):
         root = out
         spec = folder_spec(root)
         if threshold is not None:
@@ -188,7 +191,7 @@ def report(out: DirArg) -> None:
     from synthdata.folder import DatasetFolder
     from synthdata.report import write_report
 
-    with user_errors():
+    with user_errors(name="report"):
         DatasetFolder(out).require()
         stats = write_report(out)
     labels = stats["labels"]

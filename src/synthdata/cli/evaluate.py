@@ -31,7 +31,7 @@ def evaluate(
 ) -> None:
     """Compare a dataset with real images; write DIR/evaluation/evaluation.json and plots."""
     quiet_environment()
-    with user_errors():
+    with user_errors(flows=True, name="evaluate"):
         from synthdata.evaluation.flow import evaluate as run_evaluation
 
         result = run_evaluation(out, real, features=features or None, utility=utility,

@@ -25,7 +25,7 @@ def train(spec: Annotated[Optional[Path], typer.Argument(parser=local_path, help
         return
     from synthdata.training.spec import load_train_spec
 
-    with user_errors():
+    with user_errors(flows=True, name="train"):
         if spec is None:
             raise SynthdataError("give a train spec (synthdata train TRAIN.yaml) or --schema")
         loaded = load_train_spec(spec)

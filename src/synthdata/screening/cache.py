@@ -356,8 +356,7 @@ def prepare_references(paths: list[str], stores: Sequence[Store], *, options: Re
         parts, member_skips = _assemble(files, hashes, store, options, {s.id for s in failed})
         all_skipped = sorted(skipped + failed + member_skips, key=lambda s: s.id)
         if not parts:
-            reasons = "; ".join(f"{s.id}: {s.reason}" for s in all_skipped[:5])
-            raise ReferenceSetError(f"memorization.reference has no readable images ({reasons})")
+            raise ReferenceSetError(_unreadable_message(all_skipped))
         key, content = _index_key(store.fingerprint, options, settings,
                                   [(p.ref.id, p.sha) for p in parts])
         target = screening_cache() / "index" / key
@@ -370,6 +369,18 @@ def prepare_references(paths: list[str], stores: Sequence[Store], *, options: Re
         handle = ReferenceHandle(key, str(target), meta["count"], store.name, store.fingerprint)
         out.append(PreparedReference(handle, all_skipped, meta, np.load(target / "nn_sims.npy")))
     return out
+
+
+def _unreadable_message(skipped: list) -> str:
+    """Why a reference has no readable images, naming files by pseudonym only: the error may
+    end in Prefect's state and logs, and reference file names can carry patient identifiers."""
+    from synthdata import privacy
+    from synthdata.screening.report import SKIPPED_KIND
+
+    names = privacy.remember(sorted({s.id for s in skipped[:5]}), SKIPPED_KIND)
+    reasons = "; ".join(f"{names[s.id]}: {s.reason.replace(s.id, names[s.id])}" for s in skipped[:5])
+    return (f"memorization.reference has no readable images ({len(skipped)} file(s) skipped: {reasons}); "
+            "`synthdata screen DIR --reveal p-...` names a file on this machine")
 
 
 def prepare_reference(paths: list[str], store: Store, **kwargs) -> PreparedReference:
