@@ -62,6 +62,15 @@ class RunLogHandler(logging.FileHandler):
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return super()._open()
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record; once the file cannot be made or written, drop records quietly."""
+        if self.failure is not None:
+            return
+        try:
+            super().emit(record)
+        except OSError as exc:  # opening the file (delayed to the first record) failed
+            self.failure = exc
+
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
         """Remember why the log could not be written; say nothing now."""
         self.failure = sys.exc_info()[1]
