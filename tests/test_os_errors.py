@@ -83,7 +83,7 @@ def test_each_os_error_is_one_line_with_the_path_and_what_to_do(code, what, todo
     assert lines[2] == "  Details: /c/logs/run.log" and len(lines) == 3
 
 
-def test_the_os_error_is_found_behind_failed_shards_and_causes():
+def test_the_os_error_is_found_behind_failed_shards_not_behind_synthdata_errors():
     from synthdata.errors import SynthdataError
     from synthdata.flow import ShardFailure
 
@@ -95,9 +95,9 @@ def test_the_os_error_is_found_behind_failed_shards_and_causes():
         try:
             raise full
         except OSError as exc:
-            raise SynthdataError("screening failed") from exc
+            raise SynthdataError("not a dataset folder") from exc
     except SynthdataError as exc:
-        assert runlog.os_error_of(exc) is full
+        assert runlog.os_error_of(exc) is None, "a synthdata error explains itself"
     assert runlog.os_error_of(SynthdataError("plain")) is None
     assert runlog.os_error_of(OSError("no errno")) is None
     text_only = OSError("[Errno 28] Error writing bytes to file")  # pyarrow's style

@@ -29,10 +29,11 @@ from tests.conftest import DEMO_SPEC
 
 REAL_IDS = ("MRN12345678", "MRN23456789", "MRN34567890", "MRN45678901", "1CT1", "CompressedSamples")
 ABSOLUTE = re.compile(r"(?<![\w.:/-])/(?:tmp|root|home|work|usr|var|opt|mnt|data)/")
-# What a dataset folder publishes (README, report/, records): no absolute local path in any of
-# it. DIR/spec.yaml is this machine's resolved spec (absolute paths, so `screen`/`reproduce`
-# find the files), and workers/ and embeddings/ are this machine's caches; they carry no real id.
-LOCAL_ONLY = ("spec.yaml", "workers/", "embeddings/", ".synthdata.lock", ".screening.lock")
+# What a dataset folder publishes (README, report/, records, shards, and what DVC pushes): no
+# absolute local path in any of it. DIR/spec.yaml is this machine's resolved spec (absolute
+# paths, so `screen`/`reproduce` find the files; docs/screening.md says to review it before
+# publishing a folder); it carries no real id either.
+LOCAL_ONLY = ("spec.yaml",)
 
 
 def _spec(tmp_path: Path, name: str, reference: Path) -> Path:

@@ -43,6 +43,7 @@ from synthdata.shardgen import (  # noqa: F401  (re-exported for callers)
     sample_metadata,
     write_shard,
 )
+from synthdata.privacy import public_path
 from synthdata.spec import Spec
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,8 @@ def _record(out_dir: str | Path, slot: int, loaded: LoadedModel, spec: Spec, thr
         if done is not None:
             run["shards"].append(done)
         record = {"worker": wid, "host": socket.gethostname(), "pid": os.getpid(), "slot": slot,
-                  "model": spec.generator.model, "device": loaded.generator.describe()["device"],
+                  "model": public_path(spec.generator.model) if spec.generator.model.startswith(("/", "~"))
+                  else spec.generator.model, "device": loaded.generator.describe()["device"],
                   "loads": run["loads"], "preloaded": loaded.preloaded,
                   "process_loads": loaded.loads, "threads": threads,
                   "torch_threads": torch.get_num_threads(),

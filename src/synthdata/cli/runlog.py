@@ -140,18 +140,15 @@ def _prune(folder: Path) -> None:
 
 
 def os_error_of(exc: BaseException) -> OSError | None:
-    """The OS error behind `exc`: itself, its causes, or the first failure a ShardFailure
-    collected (`errors`); None when there is none with an errno."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, OSError) and _errno(e) is not None:
-            return e
-        todo += [e.__cause__, e.__context__, *getattr(e, "errors", {}).values()]
+    """The OS error (with an errno) that `exc` is, or that a ShardFailure collected (`errors`);
+    None otherwise. A synthdata error raised while handling an OS error explains itself (its
+    own message, e.g. "not a dataset folder"), so causes are not searched."""
+    if isinstance(exc, OSError):
+        return exc if _errno(exc) is not None else None
+    for inner in getattr(exc, "errors", {}).values():
+        found = os_error_of(inner)
+        if found is not None:
+            return found
     return None
 
 
