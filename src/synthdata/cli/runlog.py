@@ -100,8 +100,10 @@ class RunLog:
             _prune(self.handler.path.parent)
 
     def traceback(self, exc: BaseException) -> str:
-        """Write exc's traceback to the log; the log's path, or why it could not be written."""
-        logging.getLogger("synthdata.cli").error("command failed", exc_info=(type(exc), exc, exc.__traceback__))
+        """Write exc's traceback to the log (only there: not through the root logger, whose
+        console handler would print it); the log's path, or why it could not be written."""
+        self.handler.handle(logging.LogRecord("synthdata.cli", logging.ERROR, __file__, 0, "command failed",
+                                              None, (type(exc), exc, exc.__traceback__)))
         if self.handler.failure is not None or not self.handler.path.is_file():
             return f"(the run log {self.handler.path} could not be written: {self.handler.failure})"
         return str(self.handler.path)
