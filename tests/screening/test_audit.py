@@ -81,3 +81,68 @@ def test_audit_pngs_against_dicom_and_nifti(prefect_server, reference_dir, tmp_p
     assert passed.exit_code == 1  # the blank image is reviewed whatever the threshold
     plain = runner.invoke(app, args)
     assert plain.exit_code == 0, plain.output
+
+
+def _inputs_with_unjudgeable_files(folder):
+    """Distinct phantoms (accepted) interleaved with inputs that cannot be judged, named so
+    every chunk of two holds one of each: a corrupt and an empty PNG, a truncated DICOM and
+    one without pixel data (pydicom's test files), a float TIFF holding NaN."""
+    import shutil
+
+    from PIL import Image
+    from screening_helpers import pydicom_dir
+
+    folder.mkdir(parents=True)
+    bad = {"01-corrupt.png": b"\x89PNG\r\n\x1a\n not really a png", "03-empty.png": b""}
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    shutil.copy(pydicom_dir() / "MR_truncated.dcm", folder / "05-truncated.dcm")
+    shutil.copy(pydicom_dir() / "rtplan.dcm", folder / "07-no-pixels.dcm")
+    values = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    values[5, 5] = np.nan
+    Image.fromarray(values).save(folder / "09-nan.tif")
+    for i in (0, 2, 4, 6, 8):
+        (folder / f"{i:02d}-phantom.png").write_bytes(encode_png(phantom(100 + i)))
+    return ["01-corrupt.png", "03-empty.png", "05-truncated.dcm", "07-no-pixels.dcm", "09-nan.tif"]
+
+
+@pytest.mark.e2e
+def test_unjudgeable_inputs_are_review_rows_and_fail_the_gate_after_a_resume(
+        prefect_server, reference_dir, tmp_path):
+    """A kill after the first staged chunk, then a rerun: the reused chunks still carry their
+    unreadable inputs as review rows with a reason, and --fail-on review exits 1."""
+    import os
+    import subprocess
+    import sys
+
+    synthetic = tmp_path / "synthetic"
+    unjudgeable = _inputs_with_unjudgeable_files(synthetic)
+    out = tmp_path / "audit"
+    args = ["audit", str(synthetic), "--reference", str(reference_dir / "dicom"), "--reference",
+            str(reference_dir / "nifti"), "--retriever", "pixel", "--out", str(out),
+            "--chunk-size", "2", "--fail-on", "review"]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server,
+           "SYNTHDATA_FAULT": "audit.chunk_staged:kill"}
+    killed = subprocess.run([sys.executable, "-m", "synthdata.cli", *args], env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    staged = list((out / ".audit").glob("*/chunk-*.parquet"))
+    assert 1 <= len(staged) <= 5 and not (out / "audit.parquet").exists()
+
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 1, resumed.output
+    assert f"of 5 chunks were already screened" in resumed.output
+    assert "5 unreadable (review)" in resumed.output
+    rows = {r["source"]: r for r in pq.read_table(out / "audit.parquet").to_pylist()}
+    assert len(rows) == 10
+    for name in unjudgeable:
+        row = rows[str(synthetic / name)]
+        assert row["decision"] == "review" and row["note"].startswith("unreadable input: ")
+        assert row["similarity"] is None and row["nearest_real_id"] is None
+    assert "NaN or infinite" in rows[str(synthetic / "09-nan.tif")]["note"]
+    assert "no pixel data" in rows[str(synthetic / "07-no-pixels.dcm")]["note"]
+    assert all(r["decision"] == "accept" for s, r in rows.items() if "phantom" in s)
+    report = json.loads((out / "audit_report.json").read_text())
+    assert report["decisions"]["review"] == 5
+    assert sum(n.startswith("review: ") for n in report["notes"]) == 5
+    assert not (out / ".audit").exists()
