@@ -240,6 +240,11 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
         if stop_after != "generate":
             decisions = screen(folder.root, spec)["decisions"]
             timings["screen_s"], clock = time.perf_counter() - clock, time.perf_counter()
+            if not spec.memorization.reference:
+                get_run_logger().warning(
+                    "%s: NOT screened against real images: memorization.reference is empty, so "
+                    "no sample was compared with real images; samples that passed QC are in "
+                    "shards/ with decision 'not-screened'", spec.name)
         record(folder, spec, spec_path, prepared, fp, execution, timings,
                report=stop_after == "record")
         timings["record_s"] = time.perf_counter() - clock

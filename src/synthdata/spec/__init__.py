@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from synthdata.errors import Problem, SpecError
-from synthdata.spec.checks import check_spec, template_slots
+from synthdata.spec.checks import check_spec, spec_warnings as _warnings, template_slots
 from synthdata.spec.cohort import cohort_path_fields
 from synthdata.spec.models import Spec
 from synthdata.spec.paths import EXTRA_PATH_FIELDS, location_free, resolve_paths
@@ -18,7 +18,8 @@ from synthdata.spec.qc import CHECK_TAGS, qc_path_fields
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
 __all__ = ["Spec", "NON_DATA_SECTIONS", "dataset_dict", "dotted", "json_schema", "line_of", "load_spec",
-           "parse_spec", "problems_of", "resolved_yaml", "spec_hash", "template_slots", "with_overrides"]
+           "parse_spec", "problems_of", "resolved_yaml", "spec_hash", "spec_warnings", "template_slots",
+           "with_overrides"]
 
 
 EXTRA_PATH_FIELDS.extend(f for f in (cohort_path_fields, qc_path_fields) if f not in EXTRA_PATH_FIELDS)
@@ -118,6 +119,14 @@ def load_spec(path: str | Path, *, check_files: bool = True) -> Spec:
     """
     data, lines = read_yaml(path)
     return parse_spec(data, lines, str(path), base_dir=Path(path).parent, check_files=check_files)
+
+
+def spec_warnings(path: str | Path, spec: Spec) -> list[Problem]:
+    """Warnings about a valid spec file (e.g. no real reference: not screened against real
+    images), each naming the file, line and field like an error."""
+    _, lines = read_yaml(path)
+    return [Problem(str(path), msg, line=_line_for(lines, field), field=_dotted(field))
+            for field, msg in _warnings(spec)]
 
 
 def load_spec_text(text: str, source: str = "<spec>", *, base_dir: str | Path | None = None) -> Spec:
