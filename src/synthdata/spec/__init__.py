@@ -125,8 +125,11 @@ def spec_warnings(path: str | Path, spec: Spec) -> list[Problem]:
     """Warnings about a valid spec file (e.g. no real reference: not screened against real
     images), each naming the file, line and field like an error."""
     _, lines = read_yaml(path)
-    return [Problem(str(path), msg, line=_line_for(lines, field), field=_dotted(field))
-            for field, msg in _warnings(spec)]
+    out = []
+    for field, msg in _warnings(spec):  # the field's line, else its section's, if written
+        line = next((lines[field[:n]] for n in range(len(field), 0, -1) if field[:n] in lines), None)
+        out.append(Problem(str(path), msg, line=line, field=_dotted(field)))
+    return out
 
 
 def load_spec_text(text: str, source: str = "<spec>", *, base_dir: str | Path | None = None) -> Spec:
