@@ -170,7 +170,7 @@ def _stored_non_finite(src: str | bytes, name: str) -> int:
     if dicom or name.lower().endswith(decoders.DICOM_SUFFIXES):
         import pydicom
 
-        ds = pydicom.dcmread(stream)
+        ds = pydicom.dcmread(stream, defer_size="1 KB")  # pixel data read only when float
         if "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             return 0
         return int((~np.isfinite(ds.pixel_array)).sum())
