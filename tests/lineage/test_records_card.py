@@ -197,3 +197,12 @@ def test_contact_sheets_never_draw_a_sample_screening_did_not_accept(screened_da
         label = path.stem.removeprefix("contact-")
         shown = Image.open(io.BytesIO(path.read_bytes()))
         assert pixels(shown) == pixels(empty_sheet(f"{label}: no accepted samples"))
+
+    # `synthdata audit` of a dataset folder reads what it publishes: its accepted tars once
+    # screened (none here, so nothing to audit), never the rejected raw samples
+    from synthdata.screening.audit import AuditInputError, collect
+
+    assert [i.path for i in collect([str(screened_dataset)])] == [
+        str(p) for p in sorted((screened_dataset / "shards").glob("shard-*.tar"))]
+    with pytest.raises(AuditInputError, match="no images found"):
+        collect([str(root)])

@@ -7,7 +7,7 @@
 
 Inputs, any mix: folders (searched recursively) of PNG/JPEG/TIFF/BMP and DICOM files, single
 such files, WebDataset tars (every image member), and synthdata dataset folders (their
-accepted shards, or their complete raw shards when not screened yet). Each image's `source`
+accepted shards once screened, else their complete raw shards). Each image's `source`
 is its path as given (plus `#frame=N` for a multi-frame DICOM, `#page=N` for a multi-page
 TIFF), or `TARPATH#KEY` for a tar member (KEY: the WebDataset sample key).
 
@@ -74,14 +74,16 @@ class Item:
 
 
 def _dataset_tars(folder: Path) -> list[Path] | None:
-    """A synthdata dataset folder's accepted (else complete raw) shard tars; None otherwise."""
+    """A synthdata dataset folder's accepted shard tars once screening ran (what it publishes),
+    else its complete raw ones; None for a folder that is not a dataset."""
     from synthdata.folder import DatasetFolder
 
     ds = DatasetFolder(folder)
     if not ds.is_dataset():
         return None
-    tars = ds.accepted_tars()
-    return tars if tars else [ds.raw_tar(s) for s in ds.complete_shards()]
+    if ds.screening_file.is_file() or ds.shards_dir.is_dir():
+        return ds.accepted_tars()
+    return [ds.raw_tar(s) for s in ds.complete_shards()]
 
 
 def _tar_members(path: Path) -> list[str]:
