@@ -163,8 +163,8 @@ FOLDER_SPEC = """\
 
 def test_a_resume_on_other_images_or_another_base_model_is_refused(tmp_path):
     """The spec hash sees only the names of the image folder and the base model: checkpoints
-    record both contents' fingerprints, and a resume after either changed is refused, naming
-    it; restoring them resumes. A checkpoint without fingerprints (older) is refused too."""
+    record the images', captions' and base model's fingerprints, and a resume after any changed
+    is refused, naming it; restoring them resumes. A checkpoint without them (older) is refused."""
     import shutil
 
     from synthdata.generators.builtin import ensure_builtin
@@ -183,9 +183,14 @@ def test_a_resume_on_other_images_or_another_base_model_is_refused(tmp_path):
 
     Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(images / "p4.png")
     with pytest.raises(OutputError, match=r"the training images \(fingerprint .* images added, "
-                                          r"removed or edited\) changed since the last checkpoint"):
+                                          r"removed or edited\) and the training captions"):
         run_training(spec, out)
     (images / "p4.png").unlink()
+    (images / "p0.txt").write_text("another caption")  # NAME.txt beside an image wins
+    with pytest.raises(OutputError, match=r": the training captions \(fingerprint [0-9a-f]{12}… in "
+                                          r"0-diffusion-step-00000002, [0-9a-f]{12}… now\) changed since"):
+        run_training(spec, out)
+    (images / "p0.txt").unlink()
     config = tmp_path / "models" / "tiny" / "unet" / "config.json"
     original = config.read_text()
     config.write_text(json.dumps(json.loads(original), indent=1))  # other bytes at the same name
@@ -196,6 +201,7 @@ def test_a_resume_on_other_images_or_another_base_model_is_refused(tmp_path):
 
     checkpoint = next((out / "checkpoints").glob("*/checkpoint.json"))
     old = {k: v for k, v in json.loads(checkpoint.read_text()).items() if not k.endswith("fingerprint")}
+    assert len(old) == len(marker) - 3
     checkpoint.write_text(json.dumps(old))
     with pytest.raises(OutputError, match="written before checkpoints recorded"):
         run_training(spec, out)

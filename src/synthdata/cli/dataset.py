@@ -18,10 +18,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 @app.command()
 def validate(spec: SpecArg) -> None:
-    """Check a spec; exit 0 when valid, 2 with every problem listed when not."""
-    from synthdata.spec import load_spec
-
-    from synthdata.spec import spec_warnings
+    """Check a spec; exit 0 when valid, 2 with every problem listed when not. Warnings (a spec
+    without a real reference will not be screened against real images) go to stderr."""
+    from synthdata.spec import load_spec, spec_warnings
 
     with user_errors():
         loaded = load_spec(spec)

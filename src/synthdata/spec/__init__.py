@@ -17,7 +17,8 @@ from synthdata.spec.paths import EXTRA_PATH_FIELDS, location_free, resolve_paths
 from synthdata.spec.qc import CHECK_TAGS, qc_path_fields
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
-__all__ = ["Spec", "NON_DATA_SECTIONS", "data_sections", "dataset_dict", "dotted", "json_schema", "line_of", "load_spec",
+__all__ = ["Spec", "NON_DATA_SECTIONS", "data_sections", "dataset_dict", "dotted", "json_schema",
+           "line_of", "load_spec",
            "parse_spec", "problems_of", "resolved_yaml", "spec_hash", "spec_warnings", "template_slots",
            "with_overrides"]
 

@@ -5,8 +5,8 @@
 - `state.pt`: optimizer, LR scheduler and grad-scaler states, RNG states, losses, data position
   (plain tensors and numbers: loaded with `torch.load(weights_only=True)`);
 - `checkpoint.json`: stage, step, spec hash, and the fingerprints of the training data (image
-  contents) and of the base model (weights and configs); written last, so a folder without it
-  is ignored.
+  contents, captions) and of the base model (weights and configs); written last, so a folder
+  without it is ignored.
 
 A checkpoint is written into a hidden temporary folder and renamed into place; the oldest
 are removed beyond `keep`. Resuming takes the latest complete one, and only when it was made
@@ -45,6 +45,7 @@ class Checkpoint:
     spec_hash: str
     data_fingerprint: str | None = None   # None: written before checkpoints recorded them
     base_fingerprint: str | None = None
+    captions_fingerprint: str | None = None
 
     @property
     def order(self) -> tuple[int, int]:
@@ -73,7 +74,8 @@ def restore_rng_states(states: dict) -> None:
 
 def save_checkpoint(root: Path, *, stage_index: int, stage: str, step: int, spec_hash: str,
                     params: dict[str, torch.Tensor], state: dict, keep: int,
-                    data_fingerprint: str, base_fingerprint: str) -> Checkpoint:
+                    data_fingerprint: str, base_fingerprint: str,
+                    captions_fingerprint: str) -> Checkpoint:
     """Write a checkpoint atomically and prune old ones; return it."""
     folder = root / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,8 @@ def save_checkpoint(root: Path, *, stage_index: int, stage: str, step: int, spec
                   str(tmp / "params.safetensors"))
         torch.save({**state, "rng": rng_states()}, tmp / "state.pt")
         info = {"stage_index": stage_index, "stage": stage, "step": step, "spec_hash": spec_hash,
-                "data_fingerprint": data_fingerprint, "base_fingerprint": base_fingerprint}
+                "data_fingerprint": data_fingerprint, "base_fingerprint": base_fingerprint,
+                "captions_fingerprint": captions_fingerprint}
         write_json_atomic(tmp / MARKER, info)
         if final.exists():
             shutil.rmtree(final)
@@ -98,7 +101,8 @@ def save_checkpoint(root: Path, *, stage_index: int, stage: str, step: int, spec
             shutil.rmtree(tmp)
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old.path, ignore_errors=True)
-    return Checkpoint(final, stage_index, stage, step, spec_hash, data_fingerprint, base_fingerprint)
+    return Checkpoint(final, stage_index, stage, step, spec_hash, data_fingerprint, base_fingerprint,
+                      captions_fingerprint)
 
 
 def list_checkpoints(root: Path) -> list[Checkpoint]:
@@ -114,14 +118,15 @@ def list_checkpoints(root: Path) -> list[Checkpoint]:
                 info = json.loads(marker.read_text())
                 found.append(Checkpoint(d, int(info["stage_index"]), str(info["stage"]),
                                         int(info["step"]), str(info["spec_hash"]),
-                                        info.get("data_fingerprint"), info.get("base_fingerprint")))
+                                        info.get("data_fingerprint"), info.get("base_fingerprint"),
+                                        info.get("captions_fingerprint")))
             except (OSError, ValueError, KeyError):
                 continue
     return sorted(found, key=lambda c: c.order)
 
 
 def latest_checkpoint(root: Path, spec_hash: str, data_fingerprint: str,
-                      base_fingerprint: str) -> Checkpoint | None:
+                      base_fingerprint: str, captions_fingerprint: str) -> Checkpoint | None:
     """The latest complete checkpoint; OutputError naming what changed if it was made from
     another spec, other training images or another base model (or cannot tell: older ones)."""
     found = list_checkpoints(root)
@@ -131,7 +136,7 @@ def latest_checkpoint(root: Path, spec_hash: str, data_fingerprint: str,
     if last.spec_hash != spec_hash:
         raise OutputError(f"{root} holds checkpoints of a different training spec "
                           f"({last.path.name}); use another --out or delete the folder to start over")
-    if last.data_fingerprint is None or last.base_fingerprint is None:
+    if None in (last.data_fingerprint, last.base_fingerprint, last.captions_fingerprint):
         raise OutputError(f"{last.path}: written before checkpoints recorded the training data's "
                           "and the base model's fingerprints, so resuming it cannot be shown to "
                           f"continue the same run; delete {root / 'checkpoints'} to start over")
@@ -139,6 +144,7 @@ def latest_checkpoint(root: Path, spec_hash: str, data_fingerprint: str,
                for what, then, now, why in (
                    ("the training images", last.data_fingerprint, data_fingerprint,
                     ": images added, removed or edited"),
+                   ("the training captions", last.captions_fingerprint, captions_fingerprint, ""),
                    ("the base model", last.base_fingerprint, base_fingerprint,
                     ": other weights or configs at the same name"))
                if then != now]

@@ -112,7 +112,7 @@ def finish(trainer, root: Path, seconds: float, ran: int) -> dict:
     from synthdata.fingerprint import model_fingerprint
     from synthdata.records import library_versions
     from synthdata.spec.models import Generator
-    from synthdata.training.data import captions_fingerprint, source_record
+    from synthdata.training.data import source_record
     from synthdata.training.export import save_outputs
 
     spec = trainer.spec
@@ -134,7 +134,7 @@ def finish(trainer, root: Path, seconds: float, ran: int) -> dict:
         "name": spec.name, "method": spec.method, "spec_hash": trainer.spec_hash, "seed": spec.seed,
         "base": {"model": spec.base, "revision": spec.revision, "fingerprint": base_fp},
         "base_fingerprint": base_fp, "data_fingerprint": data_fp,
-        "captions_fingerprint": captions_fingerprint(trainer.items), "images": len(trainer.items),
+        "captions_fingerprint": trainer.captions_fingerprint, "images": len(trainer.items),
         "data": {"source": source, "filter": spec.data.filter, "limit": spec.data.limit,
                  "resolution": spec.data.resolution, "caption_column": spec.data.caption_column,
                  "caption_template": spec.data.caption_template,
