@@ -124,13 +124,17 @@ def screening_state(out_dir: str | Path) -> str:
     `not-screened` (screening ran without a real reference; its samples carry the decision
     `not-screened`, never `accept`) or `not-run` (no screening.parquet).
 
-    Read from screening.parquet's `references` metadata (the prepared real references).
+    Read from screening.parquet's `references` metadata (the prepared real references); a
+    table written before that metadata counts as screened when it names a nearest real image.
     """
     path = DatasetFolder(out_dir).screening_file
     if not path.is_file():
         return NOT_RUN
     meta = pq.read_schema(path).metadata or {}
-    return SCREENED if json.loads(meta.get(b"references", b"{}") or b"{}") else NOT_SCREENED
+    if b"references" in meta:
+        return SCREENED if json.loads(meta[b"references"] or b"{}") else NOT_SCREENED
+    nearest = pq.read_table(path, columns=["nearest_real_id"]).column(0)
+    return SCREENED if pc.count(nearest).as_py() else NOT_SCREENED
 
 
 def screening_table(out_dir: str | Path) -> pa.Table | None:
