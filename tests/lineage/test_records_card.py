@@ -206,3 +206,24 @@ def test_contact_sheets_never_draw_a_sample_screening_did_not_accept(screened_da
         str(p) for p in sorted((screened_dataset / "shards").glob("shard-*.tar"))]
     with pytest.raises(AuditInputError, match="no images found"):
         collect([str(root)])
+
+
+def test_screening_state_reads_the_references_and_older_tables(screened_dataset, tmp_path):
+    """`screened` when real references were searched; a table from before the `references`
+    metadata counts as screened only when it names a nearest real image."""
+    import pyarrow as pa
+
+    from synthdata.records import NOT_RUN, NOT_SCREENED, SCREENED, screening_state
+    from tests.lineage.conftest import copy_dataset
+
+    assert screening_state(screened_dataset) == SCREENED
+    root = copy_dataset(screened_dataset, tmp_path / "ds")
+    path = root / "screening.parquet"
+    table = pq.read_table(path).replace_schema_metadata(None)
+    pq.write_table(table, path)
+    assert screening_state(root) == SCREENED
+    nearest = table.schema.get_field_index("nearest_real_id")
+    pq.write_table(table.set_column(nearest, "nearest_real_id", pa.nulls(table.num_rows, pa.string())), path)
+    assert screening_state(root) == NOT_SCREENED
+    path.unlink()
+    assert screening_state(root) == NOT_RUN
