@@ -124,3 +124,77 @@ def test_spec_paths_resolve_against_the_spec_folder_and_do_not_change_the_hash(t
     result = CliRunner().invoke(app, ["validate", str(bad)])
     assert result.exit_code == 2 and str(tmp_path / "c" / "models" / "missing") in result.output
     assert load_spec(bad, check_files=False).generator.model.endswith("models/missing")
+
+
+def test_qc_classifiers_and_top_up_setup_are_part_of_the_identity(tmp_path):
+    """Markers record the QC classifiers' fingerprints and the top-up screening setup; a resume
+    with others is refused naming them. A marker from before these fields means none."""
+    from tests.test_folder import _complete_shard
+
+    folder = DatasetFolder(tmp_path / "ds")
+    _complete_shard(folder)
+    marker = folder.marker(0)
+    marker.update(model_fingerprint="f", device_type="cpu", dtype="float32")
+    folder.raw_marker(0).write_text(json.dumps(marker))
+    check_generation_identity(folder.root, GenerationIdentity("f", "cpu", "float32"))
+    with pytest.raises(OutputError, match="memorization: None on disk, 'm1' now"):
+        check_generation_identity(folder.root, GenerationIdentity("f", "cpu", "float32", memorization="m1"))
+    marker.update(qc={"qc.checks.0.model": "c1"}, memorization="m1")
+    folder.raw_marker(0).write_text(json.dumps(marker))
+    same = GenerationIdentity("f", "cpu", "float32", qc={"qc.checks.0.model": "c1"}, memorization="m1")
+    check_generation_identity(folder.root, same)
+    with pytest.raises(OutputError, match=r"qc: \{'qc.checks.0.model': 'c1'\} on disk, "
+                                          r"\{'qc.checks.0.model': 'c2'\} now"):
+        check_generation_identity(folder.root, GenerationIdentity(
+            "f", "cpu", "float32", qc={"qc.checks.0.model": "c2"}, memorization="m1"))
+    with pytest.raises(OutputError, match="memorization: 'm1' on disk, 'm2' now"):
+        check_generation_identity(folder.root, GenerationIdentity(
+            "f", "cpu", "float32", qc={"qc.checks.0.model": "c1"}, memorization="m2"))
+
+
+def test_with_top_up_the_memorization_section_is_part_of_the_spec_hash(tmp_path):
+    """qc.top_up screens in the worker, so the memorization section decides what is
+    regenerated: it enters the spec hash (less device and batch size) and a changed one is
+    refused; without top-up it does not (the demo's pinned hashes stay)."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "r.png").write_bytes(b"")
+    plain = load_spec(_spec_file(tmp_path / "a", memorization={"reference": ["../real"]}))
+    other = load_spec(_spec_file(tmp_path / "b", memorization={"reference": ["../real"], "threshold": 0.8}))
+    assert spec_hash(plain) == spec_hash(other) == spec_hash(load_spec(DEMO_SPEC))
+    top_up = {"qc": {"top_up": True}}
+    topped = load_spec(_spec_file(tmp_path / "c", memorization={"reference": ["../real"]}, **top_up))
+    changed = load_spec(_spec_file(tmp_path / "d", memorization={"reference": ["../real"],
+                                                                 "threshold": 0.8}, **top_up))
+    faster = load_spec(_spec_file(tmp_path / "e", memorization={"reference": ["../real"],
+                                                                "batch_size": 64, "device": "cpu"}, **top_up))
+    assert spec_hash(topped) != spec_hash(changed)
+    assert spec_hash(topped) == spec_hash(faster), "performance-only fields stay out"
+    out = tmp_path / "ds"
+    prepare(out, topped)
+    with pytest.raises(OutputError, match=r"different spec \(changed: memorization\)"):
+        prepare(out, changed)
+    prepare(out, faster)
+
+
+def test_missing_planned_shards_after_generation_fail_the_run_listing_them(tmp_path):
+    """Shard tasks that succeeded but whose shards this machine cannot see (workers writing
+    elsewhere) fail the flow, listing the shards, instead of an empty `shards/` and 'done'."""
+    from synthdata.flow import MissingShards, check_generated
+    from tests.test_folder import _complete_shard
+
+    folder = DatasetFolder(tmp_path / "ds")
+    _complete_shard(folder, 1)
+    marker = folder.marker(1)
+    marker.update(model_fingerprint="f", device_type="cpu", dtype="float32")
+    folder.raw_marker(1).write_text(json.dumps(marker))
+    identity = GenerationIdentity("f", "cpu", "float32")
+    with pytest.raises(MissingShards) as info:
+        check_generated(folder, 3, "p1", identity)
+    assert info.value.missing == [0, 2] and info.value.exit_code == 1
+    assert "2 of 3 planned shards are missing from raw/ after generation (shards 0, 2)" in str(info.value)
+    for shard in (0, 2):
+        _complete_shard(folder, shard)
+        folder.raw_marker(shard).write_text(json.dumps({**folder.marker(shard), **identity.as_dict()}))
+    check_generated(folder, 3, "p1", identity)
+    with pytest.raises(OutputError, match="dtype: 'float32' on disk, 'float16' now"):
+        check_generated(folder, 3, "p1", GenerationIdentity("f", "cpu", "float16"))

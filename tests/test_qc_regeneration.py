@@ -146,3 +146,24 @@ def test_top_up_regenerates_near_copies_of_real_images_so_counts_stay_exact(tmp_
     summary = screen_dataset(root, load_spec(topped).memorization)
     assert summary.decisions == {"accept": 8, "review": 0, "reject": 0}
     assert reproduce(root, copied[0]).identical
+
+    # The screening setup that decided the regeneration is the shards' identity: the marker
+    # records it, and a resume after the reference changed is refused, naming it.
+    from synthdata.errors import OutputError
+    from synthdata.fingerprint import model_fingerprint
+    from synthdata.flow import _prepare_screening_reference, expected_identity
+    from synthdata.outputs import prepare
+
+    spec = load_spec(topped)
+    setup = _prepare_screening_reference(spec)
+    marker = json.loads((root / "raw" / "shard-000000.done.json").read_text())
+    assert marker["memorization"] == setup and marker["qc"] == {}
+    fp = model_fingerprint(spec.generator).fingerprint
+    prepare(root, spec, expected_identity(spec, fp, 0, setup))  # the same setup resumes
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 64), dtype=np.uint8)).save(
+        reference / "another.png")
+    with pytest.raises(OutputError, match=f"memorization: '{setup}' on disk, '[0-9a-f]{{64}}' now"):
+        prepare(root, spec, expected_identity(spec, fp, 0, _prepare_screening_reference(spec)))

@@ -24,6 +24,13 @@ from synthdata.privacy import public_path
 SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
                 (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
 BUILTIN_LICENSE = "apache-2.0"
+NOT_SCREENED_TAG = "not-screened-against-real-images"
+NOT_SCREENED_TEXT = (
+    "**Not screened against real images.** The spec names no `memorization.reference`, so no "
+    "sample was compared with real images: near-copies of real patients' images, if the model "
+    "memorized any, are not caught. The {n} samples in `shards/` passed the quality checks only "
+    "and carry the decision `not-screened` (never `accept`). Do not share this dataset as "
+    "privacy-screened; screen it with `synthdata screen` after adding a reference.")
 
 
 def size_category(n: int) -> str:
@@ -79,6 +86,7 @@ def screening_summary(out_dir: str | Path) -> dict | None:
         "k": info.get("k", mem.get("k")),
         "reference": mem.get("reference", []),
         "details": {k: v for k, v in info.items() if not isinstance(v, (dict, list))},
+        "state": records.screening_state(root),
         "screened": screened.num_rows, "decisions": dict(sorted(decisions.items())), "labels": labels,
         "max_score": pc.max(screened["score"]).as_py(),
         "nearest_pairs": [{"key": r["key"], "nearest_real_id": r["nearest_real_id"], "score": r["score"]}
@@ -125,10 +133,12 @@ def front_matter(out_dir: str | Path) -> dict:
     n = stats["samples"]["accepted"] if stats["samples"]["accepted"] is not None else stats["samples"]["generated"]
     lic = model_license(root)
     data = f"{_split(root)}/*.tar"
+    screened = records.screening_state(root) == records.SCREENED
     meta = {"pretty_name": spec["name"],
             "license": lic if lic in (BUILTIN_LICENSE,) else "other",
             "task_categories": ["image-classification", "text-to-image"],
-            "tags": ["synthetic", "medical-imaging", "webdataset", "synthdata", "diffusers"],
+            "tags": ["synthetic", "medical-imaging", "webdataset", "synthdata", "diffusers",
+                     *([] if screened else [NOT_SCREENED_TAG])],
             "size_categories": [size_category(n)],
             "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data}]}]}
     if meta["license"] == "other":
@@ -202,6 +212,9 @@ def _screening_section(screening: dict | None) -> list[str]:
         return [*lines, ("Not run: no sample has been compared with real images. Do not share this "
                          "dataset as privacy-screened."), ""]
     results = ", ".join(f"{k} {v}" for k, v in screening["decisions"].items())
+    if screening["state"] == records.NOT_SCREENED:
+        n = screening["decisions"].get("not-screened", 0)
+        return [*lines, NOT_SCREENED_TEXT.format(n=n), "", f"- results: {results}", ""]
     return [*lines,
             (f"- method: nearest neighbour of each synthetic image among the real reference images, "
              f"embedder `{screening['embedder']}`, top-{screening['k']}"),
@@ -225,7 +238,7 @@ def _usage_section(root: Path, split: str) -> list[str]:
             "```", "", FILES, ""]
 
 
-def _limitations(spec: dict, screened: bool) -> list[str]:
+def _limitations(spec: dict, state: str) -> list[str]:
     lines = ["## Known limitations", ""]
     model = spec["generator"]["model"]
     if model == "builtin:tiny":
@@ -237,8 +250,11 @@ def _limitations(spec: dict, screened: bool) -> list[str]:
                      "For demonstrations and pipeline tests only.")
     lines.append("- Synthetic images follow the prompts' variable distributions, not real prevalence or "
                  "anatomy; labels are the prompts' intent, not verified findings.")
-    lines.append("- Memorization screening bounds near-copies in the chosen embedding only; it is not a "
-                 "guarantee of privacy." if screened else "- Not screened for memorization.")
+    lines.append({records.SCREENED: "- Memorization screening bounds near-copies in the chosen "
+                                    "embedding only; it is not a guarantee of privacy.",
+                  records.NOT_SCREENED: "- **Not screened against real images** (no reference): "
+                                        "near-copies of real images are not caught.",
+                  records.NOT_RUN: "- Not screened for memorization."}[state])
     lines.append("- Bit-exact reproduction needs the same model files, library versions, device and "
                  "thread count (see run.json).")
     return [*lines, ""]
@@ -261,15 +277,17 @@ def card_text(out_dir: str | Path) -> str:
     screening = screening_summary(root)
     split = _split(root)
     accepted = "-" if stats["samples"]["accepted"] is None else stats["samples"]["accepted"]
+    state = records.screening_state(root)
+    kept = "accepted" if state != records.NOT_SCREENED else "not screened against real images"
     parts = ["---", yaml.safe_dump(front_matter(root), sort_keys=False).rstrip(), "---", "",
              f"# {spec['name']}", "", spec.get("description") or "", "",
              "## Purpose", "", PURPOSE, "",
              "## Labels", "", _md_table(label_rows(root)), "",
              (f"Samples: {stats['samples']['planned']} planned, {stats['samples']['generated']} "
-              f"generated, {accepted} accepted (in `{split}/`)."), "",
+              f"generated, {accepted} {kept} (in `{split}/`)."), "",
              *_model_section(root, spec, run), *_screening_section(screening),
              *_extra_sections(root),
-             *_usage_section(root, split), *_limitations(spec, screening is not None)]
+             *_usage_section(root, split), *_limitations(spec, state)]
     return "\n".join(parts)
 
 
@@ -297,7 +315,12 @@ def publish_prefect_artifacts(out_dir: str | Path) -> list[str]:
                                  description=f"{name}: samples per label, planned vs actual")]
     screening = screening_summary(root)
     if screening is None:
-        text = f"# {name}: screening\n\nNot run."
+        text = f"# {name}: screening\n\nNot run: no sample has been compared with real images."
+    elif screening["state"] == records.NOT_SCREENED:
+        text = "\n".join([f"# {name}: NOT screened against real images", "",
+                          NOT_SCREENED_TEXT.format(n=screening["decisions"].get("not-screened", 0)),
+                          "", _md_table([{"decision": k, "count": v}
+                                         for k, v in screening["decisions"].items()])])
     else:
         text = "\n".join([
             f"# {name}: memorization screening", "",

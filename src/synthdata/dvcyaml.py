@@ -9,6 +9,8 @@ model folder, textual-inversion and LoRA files, reference folders, an embedder f
     generate_inputs: {model: models/roentgen, lora: loras/cxr.safetensors}   # what generation reads
     screen_inputs: {cxr: data/real/cxr}                                       # what screening reads
 
+(With qc.top_up generation screens too, so the reference belongs in both mappings.)
+
 A `foreach` stage per mapping depends on each path and writes its content stamp
 (`WORK/generate/input-NAME.json`, `WORK/screen/input-NAME.json`); the later stages depend on
 the folders `WORK/generate` and `WORK/screen`, which hold the stamps and the spec views that
@@ -59,12 +61,21 @@ def role_of(field: tuple) -> str | None:
 
 
 def spec_inputs(spec: Spec) -> dict[str, dict[str, Path]]:
-    """role -> {spec field as dotted text: absolute path} of every local file the spec reads."""
+    """role -> {spec field as dotted text: absolute path} of every local file the spec reads.
+
+    With qc.top_up the generation worker screens too, so screening's files (the reference, a
+    local embedder) are generation's inputs as well: they decide which samples are regenerated.
+    """
     out: dict[str, dict[str, Path]] = {role: {} for role in ROLES}
+    top_up = spec.screens_while_generating()
     for field, value in path_fields(resolved_dict(spec)):
         role = role_of(field)
-        if role is not None:
-            out[role][".".join(str(p) for p in field)] = Path(value).expanduser().resolve()
+        if role is None:
+            continue
+        name, path = ".".join(str(p) for p in field), Path(value).expanduser().resolve()
+        out[role][name] = path
+        if role == "screen" and top_up:
+            out["generate"][name] = path
     return out
 
 
@@ -116,7 +127,8 @@ def check_inputs(spec: Spec, params_file: str | Path) -> None:
 
 
 def generate_view(spec: Spec) -> dict:
-    """What generation's bytes depend on besides the model files (WORK/generate/dataset.json)."""
+    """What generation's bytes depend on besides the model files (WORK/generate/dataset.json):
+    the spec hash's sections (with qc.top_up, memorization among them) and the speed knobs."""
     return {**dataset_dict(spec), "execution": {"speed": spec.execution.speed.changed()}}
 
 
@@ -150,8 +162,9 @@ def resolve(spec_path: str | Path, work: str | Path, params_file: str | Path | N
     """Write WORK/generate/dataset.json and WORK/screen/screening.json; check params.yaml.
 
     `dataset.json`: what shapes the raw shards' bytes besides the model files: every resolved
-    field the spec hash covers, and the `execution.speed` knobs not at their default (they may
-    change float results and are part of a folder's identity); `screening.json`: the resolved
+    field the spec hash covers (with qc.top_up, the memorization section too: it decides what
+    is regenerated), and the `execution.speed` knobs not at their default (they may change
+    float results and are part of a folder's identity); `screening.json`: the resolved
     memorization section. Engine, workers, threads and the output section are left out, so
     changing them reruns nothing. Each file is rewritten only when its content changes.
     Stamps of inputs no longer named in `params_file` are removed. Neither the model nor the

@@ -25,7 +25,13 @@ from synthdata.errors import SynthdataError
 from synthdata.fingerprint import model_fingerprint
 from synthdata.folder import DatasetFolder
 from synthdata.generators import dtype_name
-from synthdata.outputs import GenerationIdentity, acquire_lock, prepare
+from synthdata.outputs import (
+    GenerationIdentity,
+    acquire_lock,
+    check_generation_identity,
+    classifier_fingerprints,
+    prepare,
+)
 from synthdata.privacy import unwrap, withhold
 from synthdata.progress import ShardProgress
 from synthdata.spec import Spec, load_spec, with_overrides
@@ -117,8 +123,10 @@ def pending_shards(folder: DatasetFolder, count: int, plan_hash: str) -> list[in
     return [s for s in range(count) if s not in complete]
 
 
-def expected_identity(spec: Spec, fingerprint: str, gpu_count: int) -> GenerationIdentity:
-    """The model fingerprint, device type and dtype this run will generate with."""
+def expected_identity(spec: Spec, fingerprint: str, gpu_count: int,
+                      screening_setup: str | None = None) -> GenerationIdentity:
+    """What this run will generate with: model fingerprint, device type, dtype, speed knobs, QC
+    classifier fingerprints and (qc.top_up) the digest of the screening setup."""
     device = spec.generator.device
     if engines.uses_gpus(device) and gpu_count:
         device_kind = "cuda"
@@ -127,7 +135,35 @@ def expected_identity(spec: Spec, fingerprint: str, gpu_count: int) -> Generatio
     else:
         device_kind = worker.device_type(device)
     return GenerationIdentity(fingerprint, device_kind, dtype_name(spec.generator.dtype, device_kind),
-                              spec.execution.speed.changed())
+                              spec.execution.speed.changed(), classifier_fingerprints(spec),
+                              screening_setup)
+
+
+class MissingShards(SynthdataError):
+    """Planned shards are not complete in the output folder after every shard task succeeded."""
+
+    exit_code = 1
+
+    def __init__(self, root: Path, missing: list[int], total: int):
+        self.missing = missing
+        shown = ", ".join(map(str, missing[:20])) + (f" and {len(missing) - 20} more"
+                                                      if len(missing) > 20 else "")
+        super().__init__(
+            f"{root}: {len(missing)} of {total} planned shards are missing from raw/ after "
+            f"generation (shards {shown}), although their tasks reported success: the workers "
+            "wrote them where this machine cannot see them. Workers must see the output folder "
+            "at the same path (a shared file system for a Dask or Ray cluster). Nothing was "
+            "screened or recorded; rerun when they do, and the complete shards are kept.")
+
+
+def check_generated(folder: DatasetFolder, shard_count: int, plan_hash: str,
+                    identity: GenerationIdentity) -> None:
+    """After generation: every planned shard is complete here, and made with `identity`."""
+    complete = set(folder.complete_shards(plan_hash))
+    missing = [s for s in range(shard_count) if s not in complete]
+    if missing:
+        raise MissingShards(folder.root, missing, shard_count)
+    check_generation_identity(folder.root, identity)
 
 
 @task(name="screen-shard", retries=1, cache_policy=NO_CACHE, persist_result=False,
@@ -197,8 +233,10 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
 
     `stop_after="generate"` plans and generates raw shards and writes run.json only (the DVC
     generate stage); "screen" also screens; "record" (default) does everything.
-    `replace_stale` removes raw shards another model, device, dtype or speed knobs made instead of
-    refusing the folder (the DVC generate stage, whose old outputs DVC's cache keeps).
+    `replace_stale` removes raw shards made with another generation identity (model, device,
+    dtype, speed knobs, QC classifiers, top-up screening setup) instead of refusing the folder
+    (the DVC generate stage, whose old outputs DVC's cache keeps). After generation every
+    planned shard must be complete in the folder (`check_generated`), else MissingShards.
     """
     if stop_after not in STEPS:
         raise SynthdataError(f"stop_after must be one of {', '.join(STEPS)}, got {stop_after!r}")
@@ -212,11 +250,18 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
     try:
         fp = model_fingerprint(spec.generator)
         execution = engines.resolve(spec.execution, spec.generator.device)
-        identity = expected_identity(spec, fp.fingerprint, execution.gpu_count)
+        top_up = spec.screens_while_generating()
+        # top-up: the reference index and calibration are built (or found in the cache) before
+        # generation; the workers read them, and their digest is part of the shards' identity
+        started = time.perf_counter()
+        setup = _prepare_screening_reference(spec) if top_up else None
+        timings["top_up_prepare_s"] = time.perf_counter() - started
+        identity = expected_identity(spec, fp.fingerprint, execution.gpu_count, setup)
         prepared = prepare(folder.root, spec, identity, replace_stale=replace_stale)
         if prepared.replaced:
-            get_run_logger().warning("%s: removed %s: generated by another model, device, dtype or "
-                                     "speed knobs (replace_stale)", folder.root, ", ".join(prepared.replaced))
+            get_run_logger().warning("%s: removed %s: generated with another model, device, dtype, "
+                                     "speed knobs, QC classifiers or top-up screening setup "
+                                     "(replace_stale)", folder.root, ", ".join(prepared.replaced))
         run_spec = spec if fp.commit is None else spec.model_copy(update={
             "generator": spec.generator.model_copy(update={"revision": fp.commit})})
         job = worker.JobInfo(prepared.spec_hash, prepared.plan_hash, fp.fingerprint,
@@ -225,10 +270,6 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
         pending = pending_shards(folder, prepared.shard_count, prepared.plan_hash)
         timings["plan_s"], clock = time.perf_counter() - clock, time.perf_counter()
         results = []
-        top_up = spec.screens_while_generating()
-        if pending and top_up:
-            _prepare_screening_reference(spec)
-        timings["top_up_prepare_s"], clock = time.perf_counter() - clock, time.perf_counter()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference") as overlap:
             # on GPUs the reference index and calibration are built while the shards generate; on
             # a CPU they would compete with generation for the same cores (measured slower)
@@ -241,6 +282,7 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
                     withhold(str(folder.root), f"local:{folder.root.name}"), pending, worker.job_as_dict(job),
                     execution.threads_per_worker, shard_sizes(spec, prepared.shard_count), spec.name)
             timings["generate_s"], clock = time.perf_counter() - clock, time.perf_counter()
+            check_generated(folder, prepared.shard_count, prepared.plan_hash, identity)
             if early is not None:
                 early.result()  # its error, if any, is screening's: raised here, shards kept
                 timings["reference_wait_s"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -248,6 +290,11 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
         if stop_after != "generate":
             decisions = screen(folder.root, spec)["decisions"]
             timings["screen_s"], clock = time.perf_counter() - clock, time.perf_counter()
+            if not spec.memorization.reference:
+                get_run_logger().warning(
+                    "%s: NOT screened against real images: memorization.reference is empty, so "
+                    "no sample was compared with real images; samples that passed QC are in "
+                    "shards/ with decision 'not-screened'", spec.name)
         record(folder, spec, spec_path, prepared, fp, execution, timings,
                report=stop_after == "record")
         timings["record_s"] = time.perf_counter() - clock
@@ -258,13 +305,16 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
         lock.release()
 
 
-def _prepare_screening_reference(spec: Spec) -> None:
+def _prepare_screening_reference(spec: Spec) -> str:
     """Build (or find in the cache) the reference index and calibration: before generation for
-    `qc.top_up` (the workers then read it instead of racing to build it), else beside it."""
+    `qc.top_up` (the workers then read it instead of racing to build it), else beside it.
+    Returns the setup's digest (`qc.memorization.setup_identity`)."""
+    from synthdata.qc.memorization import setup_identity
     from synthdata.screening.matchers import prepare_matchers
     from synthdata.training import resolve_from_training
 
-    prepare_matchers(resolve_from_training(spec.memorization, spec.generator))
+    setup, _ = prepare_matchers(resolve_from_training(spec.memorization, spec.generator))
+    return setup_identity(setup)
 
 
 def shard_sizes(spec: Spec, shard_count: int) -> dict[int, int]:

@@ -3,8 +3,9 @@
 Both read the folder alone: an auditor needs neither the model nor the real data.
 
 - `status`: planned samples and shards; complete and incomplete raw shards (with the reason);
-  whether screening ran and covers the current raw shards; whether the records exist; and what
-  a rerun of `synthdata run` would do.
+  whether screening ran, whether it compared the samples with real images (`state`:
+  screened / not-screened / not-run) and covers the current raw shards; whether the records
+  exist; and what a rerun of `synthdata run` would do.
 - `verify`: re-hashes every raw tar against its completion marker, every PNG against the
   recorded rows, every accepted tar against the screening generation record, and checks that the
   manifest, screening.parquet and the accepted shards tell the same story. Any mismatch is a
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from synthdata import records
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import sha256_file
 
@@ -41,6 +43,7 @@ def status(out_dir: str | Path) -> dict:
     complete = [st.shard for st in states if st.complete]
     incomplete = {st.shard: st.reason for st in states if not st.complete}
     meta = _screening_meta(folder)
+    state = records.screening_state(folder.root)
     screened_tars = json.loads(meta.get("raw_tars", "{}"))
     current = {str(s): (folder.marker(s) or {}).get("tar_sha256") for s in complete}
     generation = folder.screening_generation()
@@ -59,7 +62,10 @@ def status(out_dir: str | Path) -> dict:
         "generated": {"complete_shards": len(complete),
                       "samples": sum(int((folder.marker(s) or {}).get("count", 0)) for s in complete),
                       "incomplete": {str(s): r for s, r in sorted(incomplete.items())}},
-        "screening": {"ran": bool(meta), "covers_current_shards": screening_current,
+        "screening": {"ran": bool(meta), "state": state,
+                      "against_real_images": state == records.SCREENED,
+                      "says": records.SCREENING_STATES[state],
+                      "covers_current_shards": screening_current,
                       "token": meta.get("token"),
                       "accepted_shards": len(folder.accepted_tars()),
                       "consistent": generation is not None and generation.get("token") == meta.get("token")
@@ -160,7 +166,9 @@ def _verify_tables(folder: DatasetFolder, result: Verification, raw_pngs: dict[s
         result.problems.append(f"{folder.SCREENING} and {folder.SHARDS}/ come from different screenings")
     if folder.screening_file.is_file():
         table = pq.read_table(folder.screening_file, columns=["key", "decision"]).to_pydict()
-        says = {k for k, d in zip(table["key"], table["decision"]) if d == "accept"}
+        from synthdata.screening.pipeline import PUBLISHED  # accept, and not-screened (no reference)
+
+        says = {k for k, d in zip(table["key"], table["decision"]) if d in PUBLISHED}
         if folder.shards_dir.is_dir() and says != accepted:
             result.problems.append(f"{folder.SCREENING} accepts {len(says)} samples, {folder.SHARDS}/ "
                                    f"holds {len(accepted)} (differing: {sorted(says ^ accepted)[:5]})")

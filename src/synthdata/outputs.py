@@ -1,12 +1,16 @@
 """Writing into a dataset folder: one run at a time (a lock), one dataset per folder.
 
 A folder holds one dataset. Its identity is what determines the bytes of its raw shards:
-the spec's data sections (the spec hash), the plan, and what generated them — the model
-fingerprint, the device type, the dtype and the speed knobs that are on. A run that would change any of these on a
-folder that already holds generated shards is refused with the difference named, so a
-resume never mixes, say, float16 GPU shards with float32 CPU shards. Sections that do not
-shape the data (execution, output, memorization) may change; `DIR/spec.yaml` is rewritten
-to what ran last.
+the spec's data sections (the spec hash; memorization too when the worker screens, qc.top_up),
+the plan, and what generated them (`GenerationIdentity`, recorded in every shard marker): the
+model fingerprint (weights, configs, textual-inversion and LoRA files), the device type, the
+dtype, the speed knobs that are on, the QC classifiers' fingerprints, and with qc.top_up the
+screening setup that decided what was regenerated (matchers and their fingerprints, the
+reference content, the calibrated thresholds). A run that would change any of these on a
+folder that already holds generated shards is refused with the difference named, so a resume
+never mixes, say, float16 GPU shards with float32 CPU shards, or shards topped up against
+another reference. Sections that do not shape the data (execution, output, and memorization
+without top-up) may change; `DIR/spec.yaml` is rewritten to what ran last.
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ from synthdata import plan as planning
 from synthdata.errors import OutputError
 from synthdata.folder import FORMAT_VERSION, DatasetFolder
 from synthdata.fsutil import write_json_atomic, write_text_atomic
-from synthdata.spec import NON_DATA_SECTIONS, Spec, resolved_dict, resolved_yaml, spec_hash
-from synthdata.spec.paths import location_free
+from synthdata.spec import Spec, data_sections, resolved_dict, resolved_yaml, spec_hash
 
 
 @dataclass(frozen=True)
@@ -44,17 +47,49 @@ class PreparedOutput:
 
 @dataclass(frozen=True)
 class GenerationIdentity:
-    """What generated a folder's raw shards, besides the spec: recorded in every shard marker
-    (`speed`: the execution.speed knobs not at their default)."""
+    """What generated a folder's raw shards, besides the spec: recorded in every shard marker.
+
+    `speed`: the execution.speed knobs not at their default; `qc`: {"qc.checks.I.model":
+    classifier folder sha256} of the QC classifier checks; `memorization`: the digest of the
+    screening setup the worker screened with (qc.top_up; `qc.memorization.setup_identity`),
+    else None.
+    """
 
     model_fingerprint: str
     device_type: str
     dtype: str
     speed: dict = field(default_factory=dict)
+    qc: dict = field(default_factory=dict)
+    memorization: str | None = None
 
     def as_dict(self) -> dict:
         """Plain data, as the markers record it."""
         return asdict(self)
+
+
+# What a marker written before a field existed means by its absence.
+_ABSENT = {"speed": {}, "qc": {}, "memorization": None}
+
+
+def classifier_fingerprints(spec: Spec) -> dict[str, str]:
+    """{"qc.checks.I.model": sha256 of the folder's files} of every QC classifier check."""
+    checks = spec.qc.checks if spec.qc is not None else []
+    folders = {f"qc.checks.{i}.model": c.model for i, c in enumerate(checks) if c.check == "classifier"}
+    if not folders:
+        return {}
+    from synthdata.screening.local_model import _folder_sha256  # what LocalClassifier records
+
+    return {k: _folder_sha256(Path(v).expanduser().resolve()) for k, v in folders.items()}
+
+
+def checks_identity(spec: Spec, checks: list) -> dict:
+    """The `qc` and `memorization` identity fields of the checks a worker built and used
+    (`qc.build_checks` in spec order, then the top-up memorization check)."""
+    cfgs = spec.qc.checks if spec.qc is not None else []
+    qc = {f"qc.checks.{i}.model": check.params["fingerprint"]
+          for i, (cfg, check) in enumerate(zip(cfgs, checks)) if cfg.check == "classifier"}
+    memorization = next((c.params.get("setup") for c in checks if c.name == "memorization"), None)
+    return {"qc": qc, "memorization": memorization}
 
 
 def acquire_lock(root: str | Path, wait_seconds: float = 0) -> filelock.FileLock:
@@ -71,8 +106,6 @@ def acquire_lock(root: str | Path, wait_seconds: float = 0) -> filelock.FileLock
     return lock
 
 
-def _data_sections(data: dict) -> dict:
-    return {k: v for k, v in location_free(data).items() if k not in NON_DATA_SECTIONS}
 
 
 def check_identity(root: str | Path, spec: Spec) -> None:
@@ -80,8 +113,8 @@ def check_identity(root: str | Path, spec: Spec) -> None:
     folder = DatasetFolder(root)
     if folder.spec_file.is_file() or folder.plan_info_file.is_file():
         folder.require(write=True)
-        old = _data_sections(yaml.safe_load(folder.spec_file.read_text()) or {})
-        new = _data_sections(resolved_dict(spec))
+        old = data_sections(yaml.safe_load(folder.spec_file.read_text()) or {})
+        new = data_sections(resolved_dict(spec))
         changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         if changed or folder.plan_info().get("spec_hash") != spec_hash(spec):
             raise OutputError(
@@ -97,25 +130,27 @@ def check_identity(root: str | Path, spec: Spec) -> None:
 
 
 def check_generation_identity(root: str | Path, identity: GenerationIdentity) -> None:
-    """Refuse to add shards made by another model, device type or dtype than the folder's."""
+    """Refuse to add shards made with another identity (model, device type, dtype, speed
+    knobs, QC classifiers, top-up screening setup) than the folder's, naming what differs."""
     folder = DatasetFolder(root)
     expected = identity.as_dict()
     for shard in folder.complete_shards():
         marker = folder.marker(shard) or {}
-        differ = [f"{k}: {marker.get(k, {} if k == 'speed' else None)!r} on disk, {v!r} now"
-                  for k, v in expected.items() if marker.get(k, {} if k == "speed" else None) != v]
+        differ = [f"{k}: {marker.get(k, _ABSENT.get(k))!r} on disk, {v!r} now"
+                  for k, v in expected.items() if marker.get(k, _ABSENT.get(k)) != v]
         if differ:
             raise OutputError(
                 f"{folder.root}: its shards were generated differently ({'; '.join(differ)}, "
                 f"first seen in shard {shard}); resuming would mix outputs that are not "
                 "byte-compatible. Run on the same model and hardware with the same "
-                "execution.speed knobs (set generator.device and generator.dtype explicitly), or "
+                "execution.speed knobs (set generator.device and generator.dtype explicitly), QC "
+                "classifiers and, with qc.top_up, the same reference and screening settings; or "
                 "use another --out.")
 
 
 def remove_stale_shards(root: str | Path, identity: GenerationIdentity) -> list[str]:
-    """Remove DIR/raw and DIR/workers when a complete shard there was generated by another
-    model, device type, dtype or speed knobs than `identity`; return the names removed.
+    """Remove DIR/raw and DIR/workers when a complete shard there was generated with another
+    identity than `identity` (`check_generation_identity`); return the names removed.
 
     For pipelines whose stage owns those folders (DVC keeps the old ones in its cache): call it
     only after `check_identity` has shown the folder holds this spec's dataset.

@@ -2,8 +2,9 @@
 
 - `manifest.parquet`: one row per generated sample, accepted or not, built from the raw
   per-shard row tables, the accepted shards and (when screening ran) `screening.parquet`.
-- `stats.json`: counts planned / generated / accepted per label and decision. No timings, so
-  it is a stable DVC metric: the same dataset always gives the same file.
+- `stats.json`: counts planned / generated / accepted per label and decision, and the screening
+  state (`screening_state`: whether the samples were compared with real images). No timings,
+  so it is a stable DVC metric: the same dataset always gives the same file.
 - `run.json`: how the run was made (resolved spec, hashes, model fingerprint, scheduler,
   library versions, git commit, engine, Prefect flow-run id, timings). It names no absolute
   local path: real-data locations by pseudonym, other paths relative to the dataset folder or
@@ -111,6 +112,33 @@ def raw_rows(out_dir: str | Path) -> list[dict]:
     return [] if table is None else table.to_pylist()
 
 
+SCREENED, NOT_SCREENED, NOT_RUN = "screened", "not-screened", "not-run"
+SCREENING_STATES = {
+    SCREENED: "screened against real images",
+    NOT_SCREENED: ("NOT screened against real images: screening ran without a real reference "
+                   "(no memorization.reference), so no sample was compared with real images"),
+    NOT_RUN: "not screened: screening has not run",
+}
+
+
+def screening_state(out_dir: str | Path) -> str:
+    """Whether the dataset's samples were compared with real images: `screened`,
+    `not-screened` (screening ran without a real reference; its samples carry the decision
+    `not-screened`, never `accept`) or `not-run` (no screening.parquet).
+
+    Read from screening.parquet's `references` metadata (the prepared real references); a
+    table written before that metadata counts as screened when it names a nearest real image.
+    """
+    path = DatasetFolder(out_dir).screening_file
+    if not path.is_file():
+        return NOT_RUN
+    meta = pq.read_schema(path).metadata or {}
+    if b"references" in meta:
+        return SCREENED if json.loads(meta[b"references"] or b"{}") else NOT_SCREENED
+    nearest = pq.read_table(path, columns=["nearest_real_id"]).column(0)
+    return SCREENED if pc.count(nearest).as_py() else NOT_SCREENED
+
+
 def screening_table(out_dir: str | Path) -> pa.Table | None:
     """screening.parquet reduced to key, decision, nearest_real_id, score; None when not screened.
 
@@ -213,7 +241,9 @@ def dataset_stats(out_dir: str | Path, manifest: pa.Table | None = None) -> dict
                     "accepted": sum(accepted.values()) if has_accepted else None},
         "labels": per_label,
         "decisions": dict(sorted(decisions.items())),
-        "screening": {"screened": pc.count(table["decision"]).as_py() > 0,
+        "screening": {"ran": pc.count(table["decision"]).as_py() > 0,
+                      "state": (state := screening_state(root)),
+                      "against_real_images": state == SCREENED,
                       "max_score": None if max_score is None else round(max_score, 6),
                       "mean_score": None if mean_score is None else round(mean_score, 6)},
         "shards": {"complete": len(folder.complete_shards()),

@@ -1,7 +1,10 @@
 """`synthdata report`: refresh the records (manifest, stats, card) and draw a contact sheet per label.
 
-Contact sheets show synthetic samples only (accepted shards, else raw): real reference pixels
-never reach the output folder.
+Contact sheets show synthetic samples only, and once screening ran only accepted ones (the
+accepted shards, what consumers read): a rejected or reviewed sample may be a near-copy of a
+real image, so it is never drawn. A label with no accepted sample gets a sheet saying so
+(never an older sheet's samples). Before screening ran, the sheets draw the raw shards (the
+card then says that nothing was screened). Real reference pixels never reach the folder.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from synthdata import card, records
 from synthdata.folder import DatasetFolder
@@ -21,9 +24,16 @@ SHEET_PER_LABEL = 16
 THUMB = 96
 
 
-def _sample_pngs(root: Path, per_label: int) -> dict[int, list[bytes]]:
+def sheet_source(root: Path) -> tuple[list[Path], str]:
+    """The tars contact sheets may draw from and what their samples are: once screening ran
+    (screening.parquet or shards/ exists), the accepted tars only; before, the raw ones."""
     folder = DatasetFolder(root)
-    tars = folder.accepted_tars() or [folder.raw_tar(s) for s in folder.complete_shards()]
+    if folder.screening_file.is_file() or folder.shards_dir.is_dir():
+        return folder.accepted_tars(), "accepted"
+    return [folder.raw_tar(s) for s in folder.complete_shards()], "generated"
+
+
+def _sample_pngs(tars: list[Path], per_label: int) -> dict[int, list[bytes]]:
     found: dict[int, list[bytes]] = {}
     for tar_path in tars:
         with tarfile.open(tar_path) as tar:
@@ -43,6 +53,13 @@ def _sample_pngs(root: Path, per_label: int) -> dict[int, list[bytes]]:
     return found
 
 
+def empty_sheet(text: str, columns: int = SHEET_COLUMNS, thumb: int = THUMB) -> Image.Image:
+    """A sheet that says why it shows no sample."""
+    sheet = Image.new("RGB", (columns * thumb, thumb), "black")
+    ImageDraw.Draw(sheet).text((8, thumb // 2 - 6), text, fill="white", font=ImageFont.load_default())
+    return sheet
+
+
 def contact_sheet(pngs: list[bytes], columns: int = SHEET_COLUMNS, thumb: int = THUMB) -> Image.Image:
     """A grid of thumbnails."""
     rows = max(1, -(-len(pngs) // columns))
@@ -55,15 +72,20 @@ def contact_sheet(pngs: list[bytes], columns: int = SHEET_COLUMNS, thumb: int = 
 
 
 def write_contact_sheets(out_dir: str | Path, per_label: int = SHEET_PER_LABEL) -> list[Path]:
-    """DIR/report/contact-<label>.png for every label that has samples."""
+    """DIR/report/contact-<label>.png for every label of the spec (see the module docstring)."""
     root = Path(out_dir)
     names = list(records.spec_data(root).get("labels", {}))
+    tars, what = sheet_source(root)
+    found = _sample_pngs(tars, per_label)
+    labels = {i: name for i, name in enumerate(names)}
+    labels.update({i: f"label{i}" for i in found if i not in labels})
     written = []
-    for index, pngs in sorted(_sample_pngs(root, per_label).items()):
-        label = names[index] if 0 <= index < len(names) else f"label{index}"
+    for index, label in sorted(labels.items()):
         path = DatasetFolder(root).contact_sheet(label)
+        sheet = contact_sheet(found[index]) if found.get(index) else \
+            empty_sheet(f"{label}: no {what} samples")
         with atomic_path(path) as tmp:
-            contact_sheet(pngs).save(tmp, format="PNG")
+            sheet.save(tmp, format="PNG")
         written.append(path)
     return written
 

@@ -36,6 +36,7 @@ from synthdata import plan as planning
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path
 from synthdata.generators.base import ImageGenerator, SampleRequest
+from synthdata.outputs import checks_identity
 from synthdata.plan import plan_batches
 from synthdata.shards import Sample, clear_shard, encode_png, write_marker, write_tar
 from synthdata.spec import Spec
@@ -271,6 +272,8 @@ def write_shard(spec: Spec, job: JobInfo, gen: ImageGenerator, out_dir: str | Pa
     `limit` starts empty for every shard (pass one only to observe the out-of-memory splits);
     `checks` are the spec's built QC checks (`synthdata.qc.build_checks`), if any. The rows
     parquet's `batch_size` is the size of the sample's attempt-0 call (what replays the plan).
+    The marker records the generation identity (`outputs.GenerationIdentity`): model, device
+    type, dtype, speed knobs, and the checks' classifier fingerprints and top-up screening setup.
     """
     folder = DatasetFolder(out_dir)
     clear_shard(folder, shard)
@@ -294,7 +297,7 @@ def write_shard(spec: Spec, job: JobInfo, gen: ImageGenerator, out_dir: str | Pa
         "count": written.count, "spec_hash": job.spec_hash, "plan_hash": job.plan_hash,
         "model_fingerprint": job.model_fingerprint,
         "device_type": device_type(described["device"]), "dtype": described["dtype"],
-        "speed": described.get("speed", {})}, written)
+        "speed": described.get("speed", {}), **checks_identity(spec, checks or [])}, written)
     return written.count
 
 

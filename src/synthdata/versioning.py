@@ -6,6 +6,11 @@ loose images: DVC is slow with many small files) and the large tables (`plan.par
 `manifest.parquet`, `screening.parquet`). Small text records (spec.yaml, run.json, README.md,
 stats.json) belong in git. Paths that a `dvc.yaml` stage already outputs are left to it.
 
+`DIR/raw` holds every generated sample, rejected and reviewed near-copies included, so it stays
+on this machine: it is versioned in the local DVC cache with `push: false` in its .dvc file (as
+`raw/` and `embeddings/` are in the root dvc.yaml), never pushed, and skipped by
+`pull_outputs` (on another machine `dvc pull --allow-missing`; `dvc repro` regenerates it).
+
 DVC refuses concurrent commands on one repository (its lock fails rather than waits), so every
 call here runs under a file lock beside the DVC repository and retries briefly when an outside
 `dvc` process holds DVC's own lock. `DVC_NO_ANALYTICS=1` is set for every call.
@@ -37,6 +42,8 @@ from synthdata.folder import DatasetFolder
 
 TRACKED_FOLDERS = (DatasetFolder.RAW, DatasetFolder.SHARDS)
 TRACKED_FILES = (DatasetFolder.PLAN, DatasetFolder.MANIFEST, DatasetFolder.SCREENING)
+# Tracked but never pushed: they hold samples screening did not accept (see module docstring).
+LOCAL_ONLY = (DatasetFolder.RAW, DatasetFolder.EMBEDDINGS)
 # What a synthdata output folder holds; `reset` removes exactly these.
 DATASET_ENTRIES = DatasetFolder.ENTRIES
 LOCK_NAME = "synthdata-dvc.lock"
@@ -114,13 +121,25 @@ def _retry_locked(fn, *args, **kwargs):
     return None
 
 
-def _stage_outputs(repo) -> list[Path]:
-    """Paths output by dvc.yaml stages (not .dvc files)."""
+def _stage_outputs(repo, pushed_only: bool = False) -> list[Path]:
+    """Paths output by dvc.yaml stages (not .dvc files); with `pushed_only`, those without
+    `push: false`."""
     out = []
     for stage in repo.index.stages:
         if not stage.path.endswith(".dvc"):
-            out += [Path(o.fs_path) for o in stage.outs]
+            out += [Path(o.fs_path) for o in stage.outs if o.can_push or not pushed_only]
     return out
+
+
+def _keep_local(stages) -> None:
+    """Mark the local-only outputs of freshly added .dvc stages `push: false` (kept on re-add)."""
+    for stage in stages:
+        changed = False
+        for o in stage.outs:
+            if Path(o.fs_path).name in LOCAL_ONLY and o.can_push:
+                o.can_push, changed = False, True
+        if changed:
+            stage.dump()
 
 
 def dataset_targets(out_dir: str | Path) -> list[Path]:
@@ -135,7 +154,8 @@ def _default_remote(repo, remote: str | None) -> str | None:
 
 
 def track_outputs(out_dir: str | Path, *, push: bool = True, remote: str | None = None) -> TrackResult:
-    """`dvc add` the dataset's tar folders and tables, and push them to the default remote if any.
+    """`dvc add` the dataset's tar folders and tables, and push them to the default remote if any
+    (all but `raw/`, which stays in the local cache: `push: false`).
 
     Raises VersioningError when `out_dir` is not inside a DVC repository, or when the .dvc
     files would be ignored by git (e.g. `datasets/` in .gitignore).
@@ -165,24 +185,27 @@ def track_outputs(out_dir: str | Path, *, push: bool = True, remote: str | None 
                     f"{exc}: DVC keeps a .dvc file beside each tracked path and git must not "
                     f"ignore it; remove the ignore rule covering {out} (e.g. `datasets/` in "
                     ".gitignore) or version the folder through dvc.yaml stages") from None
+            _keep_local(stages)
             result.tracked = [str(t) for t in targets]
             result.dvc_files = [str(Path(root) / s.relpath) for s in stages]
         result.remote = _default_remote(repo, remote)
-        if push and result.remote and targets:
-            result.pushed = _retry_locked(repo.push, targets=[str(t) for t in targets], remote=remote)
+        pushed = [str(t) for t in targets if t.name not in LOCAL_ONLY]
+        if push and result.remote and pushed:
+            result.pushed = _retry_locked(repo.push, targets=pushed, remote=remote)
     return result
 
 
 def pull_outputs(out_dir: str | Path, *, remote: str | None = None) -> list[str]:
-    """`dvc pull` a dataset folder's tracked tars and tables (by their .dvc files or stages)."""
+    """`dvc pull` a dataset folder's tracked tars and tables (by their .dvc files or stages),
+    except the local-only ones (`raw/`, `embeddings/`: never pushed)."""
     out = Path(out_dir).resolve()
     root = find_dvc_root(out)
     if root is None:
         raise VersioningError(f"{out} is not inside a DVC repository")
     with dvc_repo(root) as repo:
         targets = [str(out / n) for n in (*TRACKED_FOLDERS, *TRACKED_FILES)
-                   if (out / f"{n}.dvc").is_file()]
-        owned = [o for o in _stage_outputs(repo) if o == out or out in o.parents]
+                   if (out / f"{n}.dvc").is_file() and n not in LOCAL_ONLY]
+        owned = [o for o in _stage_outputs(repo, pushed_only=True) if o == out or out in o.parents]
         targets += [str(o) for o in owned]
         if not targets:
             return []

@@ -152,14 +152,27 @@ def test_repro_resumes_after_a_kill_and_reruns_only_what_changed(project, tmp_pa
         before = _hashes(out)
         assert len([p for p in before if p.endswith(".tar")]) == 2 * SHARDS
         assert repo.push() > 0
+    remote = tmp_path / "remote" / "files" / "md5"
+    pushed = {p.parent.name + p.name for p in remote.rglob("*") if p.is_file()}
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    folders = {Path(o["path"]).name: o["md5"] for stage in ("generate", "screen")
+               for o in lock[stage]["outs"] if o["path"].endswith(("/raw", "/embeddings", "/shards"))}
+    assert folders["shards"] in pushed, "the accepted shards are pushed"
+    assert folders["raw"] not in pushed and folders["embeddings"] not in pushed, \
+        "raw/ (rejected samples included) and embeddings/ never reach the remote"
+    embeddings = {hashlib.md5(p.read_bytes()).hexdigest() for p in (out / "embeddings").rglob("*.*")}
+    assert embeddings and not embeddings & pushed
     shutil.rmtree(out)
     shutil.rmtree(project / ".dvc" / "cache")
     pulled = {Path(p).name for p in pull_outputs(out)}
-    assert {"raw", "workers", "embeddings", "shards", "report", "run.json", "stats.json"} <= pulled
-    assert _hashes(out) == before, "pull restores byte-identical shards"
+    assert {"workers", "shards", "report", "run.json", "stats.json"} <= pulled
+    assert not {"raw", "embeddings"} & pulled
+    assert _hashes(out) == {k: v for k, v in before.items() if not k.startswith(("raw/", "embeddings/"))}, \
+        "pull restores byte-identical accepted shards and tables"
     with Repo(str(project)) as repo:
-        repo.pull()  # the rest: resolve's views and the input stamps
-        assert repo.reproduce() == []
+        repo.pull(allow_missing=True)  # the rest: resolve's views and the input stamps
+        assert _ran(repo.reproduce()) == {"generate", "screen", "report"}, "raw/ is regenerated"
+    assert _hashes(out, "*.tar") == {k: v for k, v in before.items() if k.endswith(".tar")}
     accepted = {r["key"] for r in pq.read_table(out / "manifest.parquet").to_pylist() if r["accepted"]}
     shutil.rmtree(out / "shards")
     dataset, _ = load(out)  # streams the accepted tars through DVC (dvc.lock), not checked out

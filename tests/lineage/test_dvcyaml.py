@@ -138,3 +138,24 @@ def test_a_cohort_spec_needs_its_extra_outputs_declared(tmp_path):
     pipeline["stages"]["report"]["outs"].append("${out}/cohort_report.json")
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
     check_optional_outputs(cohort, tmp_path / "dvc.yaml")
+
+
+def test_with_top_up_generation_depends_on_the_screening_setup_and_reference(tmp_path):
+    """qc.top_up screens in the generation worker: the generate view holds the memorization
+    section (a new threshold reruns generate) and the reference is a generate input too."""
+    root = _project(tmp_path)
+    spec_file = root / "specs" / "demo.yaml"
+    _write_spec(spec_file, generator={"model": "../models/m", "lora": [{"path": "../loras/cxr.safetensors"}]},
+                memorization={"reference": ["../real"]}, qc={"top_up": True})
+    generate = {"model": "models/m", "lora": "loras/cxr.safetensors"}
+    with pytest.raises(PipelineError, match=r"generate_inputs lacks files the spec reads; add \{real: real\}"):
+        check_inputs(load_spec(spec_file), _params(root, generate, {"real": "real"}))
+    params = _params(root, {**generate, "real": "real"}, {"real": "real"})
+    data, _ = resolve(spec_file, root / "work", params)
+    view = json.loads(data.read_text())
+    assert view["memorization"]["reference"] == ["real"] and "device" not in view["memorization"]
+    first = data.read_bytes()
+    _write_spec(spec_file, generator={"model": "../models/m", "lora": [{"path": "../loras/cxr.safetensors"}]},
+                memorization={"reference": ["../real"], "threshold": 0.9}, qc={"top_up": True})
+    resolve(spec_file, root / "work", params)
+    assert data.read_bytes() != first, "generate reruns: the threshold decides what is regenerated"

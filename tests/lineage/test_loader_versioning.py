@@ -88,7 +88,16 @@ def _tar_hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.glob("*/shard-*.tar"))}
 
 
+def _in_remote(remote: Path, data: bytes) -> bool:
+    md5 = hashlib.md5(data).hexdigest()
+    return (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+
+
 def test_track_push_delete_pull_restores_identical_tars(screened_dataset, dvc_project):
+    """Accepted tars and tables go to the remote and come back; raw/ (rejected near-copies
+    included) is versioned in the local cache only: never pushed, not pulled."""
+    import yaml
+
     out = copy_dataset(screened_dataset, dvc_project / "data" / "demo-cxr")
     assert find_dvc_root(out) == dvc_project
     before = _tar_hashes(out)
@@ -99,15 +108,21 @@ def test_track_push_delete_pull_restores_identical_tars(screened_dataset, dvc_pr
                                                       "manifest.parquet", "screening.parquet"}
     assert result.remote == "store" and result.pushed and result.pushed > 0
     assert (out / "raw.dvc").is_file() and (out / "shards.dvc").is_file()
-    again = track_outputs(out)  # idempotent; nothing new to push
+    assert yaml.safe_load((out / "raw.dvc").read_text())["outs"][0]["push"] is False
+    remote = dvc_project.parent / "remote"
+    assert all(_in_remote(remote, p.read_bytes()) for p in (out / "shards").glob("*.tar"))
+    assert not any(_in_remote(remote, p.read_bytes()) for p in (out / "raw").glob("*.tar"))
+    again = track_outputs(out)  # idempotent; nothing new to push; raw stays local
     assert again.pushed == 0
+    assert yaml.safe_load((out / "raw.dvc").read_text())["outs"][0]["push"] is False
 
     shutil.rmtree(out / "raw")
     shutil.rmtree(out / "shards")
     shutil.rmtree(dvc_project / ".dvc" / "cache")  # only the remote has the data now
     pulled = pull_outputs(out)
-    assert {Path(p).name for p in pulled} >= {"raw", "shards"}
-    assert _tar_hashes(out) == before
+    assert {Path(p).name for p in pulled} >= {"shards"} and "raw" not in {Path(p).name for p in pulled}
+    assert _tar_hashes(out) == {k: v for k, v in before.items() if k.startswith("shards/")}
+    assert not (out / "raw").exists()
 
 
 def test_loader_reads_tars_through_dvc_when_not_checked_out(screened_dataset, dvc_project):

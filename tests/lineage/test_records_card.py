@@ -160,3 +160,70 @@ def test_prefect_artifacts_are_a_no_op_outside_a_flow(screened_dataset):
     from synthdata.card import publish_prefect_artifacts
 
     assert publish_prefect_artifacts(screened_dataset) == []
+
+
+def test_contact_sheets_never_draw_a_sample_screening_did_not_accept(screened_dataset, tmp_path):
+    """A screening that accepts nothing leaves every label a sheet saying so, not the rejected
+    raw samples; a normal screening draws exactly the first accepted samples per label."""
+    import io
+
+    from PIL import Image
+
+    from synthdata.report import contact_sheet, empty_sheet, write_contact_sheets
+    from tests.lineage.conftest import copy_dataset, screen_with_reference
+
+    def pixels(image) -> bytes:
+        return image.convert("RGB").tobytes()
+
+    names = ["normal", "pneumonia", "effusion"]
+    accepted: dict[str, list[bytes]] = {n: [] for n in names}
+    for tar_path in sorted((screened_dataset / "shards").glob("shard-*.tar")):
+        with tarfile.open(tar_path) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar}
+        for key in sorted(k.removesuffix(".png") for k in members if k.endswith(".png")):
+            label = names[int(members[f"{key}.cls"])]
+            if len(accepted[label]) < 16:
+                accepted[label].append(members[f"{key}.png"])
+    root = copy_dataset(screened_dataset, tmp_path / "ds")
+    for path in write_contact_sheets(root):
+        label = path.stem.removeprefix("contact-")
+        assert pixels(Image.open(path)) == pixels(contact_sheet(accepted[label]))
+
+    screen_with_reference(root, screened_dataset.parent / "real", threshold=-1.0)  # rejects all
+    assert not list((root / "shards").glob("*.tar"))
+    written = write_contact_sheets(root)
+    assert sorted(p.name for p in written) == sorted(f"contact-{n}.png" for n in names)
+    for path in written:
+        label = path.stem.removeprefix("contact-")
+        shown = Image.open(io.BytesIO(path.read_bytes()))
+        assert pixels(shown) == pixels(empty_sheet(f"{label}: no accepted samples"))
+
+    # `synthdata audit` of a dataset folder reads what it publishes: its accepted tars once
+    # screened (none here, so nothing to audit), never the rejected raw samples
+    from synthdata.screening.audit import AuditInputError, collect
+
+    assert [i.path for i in collect([str(screened_dataset)])] == [
+        str(p) for p in sorted((screened_dataset / "shards").glob("shard-*.tar"))]
+    with pytest.raises(AuditInputError, match="no images found"):
+        collect([str(root)])
+
+
+def test_screening_state_reads_the_references_and_older_tables(screened_dataset, tmp_path):
+    """`screened` when real references were searched; a table from before the `references`
+    metadata counts as screened only when it names a nearest real image."""
+    import pyarrow as pa
+
+    from synthdata.records import NOT_RUN, NOT_SCREENED, SCREENED, screening_state
+    from tests.lineage.conftest import copy_dataset
+
+    assert screening_state(screened_dataset) == SCREENED
+    root = copy_dataset(screened_dataset, tmp_path / "ds")
+    path = root / "screening.parquet"
+    table = pq.read_table(path).replace_schema_metadata(None)
+    pq.write_table(table, path)
+    assert screening_state(root) == SCREENED
+    nearest = table.schema.get_field_index("nearest_real_id")
+    pq.write_table(table.set_column(nearest, "nearest_real_id", pa.nulls(table.num_rows, pa.string())), path)
+    assert screening_state(root) == NOT_SCREENED
+    path.unlink()
+    assert screening_state(root) == NOT_RUN

@@ -95,7 +95,7 @@ labels: {a: {prompts: [x]}}
 generator: {height: 64, width: 64}
 qc:
   max_attempts: 4
-  top_up: true
+  top_up: false
   checks:
     - {check: blank}
     - {check: saturated, max_fraction: 0.4}
@@ -107,7 +107,12 @@ qc:
 
 def test_qc_section_validates_and_leaves_older_specs_alone():
     spec = load_spec_text(SPEC)
-    assert spec.qc.max_attempts == 4 and spec.qc.top_up and len(spec.qc.checks) == 5
+    assert spec.qc.max_attempts == 4 and not spec.qc.top_up and len(spec.qc.checks) == 5
+    with pytest.raises(SpecError) as info:  # top-up regenerates screening rejects: no reference, no top-up
+        load_spec_text(SPEC.replace("top_up: false", "top_up: true"), source="q.yaml")
+    problem = info.value.problems[0]
+    assert (problem.field, problem.line) == ("qc.top_up", 7)
+    assert "memorization.reference is empty" in problem.message
     from synthdata.spec import resolved_yaml
 
     assert "qc:" in resolved_yaml(spec) and load_spec_text(resolved_yaml(spec)) == spec

@@ -143,3 +143,48 @@ def test_bad_classifier_checks(scripted, tmp_path, check, field, fragment):
     with pytest.raises(SpecError) as info:
         load_spec_text(text, source="s.yaml", base_dir=tmp_path)
     assert info.value.problems[0].field == field and fragment in info.value.problems[0].message
+
+
+class Darkness(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = 1.0 - x.mean(dim=(1, 2, 3))
+        return torch.cat([torch.stack([0.5 - m, m - 0.5], dim=1) * 20.0, m[:, None]], dim=1)
+
+
+def test_the_classifier_that_checked_a_shard_is_its_identity(scripted, tmp_path):
+    """The marker records the classifier folder's fingerprint (the spec hash only sees its
+    name); swapping the model behind the same path refuses a resume, naming the check."""
+    from synthdata.errors import OutputError
+    from synthdata.fingerprint import model_fingerprint
+    from synthdata.flow import expected_identity
+    from synthdata.outputs import classifier_fingerprints, prepare
+    from synthdata.spec import spec_hash
+    from tests.lineage.conftest import build_dataset
+
+    shutil.copytree(scripted, tmp_path / "models" / "brightness")
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text("""\
+name: c
+count: 4
+labels: {a: {prompts: ["{sex}"]}}
+vars: {sex: [female, male]}
+generator: {height: 64, width: 64, steps: 2, batch_size: 4}
+shards: {size: 4}
+qc:
+  max_attempts: 1
+  checks: [{check: classifier, model: models/brightness, attribute: sex}]
+""")
+    root = build_dataset(tmp_path / "ds", spec_file, shards=(0,))
+    spec = load_spec(spec_file)
+    fingerprint = load_classifier(scripted, "cpu").fingerprint
+    marker = json.loads((root / "raw" / "shard-000000.done.json").read_text())
+    assert marker["qc"] == classifier_fingerprints(spec) == {"qc.checks.0.model": fingerprint}
+    assert marker["memorization"] is None
+    fp = model_fingerprint(spec.generator).fingerprint
+    prepare(root, spec, expected_identity(spec, fp, 0))
+
+    torch.jit.script(Darkness()).save(str(tmp_path / "models" / "brightness" / "model.torchscript.pt"))
+    swapped = load_spec(spec_file)
+    assert spec_hash(swapped) == spec_hash(spec), "the spec names the same folder"
+    with pytest.raises(OutputError, match=r"qc: \{'qc.checks.0.model': '" + fingerprint):
+        prepare(root, swapped, expected_identity(swapped, fp, 0))

@@ -81,3 +81,81 @@ def test_audit_pngs_against_dicom_and_nifti(prefect_server, reference_dir, tmp_p
     assert passed.exit_code == 1  # the blank image is reviewed whatever the threshold
     plain = runner.invoke(app, args)
     assert plain.exit_code == 0, plain.output
+
+
+def _inputs_with_unjudgeable_files(folder):
+    """Distinct phantoms (accepted) interleaved with inputs that cannot be judged, named so
+    every chunk of two holds one of each: a corrupt and an empty PNG, a truncated DICOM and
+    one without pixel data (pydicom's test files), a float TIFF and a float DICOM holding NaN."""
+    import shutil
+
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from screening_helpers import pydicom_dir
+
+    folder.mkdir(parents=True)
+    bad = {"01-corrupt.png": b"\x89PNG\r\n\x1a\n not really a png", "03-empty.png": b""}
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    shutil.copy(pydicom_dir() / "MR_truncated.dcm", folder / "05-truncated.dcm")
+    shutil.copy(pydicom_dir() / "rtplan.dcm", folder / "07-no-pixels.dcm")
+    values = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    values[5, 5] = np.nan
+    Image.fromarray(values).save(folder / "09-nan.tif")
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.30"  # parametric map
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Rows = ds.Columns = 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated = 1, "MONOCHROME2", 32
+    ds.FloatPixelData = values.tobytes()
+    ds.save_as(folder / "11-nan.dcm", enforce_file_format=True)
+    for i in (0, 2, 4, 6, 8, 10):
+        (folder / f"{i:02d}-phantom.png").write_bytes(encode_png(phantom(100 + i)))
+    return ["01-corrupt.png", "03-empty.png", "05-truncated.dcm", "07-no-pixels.dcm", "09-nan.tif",
+            "11-nan.dcm"]
+
+
+@pytest.mark.e2e
+def test_unjudgeable_inputs_are_review_rows_and_fail_the_gate_after_a_resume(
+        prefect_server, reference_dir, tmp_path):
+    """A kill after the first staged chunk, then a rerun: the reused chunks still carry their
+    unreadable inputs as review rows with a reason, and --fail-on review exits 1."""
+    import os
+    import subprocess
+    import sys
+
+    synthetic = tmp_path / "synthetic"
+    unjudgeable = _inputs_with_unjudgeable_files(synthetic)
+    out = tmp_path / "audit"
+    args = ["audit", str(synthetic), "--reference", str(reference_dir / "dicom"), "--reference",
+            str(reference_dir / "nifti"), "--retriever", "pixel", "--out", str(out),
+            "--chunk-size", "2", "--fail-on", "review"]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server,
+           "SYNTHDATA_FAULT": "audit.chunk_staged:kill"}
+    killed = subprocess.run([sys.executable, "-m", "synthdata.cli", *args], env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert killed.returncode == 137, killed.stdout + killed.stderr  # faults: os._exit(137)
+    staged = list((out / ".audit").glob("*/chunk-*.parquet"))
+    assert 1 <= len(staged) <= 6 and not (out / "audit.parquet").exists()
+
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 1, resumed.output
+    assert "of 6 chunks were already screened" in resumed.output
+    assert "6 unreadable (review)" in resumed.output
+    rows = {r["source"]: r for r in pq.read_table(out / "audit.parquet").to_pylist()}
+    assert len(rows) == 12
+    for name in unjudgeable:
+        row = rows[str(synthetic / name)]
+        assert row["decision"] == "review" and row["note"].startswith("unreadable input: ")
+        assert row["similarity"] is None and row["nearest_real_id"] is None
+    assert "NaN or infinite" in rows[str(synthetic / "09-nan.tif")]["note"]
+    assert rows[str(synthetic / "11-nan.dcm")]["note"] == "unreadable input: 1 stored values are NaN or infinite"
+    assert "no pixel data" in rows[str(synthetic / "07-no-pixels.dcm")]["note"]
+    assert all(r["decision"] == "accept" for s, r in rows.items() if "phantom" in s)
+    report = json.loads((out / "audit_report.json").read_text())
+    assert report["decisions"]["review"] == 6
+    assert sum(n.startswith("review: ") for n in report["notes"]) == 6
+    assert not (out / ".audit").exists()

@@ -136,14 +136,19 @@ def test_only_ids_and_scores_are_written(dataset, reference_dir):
     assert not any("binary" in str(t) for t in schema.types)
 
 
-def test_no_reference_accepts_all_copies_raw_shards_and_flags_near_duplicates(dataset):
+def test_no_reference_marks_all_not_screened_copies_raw_shards_and_flags_near_duplicates(dataset):
+    """Nothing to compare with: every sample is `not-screened` (never `accept`), yet the
+    consumers' shards hold them, and the report says it was not screened against real images."""
     out, tags = dataset
     summary = screen_dataset(out, Memorization(embedder="pixel"))
     raw = sorted((out / "raw").glob("*.tar"))
     assert [_sha(p) for p in raw] == [_sha(out / "shards" / p.name) for p in raw]
     table = pq.read_table(out / "screening.parquet").to_pylist()
-    assert {r["decision"] for r in table} == {"accept"}
-    assert {r["note"] for r in table} == {"no reference"}
+    assert {r["decision"] for r in table} == {"not-screened"}
+    assert {r["note"] for r in table} == {"not screened against real images: no memorization.reference"}
+    assert summary.decisions == {"accept": 0, "review": 0, "reject": 0, "not-screened": len(table)}
+    report = json.loads((out / "screening_report.json").read_text())
+    assert report["notes"][0].startswith("NOT SCREENED AGAINST REAL IMAGES") and report["reference"] is None
     assert summary.threshold_info["pixel"]["method"].startswith("no reference configured")
     by_tag = {tags[r["key"]]: r for r in table}
     twin = by_tag["distinct:phantom:3-again"]

@@ -140,3 +140,73 @@ def test_gradient_checkpointing_gives_the_same_steps(trained, tmp_path):
     again = run_training(load_train_spec(write_spec(tmp_path, body)), tmp_path / "out")
     assert again["hyperparameters"]["training"]["gradient_checkpointing"] is True
     assert np.allclose(again["loss"]["diffusion"], record["loss"]["diffusion"], rtol=1e-5, atol=1e-6)
+
+
+FOLDER_SPEC = """\
+    name: folder-test
+    seed: 5
+    base: ../models/tiny
+    method: lora
+    data:
+      folder: ../images
+      caption_template: "a {name} radiograph"
+      resolution: 32
+    training:
+      steps: 4
+      batch_size: 2
+      learning_rate: 0.01
+      checkpoint_every: 2
+      threads: 1
+    lora: {rank: 2}
+    """
+
+
+def test_a_resume_on_other_images_or_another_base_model_is_refused(tmp_path):
+    """The spec hash sees only the names of the image folder and the base model: checkpoints
+    record the images', captions' and base model's fingerprints, and a resume after any changed
+    is refused, naming it; restoring them resumes. A checkpoint without them (older) is refused."""
+    import shutil
+
+    from synthdata.generators.builtin import ensure_builtin
+
+    shutil.copytree(ensure_builtin("tiny"), tmp_path / "models" / "tiny")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(images / f"p{i}.png")
+    spec = load_train_spec(write_spec(tmp_path / "specs", FOLDER_SPEC))
+    out = tmp_path / "out"
+    assert run_training(spec, out, stop_after=2)["stopped"]
+    marker = json.loads(next((out / "checkpoints").glob("*/checkpoint.json")).read_text())
+    assert len(marker["data_fingerprint"]) == len(marker["base_fingerprint"]) == 64
+
+    Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(images / "p4.png")
+    with pytest.raises(OutputError, match=r"the training images \(fingerprint .* images added, "
+                                          r"removed or edited\) and the training captions"):
+        run_training(spec, out)
+    (images / "p4.png").unlink()
+    (images / "p0.txt").write_text("another caption")  # NAME.txt beside an image wins
+    with pytest.raises(OutputError, match=r": the training captions \(fingerprint [0-9a-f]{12}… in "
+                                          r"0-diffusion-step-00000002, [0-9a-f]{12}… now\) changed since"):
+        run_training(spec, out)
+    (images / "p0.txt").unlink()
+    config = tmp_path / "models" / "tiny" / "unet" / "config.json"
+    original = config.read_text()
+    config.write_text(json.dumps(json.loads(original), indent=1))  # other bytes at the same name
+    with pytest.raises(OutputError, match=r"the base model \(fingerprint .*\) changed since the last "
+                                          r"checkpoint; resuming would mix two trainings"):
+        run_training(spec, out)
+    config.write_text(original)
+
+    checkpoint = next((out / "checkpoints").glob("*/checkpoint.json"))
+    old = {k: v for k, v in json.loads(checkpoint.read_text()).items() if not k.endswith("fingerprint")}
+    assert len(old) == len(marker) - 3
+    checkpoint.write_text(json.dumps(old))
+    with pytest.raises(OutputError, match="written before checkpoints recorded"):
+        run_training(spec, out)
+    checkpoint.write_text(json.dumps(marker))
+    resumed = run_training(spec, out)
+    assert resumed["resumed_from"] == checkpoint.parent.name
+    assert resumed["data_fingerprint"] == marker["data_fingerprint"]
+    assert resumed["base_fingerprint"] == marker["base_fingerprint"]

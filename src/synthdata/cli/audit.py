@@ -49,12 +49,16 @@ def audit(synthetic: Annotated[list[Path], typer.Argument(
           group_pattern: Annotated[Optional[str], typer.Option(
               help="regular expression giving the patient from a reference image id")] = None,
           k: Annotated[int, typer.Option(min=1, max=100, help="nearest real images kept")] = 5,
+          chunk_size: Annotated[int, typer.Option(
+              min=1, help="images per Prefect task (a rerun with the same value resumes)")] = 256,
           ) -> None:
     """Screen any images against real references (a Prefect flow, one task per chunk).
 
     Writes OUT/audit.parquet (one row per image: source, decision, similarity, one similarity
     column per matcher, pseudonymous nearest_real_id and nearest_group) and
-    OUT/audit_report.json (+ .png). Exit 0, or 1 with --fail-on when an image reaches it.
+    OUT/audit_report.json (+ .png). Inputs that cannot be judged (undecodable, empty,
+    non-finite) are review rows with their reason. Exit 0, or 1 with --fail-on when an image
+    reaches it.
     """
     from pydantic import ValidationError
 
@@ -75,12 +79,22 @@ def audit(synthetic: Annotated[list[Path], typer.Argument(
 
             raise SynthdataError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                            for e in exc.errors())) from None
-        summary = run_audit([str(p) for p in synthetic], cfg, out)
+        summary = run_audit([str(p) for p in synthetic], cfg, out, chunk_size)
     decisions = ", ".join(f"{d} {n}" for d, n in summary["decisions"].items())
     thresholds = ", ".join(f"{m} {t:.4f}" for m, t in summary["thresholds"].items())
     console.print(f"[green]audited[/] {summary['images']} images -> {summary['out_dir']}: "
                   f"{decisions} (thresholds: {thresholds})"
-                  + (f"; {summary['unreadable']} unreadable" if summary["unreadable"] else ""))
+                  + (f"; {summary['unreadable']} unreadable (review)" if summary["unreadable"] else ""),
+                  soft_wrap=True)
+    if summary["reused_chunks"]:
+        console.print(f"resumed: {summary['reused_chunks']} of {summary['chunks']} chunks were "
+                      "already screened")
+    for source, reason in summary["unreadable_inputs"]:
+        console.print(f"  review {source}: {reason}", markup=False, highlight=False,
+                      soft_wrap=True)
+    if summary["unreadable"] > len(summary["unreadable_inputs"]):
+        console.print(f"  ... and {summary['unreadable'] - len(summary['unreadable_inputs'])} more "
+                      "(audit.parquet: note)", markup=False, highlight=False)
     if fails(summary["decisions"], fail_on.value if fail_on else None):
         console.print(f"[red]failing[/]: images reached {fail_on.value}")  # type: ignore[union-attr]
         raise typer.Exit(1)

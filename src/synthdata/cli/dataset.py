@@ -27,14 +27,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 @app.command()
 def validate(spec: SpecArg) -> None:
-    """Check a spec; exit 0 when valid, 2 with every problem listed when not."""
-    from synthdata.spec import load_spec
+    """Check a spec; exit 0 when valid, 2 with every problem listed when not. Warnings (a spec
+    without a real reference will not be screened against real images) go to stderr."""
+    from synthdata.spec import load_spec, spec_warnings
 
     with user_errors():
         loaded = load_spec(spec)
     from synthdata.plan import label_counts
 
     console.print(f"[green]ok[/] {spec}: {loaded.name}, {sum(label_counts(loaded).values())} samples")
+    for warning in spec_warnings(spec, loaded):
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -110,10 +113,21 @@ def run(spec: SpecArg, out: OutOpt = None,
         ) -> None:
     """Plan, generate, screen and record a dataset; resumes where a previous run stopped."""
     result = _run(spec, out, engine, workers, dvc, "record")
-    decisions = ", ".join(f"{k} {v}" for k, v in result["decisions"].items())
     console.print(f"[green]done[/] {result['out_dir']}: {result['shards']} shards "
                   f"({result['generated']} generated, {result['skipped']} already complete); "
-                  f"screening: {decisions}")
+                  f"screening: {_screening_line(result['out_dir'], result['decisions'])}",
+                  soft_wrap=True)
+
+
+def _screening_line(out_dir, decisions: dict) -> str:
+    """Decision counts, led by a loud warning when nothing was compared with real images."""
+    from synthdata import records
+
+    state = records.screening_state(out_dir)
+    if state == records.SCREENED:
+        return ", ".join(f"{k} {v}" for k, v in decisions.items())
+    counts = ", ".join(f"{k} {v}" for k, v in decisions.items() if v)
+    return f"[bold yellow]{records.SCREENING_STATES[state]}[/] ({counts})"
 
 
 @app.command()
@@ -181,8 +195,12 @@ def screen(out: DirArg,
         finally:
             lock.release()
     info = summary.to_dict()
-    console.print(f"[green]screened[/] {root}: " + ", ".join(f"{k} {v}" for k, v in info["decisions"].items())
-                  + f" (threshold {info['threshold']:.4f})")
+    from synthdata import records
+
+    shown = _screening_line(root, info["decisions"])
+    if records.screening_state(root) == records.SCREENED:
+        shown += f" (threshold {info['threshold']:.4f})"
+    console.print(f"[green]screened[/] {root}: {shown}", soft_wrap=True)
 
 
 @app.command()
@@ -199,7 +217,8 @@ def report(out: DirArg) -> None:
                         {k: (v["accepted"] if v["accepted"] is not None else v["generated"])
                          for k, v in labels.items()})
     console.print(table)
-    console.print(f"decisions: {stats['decisions']}; card {out / 'README.md'}; contact sheets {out / 'report'}")
+    console.print(f"screening: {_screening_line(out, stats['decisions'])}; card {out / 'README.md'}; "
+                  f"contact sheets {out / 'report'}", soft_wrap=True)
 
 
 @app.command()
@@ -217,9 +236,10 @@ def status(out: DirArg, as_json: JsonOpt = False) -> None:
     console.print(f"planned: {info['planned']['samples']} samples in {info['planned']['shards']} shards")
     console.print(f"generated: {gen['complete_shards']} complete shards, {gen['samples']} samples"
                   + (f"; incomplete: {gen['incomplete']}" if gen["incomplete"] else ""))
-    console.print(f"screening: {'ran' if scr['ran'] else 'not run'}"
-                  + (f", covers current shards: {scr['covers_current_shards']}, "
-                     f"{scr['accepted_shards']} accepted shards" if scr["ran"] else ""))
+    said = scr["says"] if scr["against_real_images"] else f"[bold yellow]{scr['says']}[/]"
+    console.print(f"screening: {said}"
+                  + (f"; covers current shards: {scr['covers_current_shards']}, "
+                     f"{scr['accepted_shards']} accepted shards" if scr["ran"] else ""), soft_wrap=True)
     console.print("a rerun would: " + "; ".join(info["rerun_would"]))
 
 

@@ -6,10 +6,17 @@ shard's images with the same matchers, reference and thresholds as the screening
 treats a reject or review as a failed check. The sample is regenerated with its next attempt
 seed like any QC failure, so the accepted shards keep the planned per-label counts; the real
 image it resembled is named by pseudonym only.
+
+What decided the regeneration is part of the shard's identity: `setup_identity` digests the
+screening setup (matchers and their fingerprints, the prepared references' content keys, the
+calibrated thresholds, review band, k); the check carries it as `params["setup"]`, every
+shard marker records it, and a resume under another setup is refused (`synthdata.outputs`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -17,6 +24,19 @@ import numpy as np
 from synthdata.qc.checks import CheckResult
 
 CHECK = "memorization"
+
+
+def setup_identity(setup) -> str:
+    """sha256 of what decides which samples top-up regenerates (a `MatcherSetup`)."""
+    from synthdata.screening.align import AlignedMatcher
+
+    blob = json.dumps({"deciding": list(setup.deciding),
+                       "fingerprints": sorted([n, f] for n, f in setup.fingerprints),
+                       "aligned": AlignedMatcher().fingerprint if setup.aligned else None,
+                       "references": sorted(h.key for _, h in setup.handles),
+                       "thresholds": {n: repr(float(t)) for n, t in setup.thresholds},
+                       "review_band": setup.review_band, "k": setup.k}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def memorization_check(memorization, generator):
@@ -49,4 +69,4 @@ def memorization_check(memorization, generator):
         return out
 
     return Check(CHECK, {"thresholds": {k: round(float(v), 6) for k, v in thresholds.items()},
-                         "matchers": list(setup.deciding)}, run)
+                         "matchers": list(setup.deciding), "setup": setup_identity(setup)}, run)

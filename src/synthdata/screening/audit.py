@@ -7,20 +7,27 @@
 
 Inputs, any mix: folders (searched recursively) of PNG/JPEG/TIFF/BMP and DICOM files, single
 such files, WebDataset tars (every image member), and synthdata dataset folders (their
-accepted shards, or their complete raw shards when not screened yet). Each image's `source`
+accepted shards once screened, else their complete raw shards). Each image's `source`
 is its path as given (plus `#frame=N` for a multi-frame DICOM, `#page=N` for a multi-page
 TIFF), or `TARPATH#KEY` for a tar member (KEY: the WebDataset sample key).
 
 `audit.parquet` holds, per image: `source`, `decision` (accept / review / reject),
 `similarity` (the deciding score), `decided_by`, one `similarity_<matcher>` column per matcher,
 `nearest_real_id` and `nearest_group` (pseudonyms: the map back stays in the private cache),
-`nearest_real_ids`, `similarities` (the deciding matcher's k nearest) and `note`. Chunk
-results are staged in `OUT/.audit/` so a rerun of the same audit resumes.
+`nearest_real_ids`, `similarities` (the deciding matcher's k nearest) and `note`.
+
+Fail closed: an input that cannot be judged is a `review` row with its reason in `note`
+(`unreadable input: ...`): a file or tar member that does not decode, a file that holds no
+image or an empty one, stored values that are NaN or infinite (float TIFF or DICOM), a tar
+that does not open; blank images and missing scores are reviewed by `decide`. These rows are
+staged with the chunk's others in `OUT/.audit/`, so a rerun of the same audit resumes and
+still reports them, and `--fail-on review` counts them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import tarfile
@@ -35,9 +42,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from synthdata.errors import SynthdataError
+from synthdata.faults import fault
 from synthdata.fsutil import atomic_path, write_json_atomic
 from synthdata.screening import decoders, report
-from synthdata.screening.decide import DECISIONS, decide_all
+from synthdata.screening.decide import DECISIONS, REVIEW, decide_all
 from synthdata.screening.matchers import MatcherSetup, prepare_matchers
 from synthdata.screening.pipeline import pseudonymous_rows, similarity_column
 from synthdata.spec.models import Memorization
@@ -47,6 +55,8 @@ AUDIT_REPORT = "audit_report.json"
 AUDIT_PLOT = "audit_report.png"
 STAGING = ".audit"
 CHUNK = 256
+UNREADABLE = "unreadable input"
+STAGING_VERSION = 2  # chunk tables hold a review row per input that cannot be judged
 IMAGE_SUFFIXES = decoders.RASTER_SUFFIXES + decoders.DICOM_SUFFIXES
 
 
@@ -64,19 +74,25 @@ class Item:
 
 
 def _dataset_tars(folder: Path) -> list[Path] | None:
-    """A synthdata dataset folder's accepted (else complete raw) shard tars; None otherwise."""
+    """A synthdata dataset folder's accepted shard tars once screening ran (what it publishes),
+    else its complete raw ones; None for a folder that is not a dataset."""
     from synthdata.folder import DatasetFolder
 
     ds = DatasetFolder(folder)
     if not ds.is_dataset():
         return None
-    tars = ds.accepted_tars()
-    return tars if tars else [ds.raw_tar(s) for s in ds.complete_shards()]
+    if ds.screening_file.is_file() or ds.shards_dir.is_dir():
+        return ds.accepted_tars()
+    return [ds.raw_tar(s) for s in ds.complete_shards()]
 
 
 def _tar_members(path: Path) -> list[str]:
-    with tarfile.open(path, "r:*") as tar:
-        return [m.name for m in tar if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES)]
+    """The image members of a tar; none when it does not open (`read_chunk` reviews it)."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            return [m.name for m in tar if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES)]
+    except (OSError, tarfile.TarError):
+        return []
 
 
 def _is_dicom(path: Path) -> bool:
@@ -110,7 +126,7 @@ def collect(inputs: list[str]) -> list[Item]:
             name = f.name.lower()
             if name.endswith((".tar", ".tar.gz", ".tgz")):
                 members = _tar_members(f)
-                for start in range(0, len(members), CHUNK):
+                for start in range(0, max(1, len(members)), CHUNK):
                     items.append(Item(shown, "tar", tuple(members[start:start + CHUNK])))
             elif name.endswith(decoders.RASTER_SUFFIXES) or _is_dicom(f):
                 items.append(Item(shown, "file"))
@@ -144,34 +160,76 @@ def _frames(src: str | bytes, name: str) -> list[tuple[str, np.ndarray]]:
     return [(f.suffix, f.image) for f in frames]
 
 
-def read_chunk(chunk: list[Item]) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]]]:
-    """(sources, images, unreadable [(source, reason)]) of a chunk."""
-    sources, images, bad = [], [], []
+def _stored_non_finite(src: str | bytes, name: str) -> int:
+    """How many stored values of a float image (mode-F TIFF, float DICOM) are NaN or infinite.
+
+    The decoders render such values as 0, which would let a broken image pass as a dark one.
+    """
+    from PIL import Image, ImageSequence
+
+    stream = io.BytesIO(src) if isinstance(src, bytes) else src
+    dicom = decoders.is_dicom_bytes(src[:132]) if isinstance(src, bytes) else _is_dicom(Path(src))
+    if dicom or name.lower().endswith(decoders.DICOM_SUFFIXES):
+        import pydicom
+
+        ds = pydicom.dcmread(stream, defer_size="1 KB")  # pixel data read only when float
+        if "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+            return 0
+        return int((~np.isfinite(ds.pixel_array)).sum())
+    with Image.open(stream) as img:
+        return sum(int((~np.isfinite(np.asarray(page))).sum())
+                   for page in ImageSequence.Iterator(img) if page.mode == "F")
+
+
+def _judgeable(src: str | bytes, name: str) -> list[tuple[str, np.ndarray | str]]:
+    """(suffix, image) per frame, or one ("", reason) when the input cannot be judged."""
+    frames = _frames(src, name)
+    if not frames:
+        return [("", f"{UNREADABLE}: the file holds no image")]
+    bad = _stored_non_finite(src, name)
+    if bad:
+        return [("", f"{UNREADABLE}: {bad} stored values are NaN or infinite")]
+    return [(suffix, f"{UNREADABLE}: empty image ({'x'.join(map(str, img.shape[:2]))})")
+            if img.size == 0 else (suffix, img) for suffix, img in frames]
+
+
+def _reason(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return f"{UNREADABLE}: {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def read_chunk(chunk: list[Item]) -> list[tuple[str, np.ndarray | str]]:
+    """(source, image) of every image of a chunk, in input order; (source, reason) for each
+    input that cannot be judged (see the module docstring)."""
+    out: list[tuple[str, np.ndarray | str]] = []
     for item in chunk:
         if item.kind == "file":
             try:
-                for suffix, img in _frames(item.path, item.path):
-                    sources.append(item.path + suffix)
-                    images.append(img)
-            except Exception as exc:  # noqa: BLE001 - an unreadable input is reported, not fatal
-                bad.append((item.path, f"{type(exc).__name__}: {exc}"))
+                out += [(item.path + suffix, got) for suffix, got in _judgeable(item.path, item.path)]
+            except Exception as exc:  # noqa: BLE001 - an unreadable input is a review row
+                out.append((item.path, _reason(exc)))
             continue
-        wanted = set(item.members)
-        with tarfile.open(item.path, "r:*") as tar:
-            for member in tar:
-                if member.name not in wanted:
-                    continue
-                folder, _, base = member.name.rpartition("/")
-                key = f"{folder}/{base.split('.', 1)[0]}" if folder else base.split(".", 1)[0]
-                source = f"{item.path}#{key}"
-                try:
-                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                    for suffix, img in _frames(data, member.name):
-                        sources.append(source + suffix)
-                        images.append(img)
-                except Exception as exc:  # noqa: BLE001
-                    bad.append((source, f"{type(exc).__name__}: {exc}"))
-    return sources, images, bad
+        wanted, seen = set(item.members), 0
+        try:
+            with tarfile.open(item.path, "r:*") as tar:
+                for member in tar:
+                    if member.name not in wanted:
+                        continue
+                    seen += 1
+                    folder, _, base = member.name.rpartition("/")
+                    key = f"{folder}/{base.split('.', 1)[0]}" if folder else base.split(".", 1)[0]
+                    source = f"{item.path}#{key}"
+                    try:
+                        data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                        out += [(source + suffix, got) for suffix, got in _judgeable(data, member.name)]
+                    except Exception as exc:  # noqa: BLE001
+                        out.append((source, _reason(exc)))
+        except (OSError, tarfile.TarError) as exc:  # the tar itself: what it still held is lost
+            out.append((item.path, _reason(exc)))
+            continue
+        if not wanted and not seen:
+            out.append((item.path, f"{UNREADABLE}: the tar holds no image"))
+    return out
 
 
 def _schema(names: list[str]) -> pa.Schema:
@@ -183,26 +241,47 @@ def _schema(names: list[str]) -> pa.Schema:
         ("note", pa.string())])
 
 
+def _review_row(names: list[str], reason: str) -> dict:
+    return {"decision": REVIEW, "similarity": None, "decided_by": None,
+            **{similarity_column(n): None for n in names}, "nearest_real_id": None,
+            "nearest_group": None, "nearest_real_ids": [], "similarities": [], "note": reason}
+
+
 def screen_chunk(setup: MatcherSetup, chunk: list[Item], path: str) -> dict:
-    """Screen one chunk and stage its rows at `path` (skipped when already there)."""
+    """Screen one chunk and stage its rows at `path` (skipped when already there).
+
+    Inputs that cannot be judged are staged as `review` rows with their reason, so a resumed
+    audit reports them as the first run did.
+    """
     out = Path(path)
     if out.is_file():
-        decisions = pq.read_table(out, columns=["decision"]).column(0).to_pylist()
-        return {"images": len(decisions), "reused": True, "unreadable": []}
-    sources, images, bad = read_chunk(chunk)
-    screener = setup.screener()
-    result = screener.match(screener.query_data(images))
-    decided = decide_all(result, dict(setup.thresholds), setup.review_band, list(setup.deciding))
-    cols = pseudonymous_rows(result, decided)
-    table = pa.table({"source": sources, **cols}, schema=_schema(setup.names))
+        staged = pq.read_table(out, columns=["decision", "note"]).to_pydict()
+        return {"images": len(staged["decision"]), "reused": True,
+                "unreadable": sum(1 for n in staged["note"] if n and n.startswith(UNREADABLE))}
+    read = read_chunk(chunk)
+    good = [i for i, (_, got) in enumerate(read) if not isinstance(got, str)]
+    rows: list[dict] = [{}] * len(read)
+    if good:
+        screener = setup.screener()
+        result = screener.match(screener.query_data([read[i][1] for i in good]))
+        decided = decide_all(result, dict(setup.thresholds), setup.review_band, list(setup.deciding))
+        cols = pseudonymous_rows(result, decided)
+        for j, i in enumerate(good):
+            rows[i] = {name: values[j] for name, values in cols.items()}
+    for i, (_, got) in enumerate(read):
+        if isinstance(got, str):
+            rows[i] = _review_row(setup.names, got)
+    table = pa.Table.from_pylist([{"source": src, **row} for (src, _), row in zip(read, rows)],
+                                 schema=_schema(setup.names))
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
-    return {"images": len(sources), "reused": False, "unreadable": bad}
+    fault("audit.chunk_staged")
+    return {"images": len(read), "reused": False, "unreadable": len(read) - len(good)}
 
 
 def audit_token(setup: MatcherSetup, chunk_list: list[list[Item]]) -> str:
-    """Hash of what decides the audit (matchers, references, thresholds, inputs)."""
-    blob = json.dumps({"setup": [setup.deciding, setup.fingerprints, setup.aligned,
+    """Hash of what decides the audit (matchers, references, thresholds, inputs, chunking)."""
+    blob = json.dumps({"v": STAGING_VERSION, "setup": [setup.deciding, setup.fingerprints, setup.aligned,
                                  [h.key for _, h in setup.handles],
                                  {n: repr(float(t)) for n, t in setup.thresholds}],
                        "band": setup.review_band, "k": setup.k,
@@ -211,22 +290,32 @@ def audit_token(setup: MatcherSetup, chunk_list: list[list[Item]]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare_audit(inputs: list[str], cfg: Memorization, out_dir: str | Path
+def prepare_audit(inputs: list[str], cfg: Memorization, out_dir: str | Path, chunk_size: int = CHUNK
                   ) -> tuple[MatcherSetup, dict, list[list[Item]], Path]:
     """Matchers and references (cached), the chunks, and the staging folder of this audit."""
     if not cfg.reference:
         raise AuditInputError("synthdata audit needs --reference: the real images to compare with")
     items = collect(inputs)
     setup, context = prepare_matchers(cfg)
-    chunk_list = chunks(items)
+    chunk_list = chunks(items, chunk_size)
     staging = Path(out_dir) / STAGING / audit_token(setup, chunk_list)
     staging.mkdir(parents=True, exist_ok=True)
     return setup, report.public_context(context), chunk_list, staging
 
 
+def unreadable_rows(table: pa.Table) -> list[tuple[str, str]]:
+    """(source, reason) of every review row for an input that could not be judged."""
+    cols = table.select(["source", "note"]).to_pydict()
+    return [(src, note) for src, note in zip(cols["source"], cols["note"])
+            if note and note.startswith(UNREADABLE)]
+
+
 def finish_audit(setup: MatcherSetup, context: dict, staging: Path, n_chunks: int,
-                 unreadable: list[tuple[str, str]], out_dir: str | Path) -> dict:
-    """Concatenate the chunks into OUT/audit.parquet, write the report, drop the staging."""
+                 out_dir: str | Path) -> dict:
+    """Concatenate the chunks into OUT/audit.parquet, write the report, drop the staging.
+
+    Unreadable inputs come from the staged rows themselves, reused chunks included.
+    """
     out = Path(out_dir)
     tables = [pq.read_table(staging / f"chunk-{i:06d}.parquet") for i in range(n_chunks)]
     table = pa.concat_tables(tables) if tables else _schema(setup.names).empty_table()
@@ -236,18 +325,20 @@ def finish_audit(setup: MatcherSetup, context: dict, staging: Path, n_chunks: in
         "references": json.dumps({n: h.key for n, h in setup.handles})})
     with atomic_path(out / AUDIT) as tmp:
         pq.write_table(table, tmp)
-    context = {**context, "notes": [f"unreadable input: {s}: {r}" for s, r in unreadable]}
+    unreadable = unreadable_rows(table)
+    context = {**context, "notes": [f"review: {s}: {r}" for s, r in unreadable]}
     rep = report.build_report(table, context, key="source")
     write_json_atomic(out / AUDIT_REPORT, rep)
     report.draw_histogram(out / AUDIT_PLOT, rep)
     shutil.rmtree(out / STAGING, ignore_errors=True)
     return {"out_dir": str(out), "images": table.num_rows, "decisions": rep["decisions"],
             "thresholds": rep["thresholds"], "unreadable": len(unreadable),
-            "report": str(out / AUDIT_REPORT)}
+            "unreadable_inputs": unreadable[:20], "report": str(out / AUDIT_REPORT)}
 
 
 def fails(decisions: dict[str, int], fail_on: str | None) -> bool:
-    """True when some image reached `fail_on` (review also counts reject) or worse."""
+    """True when some image reached `fail_on` (review also counts reject) or worse; inputs
+    that could not be judged are `review` rows, so they count."""
     if fail_on is None:
         return False
     worse = DECISIONS[DECISIONS.index(fail_on):]
@@ -259,8 +350,9 @@ def fails(decisions: dict[str, int], fail_on: str | None) -> bool:
 def audit_chunk_task(setup: MatcherSetup, chunk: list[Item], path: str, index: int) -> dict:
     """Screen one chunk of inputs (see `screen_chunk`)."""
     result = screen_chunk(setup, chunk, path)
-    get_run_logger().info("chunk %d: %d images%s", index, result["images"],
-                          " (reused)" if result["reused"] else "")
+    get_run_logger().info("chunk %d: %d images%s%s", index, result["images"],
+                          f", {result['unreadable']} unreadable (review)" if result["unreadable"]
+                          else "", " (reused)" if result["reused"] else "")
     return result
 
 
@@ -275,15 +367,17 @@ def audit_flow(setup: MatcherSetup, context: dict, chunk_list: list[list[Item]],
     """
     futures = [audit_chunk_task.submit(setup, c, str(Path(staging) / f"chunk-{i:06d}.parquet"),
                                        i) for i, c in enumerate(chunk_list)]
-    unreadable = [bad for f in futures for bad in f.result()["unreadable"]]
-    return finish_audit(setup, context, Path(staging), len(chunk_list), unreadable, out_dir)
+    reused = sum(bool(f.result()["reused"]) for f in futures)
+    return {**finish_audit(setup, context, Path(staging), len(chunk_list), out_dir),
+            "chunks": len(chunk_list), "reused_chunks": reused}
 
 
-def run_audit(inputs: list[str], cfg: Memorization, out_dir: str | Path) -> dict:
+def run_audit(inputs: list[str], cfg: Memorization, out_dir: str | Path,
+              chunk_size: int = CHUNK) -> dict:
     """Prepare (references, thresholds; outside Prefect: real paths stay here), then run the
     audit flow and return its summary."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    setup, context, chunk_list, staging = prepare_audit(inputs, cfg, out)
+    setup, context, chunk_list, staging = prepare_audit(inputs, cfg, out, chunk_size)
     return audit_flow(setup, context, chunk_list, str(staging), str(out),
                       name=out.resolve().name or "images")

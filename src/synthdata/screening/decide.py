@@ -28,6 +28,9 @@ from synthdata.screening import index as ix
 
 ACCEPT, REVIEW, REJECT = "accept", "review", "reject"
 DECISIONS = (ACCEPT, REVIEW, REJECT)
+# Without a real reference nothing is compared with real images: samples that pass QC go to
+# the accepted shards with this decision, never `accept` (docs/screening.md, "No reference").
+NOT_SCREENED = "not-screened"
 BLANK, NO_SCORE = "blank or constant image", "no finite score"
 
 

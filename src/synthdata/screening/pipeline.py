@@ -40,13 +40,21 @@ from synthdata.screening import report, shardio
 from synthdata.screening import index as ix
 from synthdata.screening.align import AlignedMatcher
 from synthdata.screening.cache import load_reference
-from synthdata.screening.decide import ACCEPT, SampleDecision, decide_all, near_duplicates
+from synthdata.screening.decide import (
+    ACCEPT,
+    NOT_SCREENED,
+    SampleDecision,
+    decide_all,
+    near_duplicates,
+)
 from synthdata.screening.match import MatchResult
 from synthdata.screening.matchers import MatcherSetup, prepare_matchers
 from synthdata.shards import shard_name
 from synthdata.spec.models import Memorization
 
-NO_REFERENCE = "no reference"
+NO_REFERENCE = "not screened against real images: no memorization.reference"
+# Decisions whose samples go to the accepted shards (what consumers read).
+PUBLISHED = (ACCEPT, NOT_SCREENED)
 REAL_KIND, GROUP_KIND = "real-image", "patient-group"
 
 
@@ -155,7 +163,9 @@ def prepare_screening(out_dir: str | Path, cfg: Memorization, *, threshold: floa
     t0 = time.perf_counter()
     setup, context = prepare_matchers(cfg, threshold=threshold, base_dir=base_dir)
     notes = [] if cfg.reference else [
-        "no reference configured: every sample accepted; near-duplicates flagged"]
+        "NOT SCREENED AGAINST REAL IMAGES: no memorization.reference, so no sample was compared "
+        f"with real images; samples that pass QC go to shards/ with decision {NOT_SCREENED!r} "
+        "(never 'accept'); near-duplicates among the samples are still flagged"]
     decisive = {"setup": [setup.deciding, setup.fingerprints, setup.aligned,
                           [h.key for _, h in setup.handles],
                           {n: repr(float(t)) for n, t in setup.thresholds}],
@@ -208,7 +218,7 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     if out.is_file() and (pq.read_schema(out).metadata or {}).get(b"tar_sha256") == sha.encode():
         decisions = pq.read_table(out, columns=["decision"]).column(0).to_pylist()
         return {"shard": shard, "samples": len(decisions), "reused": True,
-                "accepted": decisions.count(ACCEPT)}
+                "accepted": sum(d in PUBLISHED for d in decisions)}
     embed_shard(job, shard)
     keys, data = _load_query_data(job, shard)
     labels = shardio.shard_labels(job.out_dir, shard)
@@ -219,8 +229,8 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
         decided = decide_all(result, dict(job.setup.thresholds), job.setup.review_band,
                              list(job.setup.deciding))
         cols = pseudonymous_rows(result, decided)
-    else:
-        cols = {"decision": [ACCEPT] * n, "similarity": [None] * n, "decided_by": [None] * n,
+    else:  # nothing to compare with: not screened, never `accept` (fail closed)
+        cols = {"decision": [NOT_SCREENED] * n, "similarity": [None] * n, "decided_by": [None] * n,
                 "nearest_real_id": [None] * n, "nearest_group": [None] * n,
                 "nearest_real_ids": [[] for _ in keys], "similarities": [[] for _ in keys],
                 "note": [NO_REFERENCE] * n, **{similarity_column(m): [None] * n
@@ -228,7 +238,7 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     failed_qc = shardio.qc_failures(job.out_dir, shard)
     cols["note"] = [f"qc failed: {failed_qc[k]}" if k in failed_qc else note
                     for k, note in zip(keys, cols["note"])]
-    keep = {k for k, d in zip(keys, cols["decision"]) if d == ACCEPT and k not in failed_qc}
+    keep = {k for k, d in zip(keys, cols["decision"]) if d in PUBLISHED and k not in failed_qc}
     staged_tar = job.staging / DatasetFolder.SHARDS / f"{shard_name(shard)}.tar"
     if not keep:
         staged_tar.unlink(missing_ok=True)

@@ -68,11 +68,12 @@ def build_report(table: pa.Table, context: dict, key: str = "key") -> dict:
     cols = table.to_pydict()
     n = table.num_rows
     decisions = {d: 0 for d in DECISIONS}
-    for d in cols["decision"]:
-        decisions[d] += 1
+    for d in cols["decision"]:  # `not-screened` (no reference) is counted apart, never as accept
+        decisions[d] = decisions.get(d, 0) + 1
     per_label: dict[str, dict[str, int]] = {}
     for label, d in zip(cols.get("label", []), cols["decision"]):
-        per_label.setdefault(label, {x: 0 for x in DECISIONS})[d] += 1
+        counts = per_label.setdefault(label, {x: 0 for x in DECISIONS})
+        counts[d] = counts.get(d, 0) + 1
     top1 = _scores(cols["similarity"])
     order = [i for i in np.argsort(-np.nan_to_num(top1, nan=-np.inf), kind="stable")
              if not np.isnan(top1[i])][:TOP_PAIRS]
@@ -162,9 +163,11 @@ def draw_histogram(path: str | Path, report: dict, width: int = 720, height: int
         draw.text((x_of(v) - 10, y1 + 8), f"{v:g}", fill="black", font=font)
     d = report["decisions"]
     shown = "n/a" if t is None else f"{t:.4f}"
+    counts = ", ".join(f"{k} {v}" for k, v in d.items())
+    if report.get("reference") is None:
+        counts = f"NOT SCREENED AGAINST REAL IMAGES (no reference): {counts}"
     draw.text((x0, 8), f"deciding similarity ({report['embedder']['name']}): {report['samples']} "
-              f"samples, threshold {shown}; accept {d['accept']}, review {d['review']}, "
-              f"reject {d['reject']}", fill="black", font=font)
+              f"samples, threshold {shown}; {counts}", fill="black", font=font)
     draw.text((x0, height - 22), "blue: samples' deciding similarity   grey: real vs other "
               "patients (calibration)   red: threshold   orange: review band", fill="#333333",
               font=font)

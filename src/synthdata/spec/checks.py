@@ -105,10 +105,28 @@ def _check_cohort(spec: Spec) -> list[tuple[FieldPath, str]]:
     return out
 
 
+NO_REFERENCE_WARNING = (
+    "empty: the dataset will NOT be screened against real images. Its samples get the decision "
+    "'not-screened' (never 'accept'), and the run's output, `synthdata status`, stats.json and "
+    "the dataset card say so. Name real images (or from-training) to screen for near-copies")
+
+
+def spec_warnings(spec: Spec) -> list[tuple[FieldPath, str]]:
+    """What a valid spec will do that its author should know, as (field path, message): a
+    spec without a real reference is not screened against real images."""
+    if spec.memorization.reference:
+        return []
+    return [(("memorization", "reference"), NO_REFERENCE_WARNING)]
+
+
 def _check_qc(spec: Spec, check_files: bool = True) -> list[tuple[FieldPath, str]]:
     if spec.qc is None:
         return []
     out: list[tuple[FieldPath, str]] = []
+    if spec.qc.top_up and not spec.memorization.reference and check_files:
+        out.append((("qc", "top_up"), "top_up replaces samples that memorization screening "
+                    "rejects, but memorization.reference is empty: name the real images to screen "
+                    "against (or from-training), or set top_up: false"))
     cohort_vars = set(spec.cohort.columns) if spec.cohort is not None else set()
     for i, check in enumerate(spec.qc.checks):
         if check.check != "classifier":

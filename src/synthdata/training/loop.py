@@ -84,6 +84,16 @@ def load_base(spec: TrainSpec, device: str) -> DiffusionPipeline:
     return pipe.to(device)
 
 
+def input_fingerprints(spec: TrainSpec, items: list[Item]) -> tuple[str, str, str]:
+    """(images, captions, base model) fingerprints: what a checkpoint was trained on."""
+    from synthdata.fingerprint import model_fingerprint
+    from synthdata.spec.models import Generator
+    from synthdata.training.data import captions_fingerprint, data_fingerprint
+
+    base = model_fingerprint(Generator(model=spec.base, revision=spec.revision)).fingerprint
+    return data_fingerprint(items)[0], captions_fingerprint(items), base
+
+
 class Trainer:
     """Holds the models, data and caches of one training run; runs steps and checkpoints."""
 
@@ -101,6 +111,8 @@ class Trainer:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         self.items: list[Item] = collect_items(spec.data)
+        self.data_fingerprint, self.captions_fingerprint, self.base_fingerprint = \
+            input_fingerprints(spec, self.items)
         torch.manual_seed(spec.seed)  # adapter initialisation
         pipe = load_base(spec, self.device)
         self.pipe = pipe
@@ -334,11 +346,14 @@ class Trainer:
         return checkpoints.save_checkpoint(
             self.root, stage_index=self.stage_index, stage=self._stage().name, step=self.step,
             spec_hash=self.spec_hash, params=self.trained_params(), state=state,
-            keep=self.spec.training.keep_checkpoints)
+            keep=self.spec.training.keep_checkpoints, data_fingerprint=self.data_fingerprint,
+            base_fingerprint=self.base_fingerprint, captions_fingerprint=self.captions_fingerprint)
 
     def resume(self) -> None:
-        """Continue from the latest checkpoint of this spec, or begin the first stage."""
-        ckpt = checkpoints.latest_checkpoint(self.root, self.spec_hash)
+        """Continue from the latest checkpoint of this spec, images and base model, or begin the
+        first stage (a checkpoint of other images or another base is refused)."""
+        ckpt = checkpoints.latest_checkpoint(self.root, self.spec_hash, self.data_fingerprint,
+                                             self.base_fingerprint, self.captions_fingerprint)
         if ckpt is None:
             self.begin_stage(0)
             return

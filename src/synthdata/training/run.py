@@ -112,13 +112,12 @@ def finish(trainer, root: Path, seconds: float, ran: int) -> dict:
     from synthdata.fingerprint import model_fingerprint
     from synthdata.records import library_versions
     from synthdata.spec.models import Generator
-    from synthdata.training.data import captions_fingerprint, data_fingerprint, source_record
+    from synthdata.training.data import source_record
     from synthdata.training.export import save_outputs
 
     spec = trainer.spec
     outputs = save_outputs(trainer, root)
-    base_fp = model_fingerprint(Generator(model=spec.base, revision=spec.revision))
-    data_fp, _ = data_fingerprint(trainer.items)
+    base_fp, data_fp = trainer.base_fingerprint, trainer.data_fingerprint
     out_fp = model_fingerprint(Generator(model=str(root / outputs["model"]["path"]))).fingerprint \
         if "model" in outputs else None
     source = source_record(spec.data)
@@ -133,9 +132,9 @@ def finish(trainer, root: Path, seconds: float, ran: int) -> dict:
     options = {"full": spec.full, "lora": spec.lora, "textual_inversion": spec.textual_inversion}[spec.method]
     record = {
         "name": spec.name, "method": spec.method, "spec_hash": trainer.spec_hash, "seed": spec.seed,
-        "base": {"model": spec.base, "revision": spec.revision, "fingerprint": base_fp.fingerprint},
-        "base_fingerprint": base_fp.fingerprint, "data_fingerprint": data_fp,
-        "captions_fingerprint": captions_fingerprint(trainer.items), "images": len(trainer.items),
+        "base": {"model": spec.base, "revision": spec.revision, "fingerprint": base_fp},
+        "base_fingerprint": base_fp, "data_fingerprint": data_fp,
+        "captions_fingerprint": trainer.captions_fingerprint, "images": len(trainer.items),
         "data": {"source": source, "filter": spec.data.filter, "limit": spec.data.limit,
                  "resolution": spec.data.resolution, "caption_column": spec.data.caption_column,
                  "caption_template": spec.data.caption_template,
