@@ -2,19 +2,34 @@
 
 Contact sheets show synthetic samples only (accepted shards, else raw): real reference pixels
 never reach the output folder.
+
+The records are one change of the folder (`synthdata.journal`): manifest.parquet, stats.json,
+cohort_report.json and report/ are staged, committed by one record and moved into place; the
+dataset card, derived from them, is rewritten as the change's finishing step. They describe
+one pinned screening generation (`synthdata.snapshot`), whose id the manifest's metadata
+records (`generation`). Call it with the folder's run lock held, as the flow and `synthdata
+report` do.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from PIL import Image
 
-from synthdata import card, records
+from synthdata import card, journal, records
+from synthdata.faults import fault
 from synthdata.folder import DatasetFolder
-from synthdata.fsutil import atomic_path
+from synthdata.fsutil import atomic_path, write_json_atomic
+from synthdata.snapshot import open_snapshot
+
+# What a report writes besides the card, in the order the commit moves them into place.
+ENTRIES = (DatasetFolder.MANIFEST, DatasetFolder.STATS, DatasetFolder.COHORT_REPORT,
+           DatasetFolder.REPORT)
 
 SHEET_COLUMNS = 8
 SHEET_PER_LABEL = 16
@@ -54,14 +69,16 @@ def contact_sheet(pngs: list[bytes], columns: int = SHEET_COLUMNS, thumb: int = 
     return sheet
 
 
-def write_contact_sheets(out_dir: str | Path, per_label: int = SHEET_PER_LABEL) -> list[Path]:
-    """DIR/report/contact-<label>.png for every label that has samples."""
-    root = Path(out_dir)
-    names = list(records.spec_data(root).get("labels", {}))
+def write_contact_sheets(out_dir: str | Path | DatasetFolder, per_label: int = SHEET_PER_LABEL,
+                         dest: DatasetFolder | None = None) -> list[Path]:
+    """DIR/report/contact-<label>.png for every label that has samples (drawn from `out_dir`, a
+    folder or a pinned snapshot; written into `dest`'s report folder, default the same)."""
+    source = DatasetFolder(out_dir)
+    names = list(records.spec_data(source.root).get("labels", {}))
     written = []
-    for index, pngs in sorted(_sample_pngs(root, per_label).items()):
+    for index, pngs in sorted(_sample_pngs(source, per_label).items()):
         label = names[index] if 0 <= index < len(names) else f"label{index}"
-        path = DatasetFolder(root).contact_sheet(label)
+        path = (dest or source).contact_sheet(label)
         with atomic_path(path) as tmp:
             contact_sheet(pngs).save(tmp, format="PNG")
         written.append(path)
@@ -69,14 +86,28 @@ def write_contact_sheets(out_dir: str | Path, per_label: int = SHEET_PER_LABEL) 
 
 
 def write_report(out_dir: str | Path) -> dict:
-    """Manifest, stats, dataset card and contact sheets; returns the stats."""
-    root = Path(out_dir)
-    records.write_manifest(root)
-    records.write_stats(root)
-    if DatasetFolder(root).cohort_file.is_file():
-        from synthdata.cohort.report import write_cohort_report
+    """Manifest, stats, cohort report and contact sheets committed as one change, then the
+    dataset card (see the module docstring); returns the stats."""
+    folder = DatasetFolder(Path(os.fspath(out_dir)))
+    with open_snapshot(folder) as snap:
+        staged = journal.StagedFolder(folder.root, journal.stage(folder, "report"), ENTRIES)
+        table = records.manifest_table(folder.root).replace_schema_metadata(
+            {"generation": snap.generation or "none"})
+        with atomic_path(staged.manifest_file) as tmp:
+            pq.write_table(table, tmp)
+        stats = records.dataset_stats(folder.root, table)
+        write_json_atomic(staged.stats_file, stats)
+        if folder.cohort_file.is_file():
+            from synthdata.cohort.report import write_cohort_report
 
-        write_cohort_report(root)
-    card.write_card(root)
-    write_contact_sheets(root)
-    return records.dataset_stats(root)
+            write_cohort_report(staged)
+        staged.report_dir.mkdir()  # report/ is replaced as a whole, even by an empty one
+        write_contact_sheets(snap, dest=staged)
+        journal.commit(folder, "report", moves=staged.moves())
+    return stats
+
+
+def finish_report(folder: DatasetFolder, record: dict) -> None:
+    """The report commit's finishing step: the dataset card, from the records now in place."""
+    fault("report.after_moves")
+    card.write_card(folder.root)

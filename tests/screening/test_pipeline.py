@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -124,9 +125,12 @@ def test_only_ids_and_scores_are_written(dataset, reference_dir):
                                      calibration_copies=100))
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
                and not str(p.relative_to(out)).startswith(("raw/", "embeddings/"))}
-    assert written == {"screening.parquet", "screening_report.json", "screening_report.png",
-                       ".screening.lock", "shards/.screening.json",
-                       *(f"shards/{p.name}" for p in (out / "shards").glob("*.tar"))}
+    view = {"screening.parquet", "screening_report.json", "screening_report.png",
+            "shards/.screening.json", *(f"shards/{p.name}" for p in (out / "shards").glob("*.tar"))}
+    generation = json.loads((out / "shards" / ".screening.json").read_text())["generation"]
+    assert written == {".screening.lock", *view, *(f"generations/{generation}/{n}" for n in view)}
+    assert all(os.path.samefile(out / n, out / "generations" / generation / n) for n in view), \
+        "the published view is hard links to the generation's files"
     assert {p.name for p in (out / "raw").iterdir()} == {
         f"shard-00000{i}{s}" for i in range(3) for s in (".tar", ".parquet", ".done.json")}, \
         "screening never writes into raw/"

@@ -67,9 +67,12 @@ def _dataset_tars(folder: Path) -> list[Path] | None:
     """A synthdata dataset folder's accepted (else complete raw) shard tars; None otherwise."""
     from synthdata.folder import DatasetFolder
 
+    from synthdata.snapshot import hold
+
     ds = DatasetFolder(folder)
     if not ds.is_dataset():
         return None
+    ds = hold(folder)  # one screening generation, pinned until this process exits
     tars = ds.accepted_tars()
     return tars if tars else [ds.raw_tar(s) for s in ds.complete_shards()]
 
