@@ -80,7 +80,17 @@ class ShardState:
     marker: dict | None = None
 
 
-class DatasetFolder:
+class _FolderType(type):
+    """`DatasetFolder(folder)` is `folder` itself: a folder, or a pinned snapshot of one, passes
+    through code that wraps whatever it is given in a DatasetFolder."""
+
+    def __call__(cls, root=None, *args, **kwargs):
+        if cls is DatasetFolder and isinstance(root, DatasetFolder):
+            return root
+        return super().__call__(root, *args, **kwargs)
+
+
+class DatasetFolder(metaclass=_FolderType):
     """Paths and state of one dataset folder (it need not exist yet)."""
 
     SPEC = "spec.yaml"
@@ -119,14 +129,7 @@ class DatasetFolder:
                COHORT_REPORT, LOCK, SCREENING_LOCK, STAGING, GENERATIONS, COMMIT, STAGING_AREA,
                TRASH, PINS)
 
-    def __new__(cls, root: str | Path | DatasetFolder | None = None, *args, **kwargs):
-        if cls is DatasetFolder and isinstance(root, DatasetFolder):
-            return root  # a folder, or a pinned snapshot of one, stays itself
-        return super().__new__(cls)
-
-    def __init__(self, root: str | Path | DatasetFolder):
-        if root is self:
-            return
+    def __init__(self, root: str | Path):
         self.root = Path(root)
 
     def __repr__(self) -> str:
@@ -325,6 +328,10 @@ class DatasetFolder:
         try:
             return json.loads(self.plan_info_file.read_text())
         except FileNotFoundError:
+            if self.commit_file.is_file():
+                raise OutputError(f"{self.root}: an interrupted plan is committed but not yet in "
+                                  f"place ({self.COMMIT}); run the command that planned it again "
+                                  "to finish it") from None
             raise OutputError(f"{self.root} is not a synthdata dataset folder (no {self.PLAN_INFO}); "
                               "expected the output folder of `synthdata run`") from None
         except (OSError, json.JSONDecodeError) as exc:

@@ -128,16 +128,21 @@ def collect(folder: DatasetFolder, keep: tuple[str, ...] = ()) -> list[str]:
             if path.name not in keeping and not live_pins(folder, path.name, clean=True):
                 journal.trash(folder, path)
                 removed.append(path.name)
-        for pins in sorted(folder.pins_dir.iterdir()) if folder.pins_dir.is_dir() else []:
+        for pins in sorted(folder.pins_dir.glob("*")):
             live_pins(folder, pins.name, clean=True)
-            if not any(pins.iterdir()):
-                pins.rmdir()
-        if folder.pins_dir.is_dir() and not any(folder.pins_dir.iterdir()):
-            folder.pins_dir.rmdir()
+            _remove_if_empty(pins)
+        _remove_if_empty(folder.pins_dir)
     for stray in folder.root.glob(f".{folder.SHARDS}.swap-*"):  # a non-atomic exchange cut short
         journal.trash(folder, stray)
     journal.empty_trash(folder)
     return removed
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # not empty (a reader pins it), or already gone
 
 
 def retained(folder: DatasetFolder) -> dict[str, int]:

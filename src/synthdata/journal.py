@@ -99,16 +99,17 @@ def pending(folder: DatasetFolder) -> dict | None:
 
 
 def _relative(folder: DatasetFolder, path: str | Path) -> str:
-    return Path(path).relative_to(folder.root).as_posix() if Path(path).is_absolute() else str(path)
+    """`path` (absolute, or relative to the current folder like the folder's own) relative to DIR."""
+    return Path(os.path.abspath(path)).relative_to(os.path.abspath(folder.root)).as_posix()
 
 
 def commit(folder: DatasetFolder, op: str, *, moves: Iterable[tuple[Path, Path]] = (),
            remove: Iterable[str | Path] = (), **data) -> dict:
     """Write the commit record of a staged change (atomically, last), then finish it.
 
-    `moves`: (staged, final) paths inside the folder, applied in order; `remove`: entries to
-    move into the trash first; `data`: what the op's finishing step needs (JSON). Returns the
-    record.
+    `moves`: (staged, final) paths inside the folder, applied in order; `remove`: paths inside
+    the folder to move into the trash first; `data`: what the op's finishing step needs (JSON).
+    Paths are recorded relative to the folder. Returns the record.
     """
     if op not in OPS:
         raise ValueError(f"unknown change {op!r}; one of {OPS}")

@@ -138,9 +138,9 @@ def remove_stale_shards(root: str | Path, identity: GenerationIdentity) -> list[
     try:
         check_generation_identity(folder.root, identity)
     except OutputError:
-        removed = [p.name for p in (folder.raw_dir, folder.workers_dir) if p.is_dir()]
+        removed = [p for p in (folder.raw_dir, folder.workers_dir) if p.is_dir()]
         journal.commit(folder, "reset", remove=removed)
-        return removed
+        return [p.name for p in removed]
     return []
 
 

@@ -52,13 +52,18 @@ class Pin:
         """Pin `generation`; None where the folder cannot be written (nothing commits there)."""
         path = folder.pins_dir / generation / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.pin"
         tmp = path.with_suffix(".tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_CREAT | os.O_RDWR, 0o644)
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                return None
-            raise
+        for attempt in range(5):  # another reader's release may remove the empty folder meanwhile
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_CREAT | os.O_RDWR, 0o644)
+                break
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    return None
+                raise
         fcntl.flock(fd, fcntl.LOCK_EX)  # locked before it is visible as a pin
         os.write(fd, json.dumps({"generation": generation, "pid": os.getpid(),
                                  "host": socket.gethostname()}).encode())
@@ -75,6 +80,11 @@ class Pin:
         self.path.unlink(missing_ok=True)
         os.close(self.fd)
         self.fd = None
+        for empty in (self.path.parent, self.path.parent.parent):  # DIR/.pins/<id>, DIR/.pins
+            try:
+                empty.rmdir()
+            except OSError:
+                break  # other pins remain
 
 
 def live_pins(folder: DatasetFolder, generation: str, *, clean: bool = False) -> list[Path]:

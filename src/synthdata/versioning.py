@@ -214,6 +214,8 @@ def reset_dataset(out_dir: str | Path, name: str) -> list[str]:
         raise VersioningError(
             f"{root} is a repository root (it holds .git or .dvc); refusing to reset it. "
             "Point the dataset's output folder (params.yaml `out`) at a folder of its own")
+    if any((root / n).exists() for n in (folder.COMMIT, folder.TRASH, folder.STAGING_AREA)):
+        _recover(folder)  # an interrupted change (a reset, too) is finished or rolled back first
     names = {p.name for p in root.iterdir()}
     ours = [n for n in DATASET_ENTRIES if n in names]
     foreign = sorted(names - set(DATASET_ENTRIES) - {".gitignore"})
@@ -250,6 +252,15 @@ def reset_dataset(out_dir: str | Path, name: str) -> list[str]:
     return removed
 
 
+def _recover(folder: DatasetFolder) -> None:
+    from synthdata.outputs import acquire_lock
+
+    try:
+        acquire_lock(folder.root).release()  # taking the lock finishes what was interrupted
+    except SynthdataError as exc:
+        raise VersioningError(f"{exc}; refusing to reset it now") from None
+
+
 def _commit_reset(folder: DatasetFolder) -> None:
     """Remove the dataset's entries as one committed change, under the run lock."""
     from synthdata.generations import retained
@@ -274,7 +285,7 @@ def _commit_reset(folder: DatasetFolder) -> None:
                    and n not in (*DatasetFolder.LOCKS, DatasetFolder.COMMIT, DatasetFolder.TRASH)]
         from synthdata import journal
 
-        journal.commit(folder, "reset", remove=entries)
+        journal.commit(folder, "reset", remove=[folder.root / n for n in entries])
     finally:
         lock.release()
 

@@ -164,10 +164,31 @@ def test_reset_removes_only_what_synthdata_writes(screened_dataset, tmp_path):
     out = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
     (out / ".gitignore").write_text("/raw\n/shards\n")  # as DVC writes it for stage outputs
     removed = reset_dataset(out, "demo-cxr")
-    assert {"raw", "shards", "spec.yaml", "plan.parquet", "manifest.parquet", "README.md",
-            ".gitignore"} <= set(removed)
+    assert {"raw", "shards", "generations", "spec.yaml", "plan.parquet", "manifest.parquet",
+            "README.md", ".gitignore"} <= set(removed)
     assert set(removed) - {".gitignore"} <= set(DatasetFolder.ENTRIES)
-    assert list(out.iterdir()) == []
+    assert not set(removed) & set(DatasetFolder.LOCKS), "a lock file is never deleted"
+    assert {p.name for p in out.iterdir()} <= set(DatasetFolder.LOCKS), "nothing but the locks left"
+
+
+def test_reset_takes_the_run_lock_and_spares_pinned_generations(screened_dataset, tmp_path):
+    from synthdata.outputs import acquire_lock
+    from synthdata.snapshot import open_snapshot
+
+    out = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
+    lock = acquire_lock(out)  # a run in progress
+    before = _tree(out)
+    try:
+        with pytest.raises(VersioningError, match="another synthdata run is using this output folder"):
+            reset_dataset(out, "demo-cxr")
+    finally:
+        lock.release()
+    with open_snapshot(out) as snap:  # a training job reading the accepted shards
+        with pytest.raises(VersioningError, match=f"still read screening generation.*{snap.generation}"):
+            reset_dataset(out, "demo-cxr")
+        assert [p.name for p in snap.accepted_tars() if p.is_file()], "its files are still there"
+    assert _tree(out) == before, "a refused reset changes nothing"
+    assert "raw" in reset_dataset(out, "demo-cxr")
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -231,4 +252,4 @@ def test_prepare_keeps_the_same_dataset_and_resets_another(screened_dataset, tmp
     spec["seed"] = 1
     spec_file.write_text(yaml.safe_dump(spec))
     assert prepare_folder(spec_file, out) == "reset"
-    assert sorted(p.name for p in out.iterdir()) == []
+    assert {p.name for p in out.iterdir()} <= set(DatasetFolder.LOCKS)
