@@ -50,6 +50,34 @@ def test_loader_feeds_every_accepted_sample_once_per_epoch(screened_dataset):
         assert set(seen) == expected and set(seen.values()) == {1}
 
 
+def test_the_loader_pins_one_screening_for_the_life_of_its_pipeline(screened_dataset, tmp_path):
+    import gc
+
+    from synthdata.outputs import acquire_lock
+    from tests.lineage.conftest import planted_reference, screen_with_reference
+
+    root = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
+    dataset, _ = load(root, decode=False)  # a training job's pipeline
+    pinned = dataset.snapshot.generation
+    first_epoch = sorted(meta["key"] for _, _, meta in dataset)
+    assert set(first_epoch) == accepted_keys(root)
+    import pyarrow.parquet as pq
+
+    scores = sorted(r["similarity"] for r in pq.read_table(root / "screening.parquet").to_pylist()
+                    if r["decision"] == "accept")
+    stricter = scores[len(scores) // 2]  # rejects about half of what was accepted
+    screen_with_reference(root, planted_reference(root, tmp_path / "real"), threshold=stricter)
+    acquire_lock(root).release()  # a writer collects what no reader pins: not this one
+    assert sorted(meta["key"] for _, _, meta in dataset) == first_epoch, "the next epoch is the same"
+    fresh, _ = load(root, decode=False)
+    assert fresh.snapshot.generation != pinned
+    assert set(meta["key"] for _, _, meta in fresh) < set(first_epoch), "stricter: fewer accepted"
+    del dataset
+    gc.collect()  # the pipeline is gone, and with it the pin
+    acquire_lock(root).release()
+    assert [p.name for p in DatasetFolder(root).generations_dir.iterdir()] == [fresh.snapshot.generation]
+
+
 def test_loader_filters_labels_and_reads_raw(screened_dataset):
     dataset, label_map = load(screened_dataset, labels=["effusion"], split_shards="raw", decode=False)
     assert label_map == {"effusion": 2}
