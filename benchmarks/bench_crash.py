@@ -7,13 +7,14 @@ The spec: 96 images of three labels on builtin:tiny (32x32 px, 2 steps, batches 
 32), screened by the pixel matcher at threshold 0.9 against a real reference: DICOMs from
 pydicom's test files (and pydicom-data's CR radiograph when installed) plus 3 of the run's own
 samples planted as "real", so screening rejects something. One `prefect server` serves every
-run. An uninterrupted run gives the baseline and, watching its folder, when each step ended
-(plan, generation, screening, report); the moments are drawn uniformly within those windows,
-an equal share per step. Each trial starts `synthdata run` on a fresh folder, kills its process
-group with SIGKILL at its moment, notes the step the folder shows, runs `synthdata run` again
-to the end, compares every file with the baseline (raw and accepted tars, generations, tables,
-manifest, screening table, stats, card, contact sheets; not run.json and workers/, which hold
-timings) and runs `synthdata verify`.
+run. An uninterrupted run gives the baseline and, watching its folder, how long each step took
+(plan, generation, screening, report). The moments are random and an equal share per step: a
+trial starts `synthdata run` on a fresh folder, waits until the folder shows its step has begun
+(so a busy machine does not shift the moment into another step), then a uniformly drawn part of
+that step's baseline duration, and kills the process group with SIGKILL. It notes the step the
+folder shows, runs `synthdata run` again to the end, compares every file with the baseline (raw
+and accepted tars, generations, tables, manifest, screening table, stats, card, contact sheets;
+not run.json and workers/, which hold timings) and runs `synthdata verify`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from _common import emit
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("plan", "generation", "screening", "report")
+JOURNAL = (".commit.json", ".staging", ".trash", ".screening")  # gone once a change is finished
 UNCOMPARED = (".synthdata.lock", ".screening.lock", "run.json", "workers/", ".pins/")
 SPEC = {
     "name": "crash96", "seed": 11, "count": 96,
@@ -143,7 +145,7 @@ def baseline_run(spec: Path, out: Path, env: dict, shards: int) -> tuple[dict, f
     ends: dict[str, float] = {}
     seen = "plan"
     while proc.poll() is None:
-        step = step_of(out, shards) if out.exists() else "plan"
+        step = _step_now(out, shards)
         if step != seen:
             for done in STEPS[STEPS.index(seen):STEPS.index(step)]:
                 ends.setdefault(done, time.perf_counter() - t0)
@@ -157,17 +159,32 @@ def baseline_run(spec: Path, out: Path, env: dict, shards: int) -> tuple[dict, f
     return ends, total
 
 
-def trial(spec: Path, out: Path, env: dict, moment: float, shards: int, expected: dict) -> dict:
+def _step_now(out: Path, shards: int) -> str:
+    try:
+        return step_of(out, shards) if out.exists() else "plan"
+    except (OSError, ValueError):  # a file caught mid-rename: look again
+        return "plan"
+
+
+def trial(spec: Path, out: Path, env: dict, window: str, delay: float, shards: int,
+          expected: dict) -> dict:
+    t0 = time.perf_counter()
     proc = subprocess.Popen(run_cmd(spec, out), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.perf_counter() + moment
+    while proc.poll() is None and STEPS.index(_step_now(out, shards)) < STEPS.index(window):
+        time.sleep(0.01)
+    deadline = time.perf_counter() + delay
     while time.perf_counter() < deadline and proc.poll() is None:
         time.sleep(0.01)
+    moment = time.perf_counter() - t0
     finished_first = proc.poll() is not None
     if not finished_first:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    step = "finished before the kill" if finished_first else (step_of(out, shards) if out.exists() else "plan")
+    if finished_first:
+        step = "finished before the kill"
+    else:
+        step = _step_now(out, shards)
     t = time.perf_counter()
     rerun = subprocess.run(run_cmd(spec, out), cwd=REPO, env=env, capture_output=True, text=True, check=False)
     rerun_s = time.perf_counter() - t
@@ -175,8 +192,8 @@ def trial(spec: Path, out: Path, env: dict, moment: float, shards: int, expected
     differ = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
     verify = subprocess.run([sys.executable, "-m", "synthdata.cli", "verify", str(out)], cwd=REPO,
                             env=env, capture_output=True, text=True, check=False)
-    leftovers = sorted(p.name for p in out.iterdir() if p.name in (".commit.json", ".staging", ".trash", ".screening"))
-    return {"moment_s": round(moment, 2), "step_at_kill": step, "rerun_exit": rerun.returncode,
+    leftovers = sorted(p.name for p in out.iterdir() if p.name in JOURNAL)
+    return {"delay_s": round(delay, 2), "moment_s": round(moment, 2), "step_at_kill": step, "rerun_exit": rerun.returncode,
             "rerun_s": round(rerun_s, 1), "identical": rerun.returncode == 0 and not differ,
             "differing": differ[:8], "verify_ok": verify.returncode == 0, "leftovers": leftovers,
             **({"rerun_error": rerun.stderr[-1500:]} if rerun.returncode else {})}
@@ -207,15 +224,16 @@ def main() -> None:
         planted = plant(home / "scratch", ref)
         ends, total = baseline_run(spec, home / "baseline", env, shards)
         expected = contents(home / "baseline")
-        windows, start = {}, 0.0
+        durations, start = {}, 0.0
         for step in STEPS:
-            windows[step] = (start, max(ends[step], start + 0.05))
+            durations[step] = max(ends[step] - start, 0.05)
             start = ends[step]
         rng = random.Random(args.seed)
-        moments = [(STEPS[i % 4], rng.uniform(*windows[STEPS[i % 4]])) for i in range(args.moments)]
+        moments = [(STEPS[i % 4], rng.random()) for i in range(args.moments)]
         trials = []
-        for i, (window, moment) in enumerate(moments):
-            result = trial(spec, home / f"trial-{i:02d}", env, moment, shards, expected)
+        for i, (window, fraction) in enumerate(moments):
+            result = trial(spec, home / f"trial-{i:02d}", env, window, fraction * durations[window],
+                           shards, expected)
             trials.append({"window": window, **result})
             print(json.dumps(trials[-1]), file=sys.stderr, flush=True)
     finally:

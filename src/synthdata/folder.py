@@ -329,9 +329,9 @@ class DatasetFolder(metaclass=_FolderType):
             return json.loads(self.plan_info_file.read_text())
         except FileNotFoundError:
             if self.commit_file.is_file():
-                raise OutputError(f"{self.root}: an interrupted plan is committed but not yet in "
-                                  f"place ({self.COMMIT}); run the command that planned it again "
-                                  "to finish it") from None
+                raise OutputError(f"{self.root}: an interrupted change is committed but not yet "
+                                  f"finished ({self.COMMIT}); any synthdata command that writes "
+                                  "here (plan, run, screen, report) finishes it") from None
             raise OutputError(f"{self.root} is not a synthdata dataset folder (no {self.PLAN_INFO}); "
                               "expected the output folder of `synthdata run`") from None
         except (OSError, json.JSONDecodeError) as exc:

@@ -33,7 +33,7 @@ from synthdata import journal
 from synthdata.faults import fault
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import exchange_paths, link_or_copy, replace_with_link, sha256_file, write_json_atomic
-from synthdata.snapshot import generation_complete, live_pins, view_generation
+from synthdata.snapshot import current_generation, generation_complete, live_pins, view_generation
 
 TABLES = (DatasetFolder.SCREENING, DatasetFolder.SCREENING_REPORT, DatasetFolder.SCREENING_PLOT)
 
@@ -147,8 +147,6 @@ def _remove_if_empty(path: Path) -> None:
 
 def retained(folder: DatasetFolder) -> dict[str, int]:
     """Generations on disk other than the current one, with their live pin counts (status)."""
-    from synthdata.snapshot import current_generation
-
     current = current_generation(folder)
     if not folder.generations_dir.is_dir():
         return {}

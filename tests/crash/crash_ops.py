@@ -136,7 +136,8 @@ def unaccepted_published(root: Path) -> list[str]:
         if folder.generations_dir.is_dir() else []
     view = folder.screening_generation()
     for place in places:
-        extra = tar_keys(sorted((place / "shards").glob("*.tar"))) - accepted_in_table(place / "screening.parquet")
+        accepted = accepted_in_table(place / folder.SCREENING)
+        extra = tar_keys(sorted((place / folder.SHARDS).glob("*.tar"))) - accepted
         found += [f"{place.name}: {k}" for k in sorted(extra)]
     if view is not None and view.get("generation"):
         table = folder.generation_dir(view["generation"]) / folder.SCREENING

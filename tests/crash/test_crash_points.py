@@ -34,13 +34,19 @@ def _leftovers(root) -> set[str]:
     return {p.name for p in root.iterdir()} & JOURNAL
 
 
+def _published(root) -> tuple[str, frozenset]:
+    """(generation, accepted keys) a folder publishes, as the Reader records what it saw."""
+    return screened_generation(root), frozenset(tar_keys(DatasetFolder(root).accepted_tars()))
+
+
 @pytest.mark.parametrize("point", PLAN_POINTS)
 def test_a_plan_killed_at_any_point_is_finished_or_rolled_back(point, world, crash, tmp_path):
     out = tmp_path / "ds"
     assert crash(point, "plan", out, world.spec) == KILLED
     names = {p.name for p in out.iterdir()}
-    assert names & {"plan.json", "plan.parquet", "spec.yaml"} in (set(), {"plan.json", "plan.parquet", "spec.yaml"}) \
-        or DatasetFolder.COMMIT in names, "half a plan only ever lies beside its commit record"
+    plan = {"plan.json", "plan.parquet", "spec.yaml"}
+    assert names & plan in (set(), plan) or DatasetFolder.COMMIT in names, \
+        "half a plan only ever lies beside its commit record"
     crash_ops.plan(str(out), str(world.spec))
     assert contents(out) == contents(world.planned)
     assert not _leftovers(out)
@@ -76,8 +82,7 @@ def _crash_with_reader(world, crash, out, point, op, *args) -> Reader:
 def test_a_rescreening_killed_at_any_point_commits_the_new_screening_whole(point, world, crash, tmp_path):
     out = world.copy(world.reported_a, tmp_path / "ds")
     reader = _crash_with_reader(world, crash, out, point, "screen", world.threshold_b)
-    old = (screened_generation(world.reported_a), frozenset(tar_keys(DatasetFolder(world.reported_a).accepted_tars())))
-    new = (screened_generation(world.screened_b), frozenset(tar_keys(DatasetFolder(world.screened_b).accepted_tars())))
+    old, new = _published(world.reported_a), _published(world.screened_b)
     assert old[1] != new[1] and new[1], "the two screenings accept different, non-empty sets"
     assert set(reader.seen) <= {old, new}, "a reader saw the old or the new screening, whole"
     assert reader.seen[-1] == new
@@ -91,7 +96,7 @@ def test_a_rescreening_killed_at_any_point_commits_the_new_screening_whole(point
 def test_a_first_screening_killed_never_publishes_an_empty_or_partial_shards(point, world, crash, tmp_path):
     out = world.copy(world.raw, tmp_path / "ds")
     reader = _crash_with_reader(world, crash, out, point, "screen")
-    first = (screened_generation(world.screened_a), frozenset(tar_keys(DatasetFolder(world.screened_a).accepted_tars())))
+    first = _published(world.screened_a)
     assert set(reader.seen) <= {(None, frozenset()), first} and first[1]
     assert contents(out) == contents(world.screened_a)
 

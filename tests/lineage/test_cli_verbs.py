@@ -90,8 +90,7 @@ def test_status_and_verify_name_a_commit_left_half_done(screened_dataset, tmp_pa
     assert runner.invoke(app, ["verify", str(copy)]).exit_code == 0
     info = json.loads(runner.invoke(app, ["status", str(copy), "--json"]).output)
     assert info["commit_pending"] is None and info["records"]["current"] is True
-    assert info["rerun_would"] == ["nothing: the dataset is complete"] or \
-        info["rerun_would"] == ["generate 1 shard(s): [2]", "screen", "record (manifest, stats, card, contact sheets)"]
+    assert info["rerun_would"][0] == "generate 1 shard(s): [2]", "the fixture holds 2 of 3 shards"
 
 
 @pytest.mark.parametrize("args", [[], ["demo-cxr-000000001", "--sample", "2"]])
