@@ -222,8 +222,9 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "synthdata.cli", "generate", str(spec), "--out",
                         str(home / "scratch")], cwd=REPO, env=env, check=True, capture_output=True)
         planted = plant(home / "scratch", ref)
-        ends, total = baseline_run(spec, home / "baseline", env, shards)
-        expected = contents(home / "baseline")
+        # every folder is called `ds` (in its own parent): the dataset card names its folder
+        ends, total = baseline_run(spec, home / "baseline" / "ds", env, shards)
+        expected = contents(home / "baseline" / "ds")
         durations, start = {}, 0.0
         for step in STEPS:
             durations[step] = max(ends[step] - start, 0.05)
@@ -232,14 +233,14 @@ def main() -> None:
         moments = [(STEPS[i % 4], rng.random()) for i in range(args.moments)]
         trials = []
         for i, (window, fraction) in enumerate(moments):
-            result = trial(spec, home / f"trial-{i:02d}", env, window, fraction * durations[window],
+            result = trial(spec, home / f"trial-{i:02d}" / "ds", env, window, fraction * durations[window],
                            shards, expected)
             trials.append({"window": window, **result})
             print(json.dumps(trials[-1]), file=sys.stderr, flush=True)
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
-    baseline_stats = json.loads((home / "baseline" / "stats.json").read_text())
+    baseline_stats = json.loads((home / "baseline" / "ds" / "stats.json").read_text())
     summary = {
         "spec": {"images": SPEC["count"], "shards": shards, "size_px": 32, "steps": 2,
                  "reference": sorted(p.name for p in ref.iterdir()), "planted": planted},

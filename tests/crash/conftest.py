@@ -45,9 +45,11 @@ class World:
     reported_b: Path     # + report
     threshold_b: str
 
-    def copy(self, state: Path, dest: Path) -> Path:
-        """A private copy of one state to crash in."""
-        return Path(shutil.copytree(state, dest, ignore=shutil.ignore_patterns(".synthdata.lock")))
+    def copy(self, state: Path, parent: Path) -> Path:
+        """A private copy of one state to crash in, under `parent`, with the same folder name
+        (the dataset card names its folder)."""
+        return Path(shutil.copytree(state, parent / state.name,
+                                    ignore=shutil.ignore_patterns(".synthdata.lock")))
 
 
 def _plant(raw: Path, reference: Path) -> None:
@@ -79,7 +81,8 @@ def world(tmp_path_factory) -> World:
         "reference": [str(reference)], "embedder": "pixel", "retrievers": [], "threshold": 0.9}}))
 
     def step(src: Path | None, name: str, op, *args) -> Path:
-        out = base / name
+        out = base / name / "ds"  # every state's folder has one name, as the card shows it
+        out.parent.mkdir()
         if src is not None:
             shutil.copytree(src, out, ignore=shutil.ignore_patterns(".synthdata.lock"))
         op(str(out), *args)

@@ -54,7 +54,7 @@ def test_a_plan_killed_at_any_point_is_finished_or_rolled_back(point, world, cra
 
 @pytest.mark.parametrize("point", SHARD_POINTS)
 def test_a_shard_killed_at_any_point_is_redone_identically(point, world, crash, tmp_path):
-    out = world.copy(world.planned, tmp_path / "ds")
+    out = world.copy(world.planned, tmp_path)
     assert crash(point, "generate", out, world.spec) == KILLED
     complete = DatasetFolder(out).complete_shards()
     assert complete == ([0] if point == "shards.after_marker" else []), "the marker is the commit"
@@ -80,7 +80,7 @@ def _crash_with_reader(world, crash, out, point, op, *args) -> Reader:
 
 @pytest.mark.parametrize("point", SCREEN_POINTS)
 def test_a_rescreening_killed_at_any_point_commits_the_new_screening_whole(point, world, crash, tmp_path):
-    out = world.copy(world.reported_a, tmp_path / "ds")
+    out = world.copy(world.reported_a, tmp_path)
     reader = _crash_with_reader(world, crash, out, point, "screen", world.threshold_b)
     old, new = _published(world.reported_a), _published(world.screened_b)
     assert old[1] != new[1] and new[1], "the two screenings accept different, non-empty sets"
@@ -94,7 +94,7 @@ def test_a_rescreening_killed_at_any_point_commits_the_new_screening_whole(point
 @pytest.mark.parametrize("point", ["screening.after_generation", "screening.after_record",
                                    "screening.after_exchange"])
 def test_a_first_screening_killed_never_publishes_an_empty_or_partial_shards(point, world, crash, tmp_path):
-    out = world.copy(world.raw, tmp_path / "ds")
+    out = world.copy(world.raw, tmp_path)
     reader = _crash_with_reader(world, crash, out, point, "screen")
     first = _published(world.screened_a)
     assert set(reader.seen) <= {(None, frozenset()), first} and first[1]
@@ -103,7 +103,7 @@ def test_a_first_screening_killed_never_publishes_an_empty_or_partial_shards(poi
 
 @pytest.mark.parametrize("point", REPORT_POINTS)
 def test_a_report_killed_at_any_point_is_finished(point, world, crash, tmp_path):
-    out = world.copy(world.screened_b, tmp_path / "ds")
+    out = world.copy(world.screened_b, tmp_path)
     reader = _crash_with_reader(world, crash, out, point, "report")
     assert {g for g, _ in reader.seen} == {screened_generation(world.screened_b)}
     assert contents(out) == contents(world.reported_b)
@@ -112,7 +112,7 @@ def test_a_report_killed_at_any_point_is_finished(point, world, crash, tmp_path)
 
 @pytest.mark.parametrize("point", RESET_POINTS)
 def test_a_reset_killed_at_any_point_is_finished(point, world, crash, tmp_path):
-    out = world.copy(world.reported_b, tmp_path / "ds")
+    out = world.copy(world.reported_b, tmp_path)
     assert crash(point, "reset", out, "crashy") == KILLED
     assert (out / DatasetFolder.LOCK).is_file(), "the run lock is never deleted"
     crash_ops.reset(str(out), "crashy")

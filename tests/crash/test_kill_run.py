@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def test_a_run_killed_in_its_screening_commit_resumes_to_the_uninterrupted_folder(
         demo_run, prefect_server, tmp_path):
-    out = tmp_path / "killed"
+    out = tmp_path / demo_run.name  # the card names its folder: the same name as the baseline's
     env = {**os.environ, "PREFECT_API_URL": prefect_server,
            "SYNTHDATA_FAULT": "screening.after_exchange:kill"}
     killed = subprocess.run([sys.executable, "-m", "synthdata.cli", "run", str(DEMO_SPEC), "--out",
