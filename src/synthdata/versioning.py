@@ -262,30 +262,28 @@ def _recover(folder: DatasetFolder) -> None:
 
 
 def _commit_reset(folder: DatasetFolder) -> None:
-    """Remove the dataset's entries as one committed change, under the run lock."""
-    from synthdata.generations import retained
+    """Remove the dataset's entries as one committed change, under the run lock and, so that no
+    reader pins a generation between the check and the removal, the exclusive screening lock."""
+    from synthdata import journal
     from synthdata.outputs import acquire_lock
-    from synthdata.snapshot import current_generation, live_pins
+    from synthdata.snapshot import live_pins
 
     try:
         lock = acquire_lock(folder.root)
     except SynthdataError as exc:
         raise VersioningError(f"{exc}; refusing to reset it now") from None
     try:
-        current = current_generation(folder)
-        readers = {g: n for g, n in retained(folder).items() if n}
-        if current is not None and live_pins(folder, current):
-            readers[current] = len(live_pins(folder, current))
-        if readers:
-            raise VersioningError(
-                f"{folder.root}: {sum(readers.values())} reader(s) (e.g. a training job's "
-                f"synthdata.load) still read screening generation(s) {', '.join(sorted(readers))}; "
-                "refusing to reset it under them. Stop them, or wait, and try again")
-        entries = [n for n in DATASET_ENTRIES if (folder.root / n).exists()
-                   and n not in (*DatasetFolder.LOCKS, DatasetFolder.COMMIT, DatasetFolder.TRASH)]
-        from synthdata import journal
-
-        journal.commit(folder, "reset", remove=[folder.root / n for n in entries])
+        with folder.screening_lock(exclusive=True):
+            on_disk = sorted(folder.generations_dir.iterdir()) if folder.generations_dir.is_dir() else []
+            readers = {p.name: n for p in on_disk if (n := len(live_pins(folder, p.name)))}
+            if readers:
+                raise VersioningError(
+                    f"{folder.root}: {sum(readers.values())} reader(s) (e.g. a training job's "
+                    f"synthdata.load) still read screening generation(s) {', '.join(readers)}; "
+                    "refusing to reset it under them. Stop them, or wait, and try again")
+            entries = [n for n in DATASET_ENTRIES if (folder.root / n).exists() and n not in
+                       (*DatasetFolder.LOCKS, DatasetFolder.COMMIT, DatasetFolder.TRASH)]
+            journal.commit(folder, "reset", remove=[folder.root / n for n in entries])
     finally:
         lock.release()
 
