@@ -10,9 +10,11 @@ samples planted as "real", so screening rejects something. One `prefect server` 
 run. An uninterrupted run gives the baseline and, watching its folder, how long each step took
 (plan, generation, screening, report). The moments are random and an equal share per step: a
 trial starts `synthdata run` on a fresh folder, waits until the folder shows its step has begun
-(so a busy machine does not shift the moment into another step), then a uniformly drawn part of
-that step's baseline duration, and kills the process group with SIGKILL. It notes the step the
-folder shows, runs `synthdata run` again to the end, compares every file with the baseline (raw
+(so a busy machine does not shift the moment into another step), then a uniformly drawn part
+(up to 0.8) of that step's baseline duration, and kills the process group with SIGKILL; a run
+that ends before its moment is no kill, and the trial is drawn again (up to 3 times, on a fresh
+folder). It notes the step the folder shows, runs `synthdata run` again to the end, compares
+every file with the baseline (raw
 and accepted tars, generations, tables, manifest, screening table, stats, card, contact sheets;
 not run.json and workers/, which hold timings) and runs `synthdata verify`.
 """
@@ -40,6 +42,7 @@ from _common import emit
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("plan", "generation", "screening", "report")
+FINISHED = "finished before the kill"
 JOURNAL = (".commit.json", ".staging", ".trash", ".screening")  # gone once a change is finished
 UNCOMPARED = (".synthdata.lock", ".screening.lock", "run.json", "workers/", ".pins/")
 SPEC = {
@@ -182,7 +185,7 @@ def trial(spec: Path, out: Path, env: dict, window: str, delay: float, shards: i
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     if finished_first:
-        step = "finished before the kill"
+        step = FINISHED
     else:
         step = _step_now(out, shards)
     t = time.perf_counter()
@@ -230,12 +233,16 @@ def main() -> None:
             durations[step] = max(ends[step] - start, 0.05)
             start = ends[step]
         rng = random.Random(args.seed)
-        moments = [(STEPS[i % 4], rng.random()) for i in range(args.moments)]
         trials = []
-        for i, (window, fraction) in enumerate(moments):
-            result = trial(spec, home / f"trial-{i:02d}" / "ds", env, window, fraction * durations[window],
-                           shards, expected)
-            trials.append({"window": window, **result})
+        for i in range(args.moments):
+            window = STEPS[i % 4]
+            for attempt in range(3):
+                delay = rng.uniform(0, 0.8) * durations[window]
+                result = trial(spec, home / f"trial-{i:02d}-{attempt}" / "ds", env, window, delay,
+                               shards, expected)
+                if result["step_at_kill"] != FINISHED:
+                    break
+            trials.append({"window": window, "draws": attempt + 1, **result})
             print(json.dumps(trials[-1]), file=sys.stderr, flush=True)
     finally:
         os.killpg(server.pid, signal.SIGKILL)
@@ -248,7 +255,7 @@ def main() -> None:
                      "decisions": baseline_stats.get("decisions")},
         "moments": len(trials),
         "killed_in": {s: sum(t["step_at_kill"] == s for t in trials)
-                      for s in (*STEPS, "finished before the kill")},
+                      for s in (*STEPS, FINISHED)},
         "identical": sum(t["identical"] for t in trials),
         "verify_ok": sum(t["verify_ok"] for t in trials),
         "leftovers": sum(bool(t["leftovers"]) for t in trials),

@@ -91,7 +91,6 @@ OPS = {"plan": plan, "generate": generate, "screen": screen, "report": report, "
 def child(point: str, op: str, *args: str) -> None:
     """Run one command in this (forked) process, dying at `point`."""
     os.environ["SYNTHDATA_FAULT"] = f"{point}:kill"
-    os.environ["SYNTHDATA_CRASH_CHILD"] = "1"
     OPS[op](*args)
 
 
