@@ -24,3 +24,26 @@ def test_an_audit_of_a_dataset_folder_reads_one_generation_to_its_end(screened_d
     assert folder.screening_generation()["generation"] != generation
     assert all(t.is_file() for t in tars), "held until this process exits"
     assert _dataset_tars(root) == tars, "one snapshot per folder and process"
+
+
+def test_a_folder_without_generations_is_read_from_its_view(screened_dataset, tmp_path):
+    """A fresh `dvc pull` (or a format 2 folder) has DIR/shards and the tables but no
+    generations/: readers read the view under the shared lock; the next screening makes one."""
+    import shutil
+
+    from synthdata.health import status, verify
+    from synthdata.loader import load
+    from synthdata.snapshot import open_snapshot
+
+    root = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
+    shutil.rmtree(root / "generations")
+    with open_snapshot(root) as snap:
+        assert not snap.pinned and snap.screened
+        assert [t.parent for t in snap.accepted_tars()] == [root / "shards"] * len(snap.accepted_tars())
+    assert verify(root).ok and status(root)["screening"]["generation"] is None
+    dataset, _ = load(root, decode=False)
+    assert dataset.snapshot is None and len(list(dataset)) == 29
+    screen_with_reference(root, planted_reference(root, tmp_path / "real"))
+    generation = DatasetFolder(root).screening_generation()["generation"]
+    assert [p.name for p in (root / "generations").iterdir()] == [generation]
+    assert verify(root).ok
