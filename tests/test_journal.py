@@ -99,3 +99,16 @@ def test_records_stay_inside_the_folder(tmp_path):
     with pytest.raises(OutputError, match="outside the output folder"):
         journal.recover(folder)
     assert (tmp_path / "precious").read_text() == "keep"
+
+
+def test_what_a_killed_writer_left_under_a_temporary_name_is_swept(tmp_path):
+    folder = DatasetFolder(tmp_path)
+    folder.raw_dir.mkdir()
+    folder.embeddings_dir.mkdir()
+    left = [tmp_path / ".spec.yaml.tmp-4242", folder.raw_dir / ".shard-000001.tar.tmp-4242",
+            folder.embeddings_dir / ".shard-000000.emb-ab.npz.tmp-77", tmp_path / ".screening.parquet.link-9"]
+    for path in left:
+        path.write_bytes(b"half")
+    (tmp_path / "spec.yaml").write_text("kept")
+    acquire_lock(tmp_path).release()
+    assert not any(p.exists() for p in left) and (tmp_path / "spec.yaml").read_text() == "kept"

@@ -157,13 +157,25 @@ def cleanup(folder: DatasetFolder) -> None:
     empty_trash(folder)
 
 
+def _sweep_temporaries(folder: DatasetFolder) -> None:
+    """Remove what a killed writer left half-written under a temporary name (`fsutil`: files
+    `.NAME.tmp-PID` and `.NAME.link-PID`) in DIR and the folders workers write into."""
+    for place in (folder.root, folder.raw_dir, folder.embeddings_dir, folder.workers_dir):
+        for pattern in (".*.tmp-*", ".*.link-*"):
+            for path in place.glob(pattern) if place.is_dir() else []:
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+
+
 def recover(folder: DatasetFolder) -> str | None:
     """Finish a committed change, or roll back a staged one; return the op finished, if any.
 
-    Call with the folder's run lock held (one writer at a time).
+    Call with the folder's run lock held, before any work starts (one writer at a time; what
+    lies under a temporary name then is what a killed writer left).
     """
     if not folder.root.is_dir():
         return None
+    _sweep_temporaries(folder)
     record = pending(folder)
     if record is not None:
         finish(folder, record)
