@@ -9,10 +9,13 @@ DIR/plan.json                format_version, dataset name, spec and plan hashes,
 DIR/plan.parquet             every planned sample
 DIR/run.json                 run record (spec/plan hashes, model, libraries, engine, timings)
 DIR/raw/shard-NNNNNN.tar     generated samples; beside each .parquet rows and .done.json marker
-DIR/shards/shard-NNNNNN.tar  accepted samples only (what consumers read)
-DIR/shards/.screening.json   the screening generation the accepted shards belong to
-DIR/screening.parquet        per sample: nearest real ids, similarities, decision
-DIR/screening_report.json    (+ .png) decisions, threshold and how it was set
+DIR/shards/shard-NNNNNN.tar  accepted samples only (what consumers read): the published view of
+                             the current screening generation (hard links to its files)
+DIR/shards/.screening.json   the generation record: id, token, accepted tar and table sha256
+DIR/screening.parquet        per sample: nearest real ids, similarities, decision (view, as above)
+DIR/screening_report.json    (+ .png) decisions, threshold and how it was set (view, as above)
+DIR/generations/<id>/        one committed screening, immutable: shards/ (+ .screening.json),
+                             screening.parquet, screening_report.json/.png (`synthdata.generations`)
 DIR/embeddings/              screening embeddings of raw shards (re-screening costs a search)
 DIR/manifest.parquet         one row per sample, accepted or not: the auditor's table
 DIR/stats.json               deterministic counts (the DVC metric)
@@ -22,9 +25,18 @@ DIR/README.md                dataset card
 DIR/report/contact-LABEL.png contact sheet per label
 DIR/workers/                 one record per worker process and slot
 DIR/evaluation/              evaluation.json and plots (`synthdata evaluate`)
-DIR/.synthdata.lock          one run at a time
-DIR/.screening/              screening's staging area
+DIR/.synthdata.lock          one run at a time (never deleted)
+DIR/.screening.lock          brief: resolving or publishing a screening generation (never deleted)
+DIR/.screening/              screening's per-shard staging (decisions, accepted tars)
+DIR/.staging/                staged files of the change being committed (`synthdata.journal`)
+DIR/.commit.json             the commit record of a change not yet finished
+DIR/.trash/                  what a change removed, deleted last
+DIR/.pins/<id>/              readers' pins on a generation (`synthdata.snapshot`)
 ```
+
+A `DatasetFolder` names where things are; a pinned `synthdata.snapshot.Snapshot` (a subclass)
+reads the screening outputs from its generation instead, and `DatasetFolder(x)` returns `x`
+itself when `x` is already a folder, so a snapshot can be passed wherever a folder is read.
 """
 
 from __future__ import annotations
@@ -68,7 +80,17 @@ class ShardState:
     marker: dict | None = None
 
 
-class DatasetFolder:
+class _FolderType(type):
+    """`DatasetFolder(folder)` is `folder` itself: a folder, or a pinned snapshot of one, passes
+    through code that wraps whatever it is given in a DatasetFolder."""
+
+    def __call__(cls, root=None, *args, **kwargs):
+        if cls is DatasetFolder and isinstance(root, DatasetFolder):
+            return root
+        return super().__call__(root, *args, **kwargs)
+
+
+class DatasetFolder(metaclass=_FolderType):
     """Paths and state of one dataset folder (it need not exist yet)."""
 
     SPEC = "spec.yaml"
@@ -93,11 +115,19 @@ class DatasetFolder:
     SCREENING_LOCK = ".screening.lock"
     STAGING = ".screening"
     GENERATION = ".screening.json"
+    GENERATIONS = "generations"
+    COMMIT = ".commit.json"
+    STAGING_AREA = ".staging"
+    TRASH = ".trash"
+    PINS = ".pins"
 
-    # Every top-level entry synthdata writes (what a reset of a dataset folder may remove).
+    # Lock files: never removed (a process waiting on a deleted one would lock a ghost).
+    LOCKS = (LOCK, SCREENING_LOCK)
+    # Every top-level entry synthdata writes (the rest of a folder is foreign to it).
     ENTRIES = (SPEC, PLAN_INFO, PLAN, RUN, MANIFEST, SCREENING, SCREENING_REPORT, SCREENING_PLOT,
                STATS, CARD, RAW, SHARDS, EMBEDDINGS, WORKERS, REPORT, EVALUATION, COHORT,
-               COHORT_REPORT, LOCK, SCREENING_LOCK, STAGING)
+               COHORT_REPORT, LOCK, SCREENING_LOCK, STAGING, GENERATIONS, COMMIT, STAGING_AREA,
+               TRASH, PINS)
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -105,61 +135,69 @@ class DatasetFolder:
     def __repr__(self) -> str:
         return f"DatasetFolder({str(self.root)!r})"
 
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def _path(self, name: str) -> Path:
+        """Where the top-level entry `name` is read and written: DIR/<name>. Subclasses redirect
+        some entries (a snapshot's screening outputs, a change's staged files)."""
+        return self.root / name
+
     # -- files of the whole dataset --------------------------------------------------------
     @property
     def spec_file(self) -> Path:
         """DIR/spec.yaml."""
-        return self.root / self.SPEC
+        return self._path(self.SPEC)
 
     @property
     def plan_info_file(self) -> Path:
         """DIR/plan.json."""
-        return self.root / self.PLAN_INFO
+        return self._path(self.PLAN_INFO)
 
     @property
     def plan_file(self) -> Path:
         """DIR/plan.parquet."""
-        return self.root / self.PLAN
+        return self._path(self.PLAN)
 
     @property
     def run_file(self) -> Path:
         """DIR/run.json."""
-        return self.root / self.RUN
+        return self._path(self.RUN)
 
     @property
     def manifest_file(self) -> Path:
         """DIR/manifest.parquet."""
-        return self.root / self.MANIFEST
+        return self._path(self.MANIFEST)
 
     @property
     def screening_file(self) -> Path:
         """DIR/screening.parquet."""
-        return self.root / self.SCREENING
+        return self._path(self.SCREENING)
 
     @property
     def screening_report_file(self) -> Path:
         """DIR/screening_report.json."""
-        return self.root / self.SCREENING_REPORT
+        return self._path(self.SCREENING_REPORT)
 
     @property
     def screening_plot_file(self) -> Path:
         """DIR/screening_report.png."""
-        return self.root / self.SCREENING_PLOT
+        return self._path(self.SCREENING_PLOT)
 
     @property
     def stats_file(self) -> Path:
         """DIR/stats.json."""
-        return self.root / self.STATS
+        return self._path(self.STATS)
 
     @property
     def cohort_file(self) -> Path:
         """DIR/cohort.json: the cohort table's summary and the requested distribution."""
-        return self.root / self.COHORT
+        return self._path(self.COHORT)
 
     @property
     def cohort_report_file(self) -> Path:
         """DIR/cohort_report.json: requested vs planned vs realized joint distributions."""
-        return self.root / self.COHORT_REPORT
+        return self._path(self.COHORT_REPORT)
 
     @property
     def cohort_plot_file(self) -> Path:
@@ -169,7 +207,7 @@ class DatasetFolder:
     @property
     def card_file(self) -> Path:
         """DIR/README.md (the dataset card)."""
-        return self.root / self.CARD
+        return self._path(self.CARD)
 
     @property
     def lock_file(self) -> Path:
@@ -190,37 +228,66 @@ class DatasetFolder:
     @property
     def raw_dir(self) -> Path:
         """DIR/raw: generated shards."""
-        return self.root / self.RAW
+        return self._path(self.RAW)
 
     @property
     def shards_dir(self) -> Path:
         """DIR/shards: accepted shards."""
-        return self.root / self.SHARDS
+        return self._path(self.SHARDS)
 
     @property
     def embeddings_dir(self) -> Path:
         """DIR/embeddings."""
-        return self.root / self.EMBEDDINGS
+        return self._path(self.EMBEDDINGS)
 
     @property
     def workers_dir(self) -> Path:
         """DIR/workers."""
-        return self.root / self.WORKERS
+        return self._path(self.WORKERS)
 
     @property
     def report_dir(self) -> Path:
         """DIR/report."""
-        return self.root / self.REPORT
+        return self._path(self.REPORT)
 
     @property
     def evaluation_dir(self) -> Path:
         """DIR/evaluation."""
-        return self.root / self.EVALUATION
+        return self._path(self.EVALUATION)
 
     @property
     def staging_dir(self) -> Path:
-        """DIR/.screening: screening's staging area."""
+        """DIR/.screening: screening's per-shard staging area."""
         return self.root / self.STAGING
+
+    @property
+    def generations_dir(self) -> Path:
+        """DIR/generations: committed screening generations."""
+        return self.root / self.GENERATIONS
+
+    def generation_dir(self, generation: str) -> Path:
+        """DIR/generations/<id>."""
+        return self.generations_dir / generation
+
+    @property
+    def commit_file(self) -> Path:
+        """DIR/.commit.json: the record of a change not yet finished."""
+        return self.root / self.COMMIT
+
+    @property
+    def staging_area(self) -> Path:
+        """DIR/.staging: files of the change being committed."""
+        return self.root / self.STAGING_AREA
+
+    @property
+    def trash_dir(self) -> Path:
+        """DIR/.trash: what a change removed, deleted last."""
+        return self.root / self.TRASH
+
+    @property
+    def pins_dir(self) -> Path:
+        """DIR/.pins: readers' pins on generations."""
+        return self.root / self.PINS
 
     # -- per shard -------------------------------------------------------------------------
     def raw_tar(self, shard: int) -> Path:
@@ -261,6 +328,10 @@ class DatasetFolder:
         try:
             return json.loads(self.plan_info_file.read_text())
         except FileNotFoundError:
+            if self.commit_file.is_file():
+                raise OutputError(f"{self.root}: an interrupted change is committed but not yet "
+                                  f"finished ({self.COMMIT}); any synthdata command that writes "
+                                  "here (plan, run, screen, report) finishes it") from None
             raise OutputError(f"{self.root} is not a synthdata dataset folder (no {self.PLAN_INFO}); "
                               "expected the output folder of `synthdata run`") from None
         except (OSError, json.JSONDecodeError) as exc:
@@ -344,9 +415,10 @@ class DatasetFolder:
 
     @contextlib.contextmanager
     def screening_lock(self, exclusive: bool = False) -> Iterator[None]:
-        """Hold the screening lock: shared to read accepted shards and screening.parquet as one
-        consistent snapshot, exclusive to commit a new screening. A reader of a folder that
-        has no lock file (a read-only copy) needs none: nothing can be committing there."""
+        """Hold the screening lock: shared while a reader resolves and pins a generation (or, in a
+        folder without generations, reads DIR/shards and screening.parquet as one snapshot),
+        exclusive while a writer publishes a generation or removes unpinned ones. Held briefly.
+        A reader of a folder that has no lock file (a read-only copy) needs none."""
         if not exclusive and not self.screening_lock_file.is_file():
             yield
             return

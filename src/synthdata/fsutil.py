@@ -63,6 +63,29 @@ def write_json_atomic(path: str | Path, data: object) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Make `dst` the same file as `src`: a hard link (no bytes copied), or a copy where the file
+    system has none. `dst` must not exist."""
+    import errno
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK, errno.EOPNOTSUPP):
+            raise
+        shutil.copyfile(src, dst)
+
+
+def replace_with_link(src: str | Path, dst: str | Path) -> None:
+    """Atomically make `dst` (a file, existing or not) the same file as `src`."""
+    final = Path(dst)
+    tmp = final.with_name(f".{final.name}.link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    link_or_copy(src, tmp)
+    os.replace(tmp, final)
+
+
 def confined(root: str | Path, relative: str | Path) -> Path:
     """root/relative, refusing anything that would land outside root."""
     base = Path(root).resolve()

@@ -8,8 +8,11 @@ Both read the folder alone: an auditor needs neither the model nor the real data
   exist; and what a rerun of `synthdata run` would do.
 - `verify`: re-hashes every raw tar against its completion marker, every PNG against the
   recorded rows, every accepted tar against the screening generation record, and checks that the
-  manifest, screening.parquet and the accepted shards tell the same story. Any mismatch is a
-  problem; `synthdata verify` exits 1 when there is one.
+  manifest, screening.parquet and the accepted shards tell the same story; then that the
+  published view (DIR/shards, DIR/screening.parquet) is the generation's bytes and that no
+  change is left half-done. Any mismatch is a problem; `synthdata verify` exits 1 when there is one.
+
+Both read one pinned screening generation (`synthdata.snapshot`) and never write.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from synthdata import records
+from synthdata import journal, records
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import sha256_file
+from synthdata.snapshot import Snapshot, open_snapshot
 
 
 def _screening_meta(folder: DatasetFolder) -> dict:
@@ -34,9 +38,22 @@ def _screening_meta(folder: DatasetFolder) -> dict:
     return {k.decode(): v.decode() for k, v in meta.items()}
 
 
+def _manifest_generation(folder: DatasetFolder) -> str | None:
+    """The screening generation manifest.parquet describes (its metadata), or None."""
+    if not folder.manifest_file.is_file():
+        return None
+    return ((pq.read_schema(folder.manifest_file).metadata or {}).get(b"generation") or b"").decode() or None
+
+
 def status(out_dir: str | Path) -> dict:
     """The folder's state and what a rerun would do, as JSON-able data."""
-    folder = DatasetFolder(out_dir)
+    with open_snapshot(out_dir) as snap:
+        return _status(snap)
+
+
+def _status(folder: Snapshot) -> dict:
+    from synthdata.generations import retained
+
     info = folder.plan_info()
     shards = int(info["shards"])
     states = [folder.shard_state(s, info["plan_hash"]) for s in range(shards)]
@@ -48,12 +65,18 @@ def status(out_dir: str | Path) -> dict:
     current = {str(s): (folder.marker(s) or {}).get("tar_sha256") for s in complete}
     generation = folder.screening_generation()
     screening_current = bool(meta) and screened_tars == current
+    pending = journal.pending(folder)
+    described = _manifest_generation(folder)
+    records_current = folder.manifest_file.is_file() and (
+        described is None or described == (folder.generation or "none"))
     rerun = []
+    if pending is not None:
+        rerun.append(f"finish the interrupted {pending['op']} (committed, not yet in place)")
     if incomplete:
         rerun.append(f"generate {len(incomplete)} shard(s): {sorted(incomplete)}")
     if not screening_current or incomplete:
         rerun.append("screen" + ("" if meta else " (never screened)"))
-    if rerun or not folder.manifest_file.is_file():
+    if rerun or not records_current:
         rerun.append("record (manifest, stats, card, contact sheets)")
     return {
         "dataset": info.get("name"), "dir": str(folder.root.resolve()),
@@ -66,13 +89,16 @@ def status(out_dir: str | Path) -> dict:
                       "against_real_images": state == records.SCREENED,
                       "says": records.SCREENING_STATES[state],
                       "covers_current_shards": screening_current,
-                      "token": meta.get("token"),
+                      "token": meta.get("token"), "generation": folder.generation,
                       "accepted_shards": len(folder.accepted_tars()),
                       "consistent": generation is not None and generation.get("token") == meta.get("token")
-                      if meta else None},
-        "records": {name: path.is_file() for name, path in (
+                      if meta else None,
+                      "retained_generations": retained(folder)},
+        "commit_pending": None if pending is None else pending["op"],
+        "records": {**{name: path.is_file() for name, path in (
             ("manifest", folder.manifest_file), ("stats", folder.stats_file),
             ("run", folder.run_file), ("card", folder.card_file))},
+            "current": records_current},
         "rerun_would": rerun or ["nothing: the dataset is complete"],
     }
 
@@ -186,12 +212,36 @@ def _verify_tables(folder: DatasetFolder, result: Verification, raw_pngs: dict[s
                                    f"{'not ' if row['key'] not in accepted else ''}in {folder.SHARDS}/")
 
 
+def _verify_view(snap: Snapshot, result: Verification) -> None:
+    """The published view and the journal: what plain readers of DIR see is the generation."""
+    plain = DatasetFolder(snap.root)
+    pending = journal.pending(plain)
+    if pending is not None:
+        result.problems.append(f"{plain.COMMIT}: an interrupted {pending['op']} is committed but not "
+                               "yet in place; any synthdata command that writes (run, screen, "
+                               "report) finishes it")
+    if snap.generation is None:
+        return
+    view = plain.screening_generation()
+    if view != snap.screening_generation():
+        result.problems.append(f"{plain.SHARDS}/{plain.GENERATION} does not name generation "
+                               f"{snap.generation}, the committed one")
+        return
+    for name, sha in (view or {}).get("accepted_tars", {}).items():
+        if not (plain.shards_dir / name).is_file() or sha256_file(plain.shards_dir / name) != sha:
+            result.problems.append(f"{plain.SHARDS}/{name}: not generation {snap.generation}'s bytes")
+    for name, sha in (view or {}).get("files", {}).items():
+        if not (plain.root / name).is_file() or sha256_file(plain.root / name) != sha:
+            result.problems.append(f"{name}: not generation {snap.generation}'s bytes")
+
+
 def verify(out_dir: str | Path) -> Verification:
     """Re-hash the folder's tars and check its tables against them (see module docstring)."""
-    folder = DatasetFolder(out_dir).require()
-    result = Verification(str(folder.root.resolve()))
-    with folder.screening_lock():
-        raw_pngs = _verify_raw(folder, result)
-        accepted = _verify_accepted(folder, result, raw_pngs)
-        _verify_tables(folder, result, raw_pngs, accepted)
+    DatasetFolder(out_dir).require()
+    with open_snapshot(out_dir) as snap:
+        result = Verification(str(snap.root.resolve()))
+        raw_pngs = _verify_raw(snap, result)
+        accepted = _verify_accepted(snap, result, raw_pngs)
+        _verify_tables(snap, result, raw_pngs, accepted)
+        _verify_view(snap, result)
     return result

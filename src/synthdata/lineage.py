@@ -29,10 +29,11 @@ class LineageError(SynthdataError):
     """A key or dataset folder that lineage/reproduce cannot follow."""
 
 
-def folder_spec(out_dir: str | Path) -> Spec:
+def folder_spec(out_dir: str | Path, *, write: bool = False) -> Spec:
     """The dataset's recorded spec, read structurally: the model, adapters and reference data
-    need not exist on this machine (auditing a copy)."""
-    folder = DatasetFolder(out_dir).require()
+    need not exist on this machine (auditing a copy). With `write`, the folder's format must be
+    one this synthdata can add to (`synthdata screen`)."""
+    folder = DatasetFolder(out_dir).require(write=write)
     if not folder.spec_file.is_file():
         raise LineageError(f"{folder.root} is not a synthdata dataset folder (no {folder.SPEC})")
     return load_spec(folder.spec_file, check_files=False)
@@ -133,15 +134,15 @@ def _call_of(out_dir: Path, spec: Spec, shard: int, key: str) -> list[dict]:
     raise LineageError(f"{key!r} is not in the plan of shard {shard}")
 
 
-def _accepted_tar(root: Path, shard: int, key: str) -> tuple[bool | None, str | None]:
-    """(accepted shards exist, the accepted tar holding key relative to root): same-numbered tar first."""
-    folder = DatasetFolder(root)
+def _accepted_tar(folder: DatasetFolder, shard: int, key: str) -> tuple[bool | None, str | None]:
+    """(accepted shards exist, the accepted tar holding key relative to the folder): the
+    same-numbered tar first."""
     if not folder.shards_dir.is_dir():
         return None, None
     same = folder.accepted_tar(shard)
     if same.is_file() and f"{key}.png" in records.tar_members(same):
         return True, folder.relative(same)
-    return True, (records.accepted_keys(root) or {}).get(key)
+    return True, (records.accepted_keys(folder) or {}).get(key)
 
 
 def worker_record(out_dir: str | Path, shard: int) -> dict | None:
@@ -158,9 +159,16 @@ def worker_record(out_dir: str | Path, shard: int) -> dict | None:
 
 
 def lineage(out_dir: str | Path, key: str) -> dict:
-    """The whole chain of one sample, as JSON-able data (see module docstring)."""
-    root = Path(out_dir)
-    folder = DatasetFolder(root)
+    """The whole chain of one sample, as JSON-able data (see module docstring), read from one
+    pinned screening generation (`synthdata.snapshot`)."""
+    from synthdata.snapshot import open_snapshot
+
+    with open_snapshot(out_dir) as snap:
+        return _lineage(snap, key)
+
+
+def _lineage(folder: DatasetFolder, key: str) -> dict:
+    root = folder.root
     spec = folder_spec(root)
     index = _index_of(key, spec)
     from synthdata.spec import spec_hash
@@ -179,8 +187,8 @@ def lineage(out_dir: str | Path, key: str) -> dict:
     meta = json.loads(meta_bytes) if meta_bytes else {}
     png = read_member(raw_tar, f"{key}.png") if meta_bytes else None
     recorded = _recorded_row(root, shard, key)
-    accepted, accepted_tar = _accepted_tar(root, shard, key)
-    screening = (records.screening_results(root, key) or {}).get(key)
+    accepted, accepted_tar = _accepted_tar(folder, shard, key)
+    screening = (records.screening_results(folder, key) or {}).get(key)
     run = records.read_run_record(root) or {}
     call = _call_of(root, spec, shard, key)
     call_keys = [r["key"] for r in call]

@@ -20,7 +20,12 @@ most as many workers as there are shards (extra workers get nothing and finish a
 
 Where the data comes from:
 - a dataset folder (`split_shards="shards"`, the accepted samples; `"raw"` for everything
-  generated; when screening never ran and there is no `shards/`, `raw/` is used, with a warning);
+  generated; when screening never ran and there is no `shards/`, `raw/` is used, with a warning).
+  The accepted samples are read from one pinned screening generation
+  (`DIR/generations/<id>/shards/`, `synthdata.snapshot`) for as long as the returned pipeline
+  lives (its `snapshot`; `pipeline.snapshot.close()` releases it early): a re-screening
+  while a job trains neither changes its samples nor removes its files. Complete raw shards
+  are never rewritten, so `"raw"` needs no pin;
 - a folder of tars or a single tar;
 - DVC: pass `repo=` (a local path or git URL of a DVC repository) and/or `rev=`, with the
   path relative to that repository; or just a local path inside a DVC repository whose tars
@@ -171,34 +176,50 @@ def _spec_near(tar: str, src: _Source) -> str | None:
 
 
 def _shard_tars(folder: str, src: _Source) -> list[str]:
-    """The shard tars of a dataset's raw/ or shards/ folder (only shard-NNNNNN.tar). Locally the
-    list is taken under the folder's shared screening lock, so it is one screening's shards."""
+    """The shard tars of a dataset's raw/ or shards/ folder (only shard-NNNNNN.tar)."""
     from synthdata.folder import shard_of
 
     if not src.isdir(folder):
         return []
+    return [t for t in src.tars(folder) if shard_of(t.rsplit("/", 1)[-1]) is not None]
+
+
+def _accepted(p: str, src: _Source):
+    """(accepted tars, pinned snapshot or None) of a dataset folder; ([], None) when not screened."""
     if src.fs is not None:
-        return [t for t in src.tars(folder) if shard_of(t.rsplit("/", 1)[-1]) is not None]
-    with _Folder(_parent(folder)).screening_lock():
-        return [t for t in src.tars(folder) if shard_of(Path(t).name) is not None]
+        folder = f"{p}/{_Folder.SHARDS}"
+        return _shard_tars(folder, src), None
+    from synthdata.snapshot import open_snapshot
+
+    snap = open_snapshot(p)
+    if not snap.screened:
+        snap.close()
+        return [], None
+    tars = [str(t) for t in snap.accepted_tars()]
+    if not snap.pinned:  # a folder without generations: its listing was one screening's
+        snap.close()
+        return tars, None
+    return tars, snap
 
 
-def _resolve(path: str, split: str, src: _Source) -> tuple[list[str], str | None]:
-    """(shard urls, spec.yaml path or None) of a dataset folder, folder of tars or tar."""
+def _resolve(path: str, split: str, src: _Source) -> tuple[list[str], str | None, Any]:
+    """(shard urls, spec.yaml path or None, pinned snapshot or None) of a dataset folder,
+    folder of tars or tar."""
     p = path.rstrip("/") or "."
     if p.endswith(".tar"):
-        return [p], _spec_near(p, src)
+        return [p], _spec_near(p, src), None
     if src.isfile(f"{p}/{_Folder.SPEC}"):
         if split not in SPLITS:
             raise ValueError(f"split_shards must be one of {SPLITS}, got {split!r}")
-        folder = f"{p}/{split}"
-        if split == _Folder.SHARDS and not src.isdir(folder) and not src.isfile(f"{p}/{_Folder.SCREENING}"):
+        if split == _Folder.SHARDS:
+            if src.isdir(f"{p}/{split}") or src.isfile(f"{p}/{_Folder.SCREENING}"):
+                tars, snap = _accepted(p, src)
+                return tars, f"{p}/{_Folder.SPEC}", snap
             warnings.warn(f"{p}: no accepted shards (screening has not run); loading raw/ instead",
                           stacklevel=3)
-            folder = f"{p}/{_Folder.RAW}"
-        return _shard_tars(folder, src), f"{p}/{_Folder.SPEC}"
+        return _shard_tars(f"{p}/{_Folder.RAW}", src), f"{p}/{_Folder.SPEC}", None
     tars = src.tars(p) if src.isdir(p) else []
-    return tars, (_spec_near(tars[0], src) if tars else None)
+    return tars, (_spec_near(tars[0], src) if tars else None), None
 
 
 def load(source: str | Path | Sequence[str | Path], labels: Iterable[str] | None = None,
@@ -220,17 +241,20 @@ def load(source: str | Path | Sequence[str | Path], labels: Iterable[str] | None
     nodesplitter / workersplitter: how shards are divided between ranks and DataLoader workers.
     """
     src = _Source(repo, rev)
+    snap = None
     if isinstance(source, (list, tuple)):
         urls = [str(s) for s in source]
         spec_path = _spec_near(urls[0], src) if urls else None
     else:
-        urls, spec_path = _resolve(str(source), split_shards, src)
+        urls, spec_path, snap = _resolve(str(source), split_shards, src)
         local_missing = src.fs is None and (not urls or not all(Path(u).is_file() for u in urls))
         if local_missing:
             found = _dvc_fallback(Path(source))
             if found is not None:
+                if snap is not None:
+                    snap.close()
                 src = _Source(found[0], None)
-                urls, spec_path = _resolve(found[1], split_shards, src)
+                urls, spec_path, snap = _resolve(found[1], split_shards, src)
     if not urls:
         raise FileNotFoundError(f"no shards (.tar) found for {source!r} (split {split_shards!r}"
                                 f"{', DVC repo ' + str(src.repo) if src.fs else ''})")
@@ -260,4 +284,6 @@ def load(source: str | Path | Sequence[str | Path], labels: Iterable[str] | None
     if shuffle:
         stages.append(wds.shuffle(shuffle, seed=seed))
     stages.append(wds.map(_ToTuple(decode, mode), handler=handler))
-    return wds.DataPipeline(*stages), label_map
+    pipeline = wds.DataPipeline(*stages)
+    pipeline.snapshot = snap  # the pin lives as long as the pipeline (released when collected)
+    return pipeline, label_map

@@ -15,13 +15,13 @@ without top-up) may change; `DIR/spec.yaml` is rewritten to what ran last.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import filelock
 import yaml
 
+from synthdata import generations, journal
 from synthdata import plan as planning
 from synthdata.errors import OutputError
 from synthdata.folder import FORMAT_VERSION, DatasetFolder
@@ -93,7 +93,8 @@ def checks_identity(spec: Spec, checks: list) -> dict:
 
 
 def acquire_lock(root: str | Path, wait_seconds: float = 0) -> filelock.FileLock:
-    """Take the folder's run lock, or refuse clearly if another run holds it."""
+    """Take the folder's run lock, or refuse clearly if another run holds it; then finish or
+    roll back whatever change an interrupted command left (`recover`)."""
     folder = DatasetFolder(root)
     folder.root.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(folder.lock_file))
@@ -103,9 +104,20 @@ def acquire_lock(root: str | Path, wait_seconds: float = 0) -> filelock.FileLock
         raise OutputError(f"{folder.root}: another synthdata run is using this output folder "
                           f"(lock {folder.lock_file}); wait for it to finish or choose another --out"
                           ) from None
+    try:
+        recover(folder)
+    except BaseException:
+        lock.release()
+        raise
     return lock
 
 
+def recover(folder: DatasetFolder) -> str | None:
+    """Finish a committed change or roll back a staged one (`journal.recover`), then remove
+    screening generations no reader pins; return the op finished, if any. Run lock held."""
+    finished = journal.recover(folder)
+    generations.collect(folder)
+    return finished
 
 
 def check_identity(root: str | Path, spec: Spec) -> None:
@@ -159,12 +171,9 @@ def remove_stale_shards(root: str | Path, identity: GenerationIdentity) -> list[
     try:
         check_generation_identity(folder.root, identity)
     except OutputError:
-        removed = []
-        for path in (folder.raw_dir, folder.workers_dir):
-            if path.is_dir():
-                shutil.rmtree(path)
-                removed.append(path.name)
-        return removed
+        removed = [p for p in (folder.raw_dir, folder.workers_dir) if p.is_dir()]
+        journal.commit(folder, "reset", remove=removed)
+        return [p.name for p in removed]
     return []
 
 
@@ -193,19 +202,29 @@ def prepare(root: str | Path, spec: Spec, identity: GenerationIdentity | None = 
                               "synthdata upgrade; use another --out")
         record_spec(folder, spec)
         return PreparedOutput(folder, s_hash, p_hash, info["shards"], replaced)
-    record_spec(folder, spec)
-    written = planning.write_plan(spec, folder.plan_file)
+    written = _commit_plan(folder, spec, s_hash)
+    return PreparedOutput(folder, s_hash, written, planning.shard_count(spec), replaced)
+
+
+def _commit_plan(folder: DatasetFolder, spec: Spec, s_hash: str) -> str:
+    """Stage plan.parquet, cohort.json, spec.yaml and plan.json, then commit them as one change
+    (`synthdata.journal`): an interrupted plan leaves either no plan or the whole plan."""
+    staged = journal.StagedFolder(folder.root, journal.stage(folder, "plan"),
+                                  (folder.PLAN, folder.COHORT, folder.SPEC, folder.PLAN_INFO))
+    written = planning.write_plan(spec, staged.plan_file)
     if spec.cohort is not None:
         from synthdata.cohort.report import write_cohort_summary
 
-        write_cohort_summary(spec, folder)
+        write_cohort_summary(spec, staged)
+    write_text_atomic(staged.spec_file, resolved_yaml(spec))
     counts = planning.label_counts(spec)
-    write_json_atomic(folder.plan_info_file, {
+    write_json_atomic(staged.plan_info_file, {
         "format_version": FORMAT_VERSION, "name": spec.name, "spec_hash": s_hash,
         "plan_hash": written, "count": sum(counts.values()), "label_counts": counts,
         "shards": planning.shard_count(spec), "shard_size": spec.shards.size,
         "batch_size": spec.generator.batch_size})
-    return PreparedOutput(folder, s_hash, written, planning.shard_count(spec), replaced)
+    journal.commit(folder, "plan", moves=staged.moves())
+    return written
 
 
 def record_spec(folder: DatasetFolder, spec: Spec) -> None:

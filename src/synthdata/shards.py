@@ -118,6 +118,7 @@ def write_tar(path: str | Path, samples: Iterable[Sample]) -> WrittenTar:
             writer.add_sample(sample)
             n += 1
         writer.close()
+    fault("shards.after_tar", path)
     return WrittenTar(n, hashed.sha256.hexdigest(), hashed.size)
 
 
@@ -125,11 +126,13 @@ def write_marker(folder: DatasetFolder, shard: int, info: dict, written: Written
     """Write a shard's completion marker (tar size and sha256 included): the last file a shard
     writes. `written` (from write_tar) saves reading the tar again to hash it."""
     tar = folder.raw_tar(shard)
+    fault("shards.before_marker", folder.raw_marker(shard))  # tar and rows in place, no commit yet
     sha, size = (written.sha256, written.size) if written else (sha256_file(tar), tar.stat().st_size)
     if size != tar.stat().st_size:
         raise OSError(f"{tar}: {tar.stat().st_size} bytes on disk, {size} written")
     write_json_atomic(folder.raw_marker(shard), {
         **info, "shard": shard, "tar": tar.name, "tar_bytes": size, "tar_sha256": sha})
+    fault("shards.after_marker", folder.raw_marker(shard))
 
 
 def clear_shard(folder: DatasetFolder, shard: int) -> None:

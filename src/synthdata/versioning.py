@@ -21,14 +21,16 @@ a stage reruns only when what it reads changed), `stamp` records an input file's
 `prepare` resets the output folder when the dataset changed (DVC removes only a stage's own
 outputs, and a synthdata output folder refuses to mix two datasets). A reset removes only
 `DatasetFolder.ENTRIES`, and only from a folder whose plan.json names the dataset and that
-holds nothing else: never a repository root or a folder of other files.
+holds nothing else: never a repository root or a folder of other files. It is a change like
+any other (`synthdata.journal`): under the folder's run lock (a running `synthdata run` makes
+it refuse), refused while a reader pins a screening generation, committed by one record, the
+entries renamed into the trash and then deleted; the lock files themselves stay.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -235,6 +237,8 @@ def reset_dataset(out_dir: str | Path, name: str) -> list[str]:
         raise VersioningError(
             f"{root} is a repository root (it holds .git or .dvc); refusing to reset it. "
             "Point the dataset's output folder (params.yaml `out`) at a folder of its own")
+    if any((root / n).exists() for n in (folder.COMMIT, folder.TRASH, folder.STAGING_AREA)):
+        _recover(folder)  # an interrupted change (a reset, too) is finished or rolled back first
     names = {p.name for p in root.iterdir()}
     ours = [n for n in DATASET_ENTRIES if n in names]
     foreign = sorted(names - set(DATASET_ENTRIES) - {".gitignore"})
@@ -243,6 +247,7 @@ def reset_dataset(out_dir: str | Path, name: str) -> list[str]:
         raise VersioningError(
             f"{root} holds files synthdata did not write ({shown}); refusing to reset it. "
             "Point the dataset's output folder at a folder of its own, or move those files")
+    ours = [n for n in ours if n not in (*DatasetFolder.LOCKS, DatasetFolder.COMMIT)]
     if not ours:
         return []
     if not folder.plan_info_file.is_file():
@@ -259,14 +264,8 @@ def reset_dataset(out_dir: str | Path, name: str) -> list[str]:
             f"{root} holds dataset {found!r} (its {folder.PLAN_INFO}), not {name!r}; refusing to "
             "reset another dataset. Use another output folder, or delete this one yourself "
             "(e.g. after renaming the dataset)")
-    removed = []
-    for entry in ours:
-        p = root / entry
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-        removed.append(entry)
+    _commit_reset(folder)
+    removed = list(ours)
     ignore = root / ".gitignore"
     if ignore.is_file():  # DVC lists a stage's outputs there; drop it when it lists nothing else
         entries = {line.strip() for line in ignore.read_text().splitlines()} - {""}
@@ -274,6 +273,42 @@ def reset_dataset(out_dir: str | Path, name: str) -> list[str]:
             ignore.unlink()
             removed.append(".gitignore")
     return removed
+
+
+def _recover(folder: DatasetFolder) -> None:
+    from synthdata.outputs import acquire_lock
+
+    try:
+        acquire_lock(folder.root).release()  # taking the lock finishes what was interrupted
+    except SynthdataError as exc:
+        raise VersioningError(f"{exc}; refusing to reset it now") from None
+
+
+def _commit_reset(folder: DatasetFolder) -> None:
+    """Remove the dataset's entries as one committed change, under the run lock and, so that no
+    reader pins a generation between the check and the removal, the exclusive screening lock."""
+    from synthdata import journal
+    from synthdata.outputs import acquire_lock
+    from synthdata.snapshot import live_pins
+
+    try:
+        lock = acquire_lock(folder.root)
+    except SynthdataError as exc:
+        raise VersioningError(f"{exc}; refusing to reset it now") from None
+    try:
+        with folder.screening_lock(exclusive=True):
+            on_disk = sorted(folder.generations_dir.iterdir()) if folder.generations_dir.is_dir() else []
+            readers = {p.name: n for p in on_disk if (n := len(live_pins(folder, p.name)))}
+            if readers:
+                raise VersioningError(
+                    f"{folder.root}: {sum(readers.values())} reader(s) (e.g. a training job's "
+                    f"synthdata.load) still read screening generation(s) {', '.join(readers)}; "
+                    "refusing to reset it under them. Stop them, or wait, and try again")
+            entries = [n for n in DATASET_ENTRIES if (folder.root / n).exists() and n not in
+                       (*DatasetFolder.LOCKS, DatasetFolder.COMMIT, DatasetFolder.TRASH)]
+            journal.commit(folder, "reset", remove=[folder.root / n for n in entries])
+    finally:
+        lock.release()
 
 
 def resolve_spec(spec_path: str | Path, folder: str | Path,

@@ -67,6 +67,32 @@ def test_verify_finds_a_manifest_that_disagrees(screened_dataset, tmp_path):
     assert any("manifest.parquet" in p and "accepted=" in p for p in json.loads(result.output)["problems"])
 
 
+def test_status_and_verify_name_a_commit_left_half_done(screened_dataset, tmp_path, monkeypatch):
+    from tests.lineage.conftest import planted_reference, screen_with_reference
+
+    copy = copy_dataset(screened_dataset, tmp_path / "copy")
+    reference = planted_reference(copy, tmp_path / "real")
+    monkeypatch.setenv("SYNTHDATA_FAULT", "screening.after_record:enospc")  # disk full there
+    with pytest.raises(OSError):
+        screen_with_reference(copy, reference, threshold=0.5)
+    monkeypatch.delenv("SYNTHDATA_FAULT")
+    info = json.loads(runner.invoke(app, ["status", str(copy), "--json"]).output)
+    assert info["commit_pending"] == "screening"
+    assert info["rerun_would"][0].startswith("finish the interrupted screening")
+    assert info["screening"]["generation"] != json.loads(
+        (copy / "shards" / ".screening.json").read_text())["generation"], "readers follow the commit"
+    assert info["records"]["current"] is True and "record" in info["rerun_would"][-1]
+    result = runner.invoke(app, ["verify", str(copy), "--json"])
+    assert result.exit_code == 1
+    problems = json.loads(result.output)["problems"]
+    assert any(".commit.json: an interrupted screening is committed" in p for p in problems)
+    assert runner.invoke(app, ["screen", str(copy), "--threshold", "0.5"]).exit_code == 0
+    assert runner.invoke(app, ["verify", str(copy)]).exit_code == 0
+    info = json.loads(runner.invoke(app, ["status", str(copy), "--json"]).output)
+    assert info["commit_pending"] is None and info["records"]["current"] is True
+    assert info["rerun_would"][0] == "generate 1 shard(s): [2]", "the fixture holds 2 of 3 shards"
+
+
 @pytest.mark.parametrize("args", [[], ["demo-cxr-000000001", "--sample", "2"]])
 def test_reproduce_needs_exactly_one_of_key_and_sample(demo_dataset, args):
     result = runner.invoke(app, ["reproduce", str(demo_dataset), *args])

@@ -50,6 +50,34 @@ def test_loader_feeds_every_accepted_sample_once_per_epoch(screened_dataset):
         assert set(seen) == expected and set(seen.values()) == {1}
 
 
+def test_the_loader_pins_one_screening_for_the_life_of_its_pipeline(screened_dataset, tmp_path):
+    import gc
+
+    from synthdata.outputs import acquire_lock
+    from tests.lineage.conftest import planted_reference, screen_with_reference
+
+    root = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
+    dataset, _ = load(root, decode=False)  # a training job's pipeline
+    pinned = dataset.snapshot.generation
+    first_epoch = sorted(meta["key"] for _, _, meta in dataset)
+    assert set(first_epoch) == accepted_keys(root)
+    import pyarrow.parquet as pq
+
+    scores = sorted(r["similarity"] for r in pq.read_table(root / "screening.parquet").to_pylist()
+                    if r["decision"] == "accept")
+    stricter = scores[len(scores) // 2]  # rejects about half of what was accepted
+    screen_with_reference(root, planted_reference(root, tmp_path / "real"), threshold=stricter)
+    acquire_lock(root).release()  # a writer collects what no reader pins: not this one
+    assert sorted(meta["key"] for _, _, meta in dataset) == first_epoch, "the next epoch is the same"
+    fresh, _ = load(root, decode=False)
+    assert fresh.snapshot.generation != pinned
+    assert set(meta["key"] for _, _, meta in fresh) < set(first_epoch), "stricter: fewer accepted"
+    del dataset
+    gc.collect()  # the pipeline is gone, and with it the pin
+    acquire_lock(root).release()
+    assert [p.name for p in DatasetFolder(root).generations_dir.iterdir()] == [fresh.snapshot.generation]
+
+
 def test_loader_filters_labels_and_reads_raw(screened_dataset):
     dataset, label_map = load(screened_dataset, labels=["effusion"], split_shards="raw", decode=False)
     assert label_map == {"effusion": 2}
@@ -179,10 +207,31 @@ def test_reset_removes_only_what_synthdata_writes(screened_dataset, tmp_path):
     out = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
     (out / ".gitignore").write_text("/raw\n/shards\n")  # as DVC writes it for stage outputs
     removed = reset_dataset(out, "demo-cxr")
-    assert {"raw", "shards", "spec.yaml", "plan.parquet", "manifest.parquet", "README.md",
-            ".gitignore"} <= set(removed)
+    assert {"raw", "shards", "generations", "spec.yaml", "plan.parquet", "manifest.parquet",
+            "README.md", ".gitignore"} <= set(removed)
     assert set(removed) - {".gitignore"} <= set(DatasetFolder.ENTRIES)
-    assert list(out.iterdir()) == []
+    assert not set(removed) & set(DatasetFolder.LOCKS), "a lock file is never deleted"
+    assert {p.name for p in out.iterdir()} <= set(DatasetFolder.LOCKS), "nothing but the locks left"
+
+
+def test_reset_takes_the_run_lock_and_spares_pinned_generations(screened_dataset, tmp_path):
+    from synthdata.outputs import acquire_lock
+    from synthdata.snapshot import open_snapshot
+
+    out = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
+    lock = acquire_lock(out)  # a run in progress
+    before = _tree(out)
+    try:
+        with pytest.raises(VersioningError, match="another synthdata run is using this output folder"):
+            reset_dataset(out, "demo-cxr")
+    finally:
+        lock.release()
+    with open_snapshot(out) as snap:  # a training job reading the accepted shards
+        with pytest.raises(VersioningError, match=f"still read screening generation.*{snap.generation}"):
+            reset_dataset(out, "demo-cxr")
+        assert [p.name for p in snap.accepted_tars() if p.is_file()], "its files are still there"
+    assert _tree(out) == before, "a refused reset changes nothing"
+    assert "raw" in reset_dataset(out, "demo-cxr")
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -246,4 +295,4 @@ def test_prepare_keeps_the_same_dataset_and_resets_another(screened_dataset, tmp
     spec["seed"] = 1
     spec_file.write_text(yaml.safe_dump(spec))
     assert prepare_folder(spec_file, out) == "reset"
-    assert sorted(p.name for p in out.iterdir()) == []
+    assert {p.name for p in out.iterdir()} <= set(DatasetFolder.LOCKS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -124,9 +125,12 @@ def test_only_ids_and_scores_are_written(dataset, reference_dir):
                                      calibration_copies=100))
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
                and not str(p.relative_to(out)).startswith(("raw/", "embeddings/"))}
-    assert written == {"screening.parquet", "screening_report.json", "screening_report.png",
-                       ".screening.lock", "shards/.screening.json",
-                       *(f"shards/{p.name}" for p in (out / "shards").glob("*.tar"))}
+    view = {"screening.parquet", "screening_report.json", "screening_report.png",
+            "shards/.screening.json", *(f"shards/{p.name}" for p in (out / "shards").glob("*.tar"))}
+    generation = json.loads((out / "shards" / ".screening.json").read_text())["generation"]
+    assert written == {".screening.lock", *view, *(f"generations/{generation}/{n}" for n in view)}
+    assert all(os.path.samefile(out / n, out / "generations" / generation / n) for n in view), \
+        "the published view is hard links to the generation's files"
     assert {p.name for p in (out / "raw").iterdir()} == {
         f"shard-00000{i}{s}" for i in range(3) for s in (".tar", ".parquet", ".done.json")}, \
         "screening never writes into raw/"
@@ -174,11 +178,13 @@ def test_per_shard_tasks_resume_and_a_fully_rejected_shard_is_not_written(datase
 
 
 def test_readers_never_see_a_mix_of_two_screenings(dataset, reference_dir):
-    """A reader during re-screening sees the old or the new accepted shards with their matching
-    screening.parquet (under the shared screening lock), and DIR/shards is never missing."""
+    """A reader during re-screening (the snapshot reader, no lock held while it reads) sees the
+    old or the new accepted shards with their matching screening.parquet, never a mix, never a
+    missing file; DIR/shards (what plain readers open) is never missing either."""
     import threading
 
     from synthdata.folder import DatasetFolder
+    from synthdata.snapshot import open_snapshot
 
     out, _ = dataset
     folder = DatasetFolder(out)
@@ -192,15 +198,21 @@ def test_readers_never_see_a_mix_of_two_screenings(dataset, reference_dir):
         while not stop.is_set():
             if not folder.shards_dir.is_dir():
                 problems.append("DIR/shards missing")
-            with folder.screening_lock():
-                in_shards = {name.split(".", 1)[0] for tar in folder.accepted_tars()
-                             for name, _ in read_members(tar)}
-                says = {k for k, d in _decisions(out).items() if d == "accept"}
-                token = pq.read_schema(folder.screening_file).metadata[b"token"].decode()
-                generation = folder.screening_generation()["token"]
-            if in_shards != says or token != generation:
+            try:
+                with open_snapshot(out) as snap:
+                    in_shards = {name.split(".", 1)[0] for tar in snap.accepted_tars()
+                                 for name, _ in read_members(tar)}
+                    rows = pq.read_table(snap.screening_file, columns=["key", "decision"]).to_pylist()
+                    says = {r["key"] for r in rows if r["decision"] == "accept"}
+                    token = pq.read_schema(snap.screening_file).metadata[b"token"].decode()
+                    generation = snap.screening_generation()
+            except OSError as exc:
+                problems.append(f"{type(exc).__name__}: {exc}")
+                continue
+            if in_shards != says or token != generation["token"] or \
+                    generation["generation"] != snap.generation:
                 problems.append(f"mixed: {len(in_shards)} in shards, {len(says)} accepted, "
-                                f"tokens {token} / {generation}")
+                                f"tokens {token} / {generation['token']}")
             seen.append((len(in_shards), len(says)))
 
     thread = threading.Thread(target=reader)
@@ -215,3 +227,67 @@ def test_readers_never_see_a_mix_of_two_screenings(dataset, reference_dir):
     assert not problems, problems[:3]
     assert len({n for n, _ in seen}) == 2, "the reader saw both screenings"
     assert not folder.staging_dir.exists()
+
+
+def test_a_pinned_generation_outlives_a_rescreening_until_released(dataset, reference_dir):
+    from synthdata.folder import DatasetFolder
+    from synthdata.outputs import acquire_lock
+    from synthdata.snapshot import open_snapshot
+
+    out, _ = dataset
+    folder = DatasetFolder(out)
+    ref = [str(reference_dir / "dicom")]
+    screen_dataset(out, Memorization(reference=ref, retrievers=["pixel"], threshold=0.99))
+    snap = open_snapshot(out)  # e.g. a training job's epoch
+    old, old_tars = snap.generation, {t.name: _sha(t) for t in snap.accepted_tars()}
+    screen_dataset(out, Memorization(reference=ref, retrievers=["pixel"], threshold=0.5))
+    new = folder.screening_generation()["generation"]
+    assert new != old and sorted(p.name for p in folder.generations_dir.iterdir()) == sorted([old, new])
+    assert {t.name: _sha(t) for t in snap.accepted_tars()} == old_tars, "the pinned bytes stay"
+    assert open_snapshot(out).generation == new, "a new reader gets the new screening"
+    snap.close()
+    acquire_lock(out).release()  # the next writer removes what no reader pins
+    assert [p.name for p in folder.generations_dir.iterdir()] == [new]
+    assert not folder.pins_dir.exists()
+
+
+def test_a_dead_readers_pin_holds_nothing(dataset, reference_dir):
+    import subprocess
+    import sys
+
+    from synthdata.folder import DatasetFolder
+    from synthdata.outputs import acquire_lock
+
+    out, _ = dataset
+    folder = DatasetFolder(out)
+    ref = [str(reference_dir / "dicom")]
+    screen_dataset(out, Memorization(reference=ref, retrievers=["pixel"], threshold=0.99))
+    old = folder.screening_generation()["generation"]
+    died = subprocess.run([sys.executable, "-c", "import os, sys; from synthdata.snapshot import "
+                           "open_snapshot; s = open_snapshot(sys.argv[1]); os._exit(9)", str(out)],
+                          check=False)
+    assert died.returncode == 9 and list((folder.pins_dir / old).glob("*.pin")), "it left its pin"
+    screen_dataset(out, Memorization(reference=ref, retrievers=["pixel"], threshold=0.5))
+    acquire_lock(out).release()
+    assert old not in {p.name for p in folder.generations_dir.iterdir()}
+    assert not folder.pins_dir.exists(), "the stale pin went with it"
+
+
+def test_staged_decisions_count_only_beside_their_staged_tar(dataset, reference_dir):
+    """The crash window of issue 18: staged decisions beside other accepted tars (an earlier
+    commit's, or none) must not be reused."""
+    from synthdata.screening.pipeline import _staged_tar
+
+    out, _ = dataset
+    cfg = Memorization(reference=[str(reference_dir / "dicom")], retrievers=["pixel"], threshold=0.99)
+    job = prepare_screening(out, cfg)
+    first = screen_shard(job, 2)  # distinct phantoms: accepted
+    assert first["reused"] is False and first["accepted"] > 0
+    staged = _staged_tar(job, 2)
+    good = staged.read_bytes()
+    staged.write_bytes(good[:512] + bytes(len(good) - 512))  # other bytes under the staged name
+    assert screen_shard(job, 2)["reused"] is False, "another tar: decided again"
+    assert staged.read_bytes() == good
+    staged.unlink()
+    assert screen_shard(job, 2)["reused"] is False, "no tar where one was accepted: decided again"
+    assert screen_shard(job, 2)["reused"] is True

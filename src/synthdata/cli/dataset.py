@@ -180,7 +180,7 @@ def screen(out: DirArg,
 
     with user_errors(name="screen"):
         root = out
-        spec = folder_spec(root)
+        spec = folder_spec(root, write=True)
         if threshold is not None:
             spec = spec.model_copy(update={"memorization": spec.memorization.model_copy(
                 update={"threshold": threshold})})
@@ -207,11 +207,16 @@ def screen(out: DirArg,
 def report(out: DirArg) -> None:
     """Write manifest, stats, dataset card and contact sheets; print the label table."""
     from synthdata.folder import DatasetFolder
+    from synthdata.outputs import acquire_lock
     from synthdata.report import write_report
 
     with user_errors(name="report"):
         DatasetFolder(out).require()
-        stats = write_report(out)
+        lock = acquire_lock(out)  # a writer of the records: one at a time, never mid-commit
+        try:
+            stats = write_report(out)
+        finally:
+            lock.release()
     labels = stats["labels"]
     table = label_table(f"{out}", {k: v["planned"] for k, v in labels.items()},
                         {k: (v["accepted"] if v["accepted"] is not None else v["generated"])

@@ -193,7 +193,9 @@ def load_real_set(ref: str | Path) -> RealSet:
     elif (table := next((root / n for n in TABLE_NAMES if (root / n).is_file()), None)):
         layout, (items, skipped) = "table", _table_items(table)
     elif DatasetFolder(root).is_dataset():
-        tars = DatasetFolder(root).accepted_tars()
+        from synthdata.snapshot import hold
+
+        tars = hold(root).accepted_tars()  # one screening generation, pinned until exit
         if not tars:
             raise RealSetError(f"--real {ref}: a dataset folder without accepted shards")
         layout, (items, skipped) = "webdataset", _tar_items(tars, root)

@@ -78,9 +78,12 @@ def _dataset_tars(folder: Path) -> list[Path] | None:
     else its complete raw ones; None for a folder that is not a dataset."""
     from synthdata.folder import DatasetFolder
 
+    from synthdata.snapshot import hold
+
     ds = DatasetFolder(folder)
     if not ds.is_dataset():
         return None
+    ds = hold(folder)  # one screening generation, pinned until this process exits
     if ds.screening_file.is_file() or ds.shards_dir.is_dir():
         return ds.accepted_tars()
     return [ds.raw_tar(s) for s in ds.complete_shards()]

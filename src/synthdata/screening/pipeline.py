@@ -6,24 +6,26 @@
 
 `screen_dataset` does all three in one call. Per-shard work is staged under
 `DIR/.screening/<token>/` (token = hash of what decides: matchers, references, thresholds,
-band, k), so an interrupted screening resumes where it stopped. Real ids never reach the
+band, k), so an interrupted screening resumes where it stopped: a shard's staged decisions
+record the raw tar's sha256 and the staged accepted tar's sha256 (or "none" when nothing was
+accepted), and are reused only when both still match. Real ids never reach the
 folder: `nearest_real_id`, `nearest_real_ids` and `nearest_group` are pseudonyms
-(`synthdata.privacy`; the map back stays in the private cache, `synthdata screen --reveal`). `finalize_screening` then commits
-the staged `shards/`, `screening.parquet` and report under the folder's exclusive screening
-lock: the accepted shards folder is exchanged atomically with the staged one (`DIR/shards`
-never goes missing), then the tables are renamed into place. A reader holding the shared
-screening lock (`DatasetFolder.screening_lock()`, used by synthdata's own readers) sees the
-old screening or the new one, never a mix; `shards/.screening.json` and the
-`screening.parquet` metadata carry the same token, so any reader can check. Re-screening with another threshold reuses the embeddings
-stored beside the raw shards: it costs a search, and no image is generated or decoded again.
-Raw shards are only read. Real pixels are never written under DIR: only ids and scores.
+(`synthdata.privacy`; the map back stays in the private cache, `synthdata screen --reveal`).
+`finalize_screening` then commits through the one commit protocol (`synthdata.journal`): the
+accepted tars and tables become an immutable generation folder, `DIR/generations/<id>/`
+(`synthdata.generations.build`), the commit record naming it is written last, and the
+generation is published as `DIR/shards/` and the tables (`generations.finish_screening`).
+Readers pin one generation (`synthdata.snapshot`), so they see the old screening or the new
+one, never a mix, and never lose their files mid-read. Re-screening with another threshold
+reuses the embeddings stored beside the raw shards: it costs a search, and no image is
+generated or decoded again. Raw shards are only read. Real pixels are never written under DIR:
+only ids and scores.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,9 +35,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthdata import privacy
-from synthdata.folder import DatasetFolder, shard_of
-from synthdata.fsutil import atomic_path, exchange_paths, sha256_file, write_json_atomic
+from synthdata import generations, journal, privacy
+from synthdata.faults import fault
+from synthdata.folder import DatasetFolder
+from synthdata.fsutil import atomic_path, sha256_file, write_json_atomic
 from synthdata.screening import report, shardio
 from synthdata.screening import index as ix
 from synthdata.screening.align import AlignedMatcher
@@ -211,11 +214,32 @@ def _decisions_path(job: ScreeningJob, shard: int) -> Path:
     return job.staging / f"{shard_name(shard)}.decisions.parquet"
 
 
+def _staged_tar(job: ScreeningJob, shard: int) -> Path:
+    return job.staging / DatasetFolder.SHARDS / f"{shard_name(shard)}.tar"
+
+
+NO_TAR = "none"
+
+
+def _staged_sha(path: Path) -> str:
+    return sha256_file(path) if path.is_file() else NO_TAR
+
+
+def _reusable(job: ScreeningJob, shard: int, raw_sha: str) -> bool:
+    """Staged decisions count only for this raw tar and the accepted tar staged beside them."""
+    out = _decisions_path(job, shard)
+    if not out.is_file():
+        return False
+    meta = pq.read_schema(out).metadata or {}
+    return meta.get(b"tar_sha256") == raw_sha.encode() and \
+        meta.get(b"accepted_sha256") == _staged_sha(_staged_tar(job, shard)).encode()
+
+
 def screen_shard(job: ScreeningJob, shard: int) -> dict:
     """Search and decide one shard; stage its accepted tar and its decisions. Idempotent."""
     sha = shardio.tar_sha256(job.out_dir, shard)
     out = _decisions_path(job, shard)
-    if out.is_file() and (pq.read_schema(out).metadata or {}).get(b"tar_sha256") == sha.encode():
+    if _reusable(job, shard, sha):
         decisions = pq.read_table(out, columns=["decision"]).column(0).to_pylist()
         return {"shard": shard, "samples": len(decisions), "reused": True,
                 "accepted": sum(d in PUBLISHED for d in decisions)}
@@ -239,7 +263,7 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     cols["note"] = [f"qc failed: {failed_qc[k]}" if k in failed_qc else note
                     for k, note in zip(keys, cols["note"])]
     keep = {k for k, d in zip(keys, cols["decision"]) if d in PUBLISHED and k not in failed_qc}
-    staged_tar = job.staging / DatasetFolder.SHARDS / f"{shard_name(shard)}.tar"
+    staged_tar = _staged_tar(job, shard)
     if not keep:
         staged_tar.unlink(missing_ok=True)
     elif len(keep) == n:
@@ -251,35 +275,21 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     table = pa.table({"key": keys, "shard": [shard] * n, "label": [labels[k][0] for k in keys],
                       "label_index": [labels[k][1] for k in keys], **cols},
                      schema=decisions_schema(job.names)).replace_schema_metadata(
-        {"tar_sha256": sha})
+        {"tar_sha256": sha, "accepted_sha256": _staged_sha(staged_tar)})
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
+    fault("screening.after_shard")
     return {"shard": shard, "samples": n, "reused": False, "accepted": len(keep)}
 
 
-def _write_generation(job: ScreeningJob) -> None:
-    """shards/.screening.json in staging: the token and every accepted tar's sha256."""
-    staged = job.staging / DatasetFolder.SHARDS
-    staged.mkdir(parents=True, exist_ok=True)
-    tars = {p.name: sha256_file(p) for p in sorted(staged.glob("shard-*.tar"))}
-    write_json_atomic(staged / DatasetFolder.GENERATION, {"token": job.token, "accepted_tars": tars})
-
-
-def _commit(job: ScreeningJob) -> None:
-    """Commit the staged screening into DIR (see the module docstring), then drop staging."""
+def _commit(job: ScreeningJob) -> str:
+    """Commit the staged screening (see the module docstring); return the generation id."""
     folder, staging = DatasetFolder(job.out_dir), job.staging
-    _write_generation(job)
-    staged_files = [(staging / folder.SCREENING, folder.screening_file),
-                    (staging / folder.SCREENING_REPORT, folder.screening_report_file),
-                    (staging / folder.SCREENING_PLOT, folder.screening_plot_file)]
-    with folder.screening_lock(exclusive=True):
-        if folder.shards_dir.is_dir():
-            exchange_paths(staging / folder.SHARDS, folder.shards_dir)
-        else:
-            os.replace(staging / folder.SHARDS, folder.shards_dir)
-        for src, dst in staged_files:
-            os.replace(src, dst)
-    shutil.rmtree(folder.staging_dir, ignore_errors=True)
+    tars = [t for s in job.shards if (t := _staged_tar(job, s)).is_file()]
+    tables = {n: staging / n for n in generations.TABLES if (staging / n).is_file()}
+    generation = generations.build(folder, job.token, tars, tables)
+    journal.commit(folder, "screening", generation=generation, token=job.token)
+    return generation
 
 
 def _synthetic_recall(job: ScreeningJob, name: str, vectors: np.ndarray,
@@ -347,8 +357,7 @@ def finalize_screening(job: ScreeningJob) -> ScreeningSummary:
     rep = report.build_report(table, {k: v for k, v in context.items() if k != "prepare_s"})
     write_json_atomic(job.staging / DatasetFolder.SCREENING_REPORT, rep)
     report.draw_histogram(job.staging / DatasetFolder.SCREENING_PLOT, rep)
-    accepted = sorted(s for p in (job.staging / DatasetFolder.SHARDS).glob("*.tar")
-                      if (s := shard_of(p.name)) is not None)
+    accepted = [s for s in job.shards if _staged_tar(job, s).is_file()]
     _commit(job)
     ref = rep.get("reference") or {}
     thresholds = {n: float(t) for n, t in job.setup.thresholds}
