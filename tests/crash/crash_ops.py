@@ -121,9 +121,10 @@ def tar_keys(paths: list[Path]) -> set[str]:
 
 
 def accepted_in_table(table: Path) -> set[str]:
-    """Keys a screening.parquet accepts."""
+    """Keys a screening.parquet publishes: `accept`, or `not-screened` when it ran without a
+    real reference (never a reject or a review)."""
     rows = pq.read_table(table, columns=["key", "decision"]).to_pylist()
-    return {r["key"] for r in rows if r["decision"] == "accept"}
+    return {r["key"] for r in rows if r["decision"] in ("accept", "not-screened")}
 
 
 def unaccepted_published(root: Path) -> list[str]:
