@@ -1,0 +1,336 @@
+"""Registration: the geometric transform that lays a sample onto a candidate real image.
+
+`align.py`'s exhaustive search (8 symmetries x crops of 75-100% x every offset) finds, for
+each candidate and each symmetry, the best placement of the sample that keeps its shape. A
+copy that was also shifted, rotated, zoomed, re-framed, stretched or photographed at a slant
+scores low there, but those placements are close to the truth: this module starts from them
+(and from the whole sample laid over the whole image, for shifts) and refines a homography
+(8 parameters: translation, rotation, zoom, aspect, shear, slight perspective), with a gain and
+an offset for the intensities (inversion is a negative gain), by Gauss-Newton on a pyramid of
+16 x 16 and 32 x 32 thumbnails (Lucas-Kanade; Baker & Matthews 2004). The best refined
+placement is scored at 64 x 64 by the normalised correlation of band-passed images **on the
+registered overlap only**: both images are filtered inside the overlap (normalised
+convolution), so a border, a canvas, burned-in text or the black corners of a rotation outside
+it change nothing. An overlap covering less than `MIN_OVERLAP` of the real image's content
+does not count (a crop keeps at least 60% of it; content: the pixels that are not part of a
+flat background, so a copy pasted on a canvas of its own background colour still counts).
+
+Everything is batched over candidates and starting points (numpy; deterministic, one thread).
+Coordinates: (row, col) of pixel centres; a homography maps the real image's 64 x 64
+thumbnail onto the sample's view thumbnail (`align.QUERY_SIZE`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from synthdata.screening.embedders import D4, d4
+
+SIZE = 64
+LEVELS = ((16, 5), (32, 3))   # (thumbnail side, Gauss-Newton iterations) of the pyramid
+KEEP = 1                      # starting points per candidate refined at the finer level
+MIN_OVERLAP = 0.5             # share of the real image's content the sample must cover
+FLAT = 2.0                    # grey levels: a pixel whose 3 x 3 neighbourhood spans less is flat
+MAX_ZOOM = 8.0                # a placement zooming more than this (either way) is rejected
+BAND = (1.0, 4.0)
+SIGMAS = (0.0, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # pre-blurs of a view before sampling (antialias)
+
+
+@lru_cache(maxsize=16)
+def _zero_blur(n: int, sigma: float) -> np.ndarray:
+    """n x n Gaussian blur matrix with zero outside the image (for normalised convolution)."""
+    radius = max(1, int(3 * sigma + 0.5))
+    k = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma * sigma))
+    k /= k.sum()
+    m = np.zeros((n, n), dtype=np.float32)
+    idx = np.arange(n)
+    for t, w in zip(range(-radius, radius + 1), k):
+        j = idx + t
+        ok = (j >= 0) & (j < n)
+        m[idx[ok], j[ok]] += w
+    return m
+
+
+def masked_band(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Difference of Gaussians (`BAND`) of images (..., n, n) computed inside `mask` only."""
+    n = x.shape[-1]
+    xm = x * mask
+    out = np.zeros(np.broadcast_shapes(x.shape, mask.shape), dtype=np.float32)
+    for sigma, sign in ((BAND[0], 1.0), (BAND[1], -1.0)):
+        b = _zero_blur(n, sigma)
+        num = b @ xm @ b.T
+        den = b @ mask @ b.T
+        out += sign * num / np.maximum(den, 1e-3)
+    return np.where(mask > 0, out, 0.0).astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def _d4_affine(g: str, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """(A, b): index u of the g-transformed h x h array -> index A u + b of the original."""
+    r, c = np.mgrid[0:h, 0:h]
+    rows, cols = d4(r, g), d4(c, g)
+    b = np.array([rows[0, 0], cols[0, 0]], dtype=np.float64)
+    a = np.array([[rows[1, 0] - b[0], rows[0, 1] - b[0]],
+                  [cols[1, 0] - b[1], cols[0, 1] - b[1]]], dtype=np.float64)
+    return a, b
+
+
+def placement(g: str, h: int, oy: int, ox: int, qsize: int) -> np.ndarray:
+    """Homography of an `align` placement: the sample, turned by g and resized to h x h,
+    over the real thumbnail at offset (oy, ox)."""
+    a, b = _d4_affine(g, h)
+    k = qsize / h
+    out = np.eye(3)
+    out[:2, :2] = k * a
+    out[:2, 2] = k * (b - a @ np.array([oy, ox])) + 0.5 * k - 0.5
+    return out
+
+
+def shifts(view: np.ndarray, refs: np.ndarray, top: int, level: int = 32, reach: float = 0.25
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The whole view laid over each real thumbnail, in each D4 orientation, by phase
+    correlation at `level` (shifts up to `reach` of the side): the `top` orientations with the
+    strongest peaks, (C, top) indices into D4, and their offsets (oy, ox) in thumbnail
+    pixels, (C, top, 2) (negative for a copy shifted up or left)."""
+    from synthdata.screening.align import band, thumbnail
+
+    small = band(thumbnail(view, level))
+    tmpl = np.stack([d4(small, g) for g in D4])
+    real = band(np.stack([thumbnail(r, level) for r in refs]))
+    pad = 2 * level
+    ft = np.conj(np.fft.rfft2(tmpl, s=(pad, pad)))
+    x = np.fft.rfft2(real, s=(pad, pad))[:, None] * ft[None]
+    corr = np.abs(np.fft.irfft2(x / (np.sqrt(np.abs(x)) + 1e-6), s=(pad, pad)))
+    r = int(reach * level)
+    d = np.r_[0:r + 1, -r:0]
+    corr = corr[:, :, d][:, :, :, d]                      # (C, 8, 2r+1, 2r+1) of shifts d
+    flat = corr.reshape(len(refs), len(D4), -1)
+    peak = flat.argmax(axis=2)
+    strength = np.take_along_axis(flat, peak[..., None], 2)[..., 0]
+    order = np.argsort(-strength, axis=1, kind="stable")[:, :top]
+    iy, ix = np.divmod(np.take_along_axis(peak, order, 1), len(d))
+    return order, np.stack([d[iy], d[ix]], -1) * (SIZE // level)
+
+
+@lru_cache(maxsize=8)
+def _grid(level: int) -> tuple[np.ndarray, ...]:
+    """Pixel centres of a level in thumbnail coordinates, and normalised (-1..1) ones."""
+    r, c = np.mgrid[0:level, 0:level].astype(np.float32)
+    f = SIZE / level
+    y, x = (r + 0.5) * f - 0.5, (c + 0.5) * f - 0.5
+    half, centre = SIZE / 2, (SIZE - 1) / 2
+    return y.ravel(), x.ravel(), ((y - centre) / half).ravel(), ((x - centre) / half).ravel()
+
+
+_NORM = np.array([[SIZE / 2, 0, (SIZE - 1) / 2], [0, SIZE / 2, (SIZE - 1) / 2], [0, 0, 1.0]])
+_NORM_INV = np.linalg.inv(_NORM)
+
+
+def _zoom(hs: np.ndarray) -> np.ndarray:
+    """Sample pixels per thumbnail pixel of each homography (its linear part's scale)."""
+    lin = hs[:, :2, :2] / hs[:, 2, 2, None, None]
+    return np.sqrt(np.abs(np.linalg.det(lin)))
+
+
+class Pyramid:
+    """A sample's view thumbnails, blurred as each zoom needs (cached), for gathering."""
+
+    def __init__(self, views: np.ndarray):
+        self.views = np.asarray(views, dtype=np.float32)   # (V, q, q)
+        self.size = self.views.shape[-1]
+        self._images: list[np.ndarray] = []
+        self._index: dict[tuple[int, float], int] = {}
+        self._flat: np.ndarray | None = None
+
+    def images(self, views: np.ndarray, zoom: np.ndarray) -> np.ndarray:
+        """Index of each view blurred for sampling at `zoom` sample pixels per target pixel
+        (Gaussian sigma about zoom / 2, rounded down to one of `SIGMAS`)."""
+        level = np.clip(np.searchsorted(SIGMAS, 0.5 * zoom, side="right") - 1, 0, None)
+        keys = views.astype(np.int64) * len(SIGMAS) + level
+        out = np.zeros(len(keys), dtype=np.int64)
+        for key in np.unique(keys):
+            view, sigma = divmod(int(key), len(SIGMAS))
+            if (view, sigma) not in self._index:
+                img = self.views[view]
+                self._images.append(ndimage.gaussian_filter(img, SIGMAS[sigma]) if sigma
+                                    else img)
+                self._index[(view, sigma)] = len(self._images) - 1
+                self._flat = None
+            out[keys == key] = self._index[(view, sigma)]
+        return out
+
+    def sample(self, hs: np.ndarray, views: np.ndarray, level: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Bilinear samples (n, level*level) of each view under each homography, and which
+        points fall inside the sample."""
+        y, x, _, _ = _grid(level)
+        zoom = _zoom(hs) * SIZE / level
+        hs = hs.astype(np.float32)
+        w = hs[:, 2, 0, None] * y + hs[:, 2, 1, None] * x + hs[:, 2, 2, None]
+        w = np.where(np.abs(w) > 1e-6, w, np.float32(1e-6))
+        qy = (hs[:, 0, 0, None] * y + hs[:, 0, 1, None] * x + hs[:, 0, 2, None]) / w
+        qx = (hs[:, 1, 0, None] * y + hs[:, 1, 1, None] * x + hs[:, 1, 2, None]) / w
+        which = self.images(views, zoom)
+        if self._flat is None:
+            self._flat = np.concatenate([im.ravel() for im in self._images])
+        flat = self._flat
+        n = self.size
+        inside = (qy >= 0) & (qy <= n - 1) & (qx >= 0) & (qx <= n - 1) & (w > 0)
+        qy, qx = np.clip(qy, 0, n - 1.001), np.clip(qx, 0, n - 1.001)
+        y0, x0 = qy.astype(np.int64), qx.astype(np.int64)
+        fy, fx = qy - y0, qx - x0
+        i = which[:, None] * n * n + y0 * n + x0
+        out = (flat[i] * (1 - fy) * (1 - fx) + flat[i + n] * fy * (1 - fx)
+               + flat[i + 1] * (1 - fy) * fx + flat[i + n + 1] * fy * fx)
+        return out, inside
+
+
+def _content(refs: np.ndarray, level: int) -> np.ndarray:
+    """Weights (n, level*level) of the real thumbnails' content pixels, summing to 1 per
+    image: pixels not in a flat region (uniform weights when nearly everything is flat)."""
+    x = refs.astype(np.float32)
+    span = ndimage.maximum_filter(x, size=(1, 3, 3)) - ndimage.minimum_filter(x, size=(1, 3, 3))
+    busy = span > FLAT
+    if level != SIZE:
+        f = SIZE // level
+        busy = busy.reshape(len(x), level, f, level, f).any(axis=(2, 4))
+    w = busy.reshape(len(x), -1).astype(np.float32)
+    w = np.where(w.mean(1, keepdims=True) < 0.05, 1.0, w)
+    return w / w.sum(1, keepdims=True)
+
+
+def _level(refs: np.ndarray, level: int) -> np.ndarray:
+    """Reference thumbnails (n, SIZE, SIZE) resized to level x level, flattened."""
+    if level == SIZE:
+        return refs.reshape(len(refs), -1).astype(np.float32)
+    return np.stack([np.asarray(Image.fromarray(r).resize((level, level),
+                                                          Image.Resampling.BILINEAR))
+                     for r in refs.astype(np.float32)]).reshape(len(refs), -1)
+
+
+def _inner(inside: np.ndarray, level: int) -> np.ndarray:
+    """Points inside the sample whose 4 neighbours are inside too (gradients are defined)."""
+    m = inside.reshape(-1, level, level)
+    out = np.zeros_like(m)
+    out[:, 1:-1, 1:-1] = (m[:, 1:-1, 1:-1] & m[:, :-2, 1:-1] & m[:, 2:, 1:-1]
+                          & m[:, 1:-1, :-2] & m[:, 1:-1, 2:])
+    return out.reshape(len(m), -1)
+
+
+def _ncc(t: np.ndarray, i: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Masked statistics: (|ncc|, gain, offset) fitting t ~ gain * i + offset."""
+    cnt = np.maximum(m.sum(1), 1.0)
+    tm, im = (t * m).sum(1) / cnt, (i * m).sum(1) / cnt
+    tc, ic = (t - tm[:, None]) * m, (i - im[:, None]) * m
+    cov, vi, vt = (tc * ic).sum(1), (ic * ic).sum(1), (tc * tc).sum(1)
+    ncc = np.abs(cov) / np.sqrt(np.maximum(vi * vt, 1e-12))
+    gain = cov / np.maximum(vi, 1e-9)
+    return ncc, gain, tm - gain * im
+
+
+def refine(pyr: Pyramid, refs: np.ndarray, which: np.ndarray, hs: np.ndarray,
+           views: np.ndarray, level: int, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Newton refinement of homographies (n, 3, 3) at one pyramid level.
+
+    Start point j is compared with the real thumbnail `refs[which[j]]` ((m, SIZE, SIZE)).
+    Returns the refined homographies and each one's |ncc| at this level (0 when the overlap
+    is under MIN_OVERLAP or the placement degenerates).
+    """
+    t = _level(refs, level)[which]
+    content = _content(refs, level)[which]
+    _, _, u, v = _grid(level)
+    hs = np.array(hs, dtype=np.float64)
+    n = len(hs)
+    scale = level / 2  # d/du of a level image = d/dpixel * level / 2
+    eye = np.eye(10)[None]
+    ncc = np.zeros(n)
+    for step in range(iters + 1):
+        vals, inside = pyr.sample(hs, views, level)
+        m = _inner(inside, level).astype(np.float32)
+        ncc, gain, offset = _ncc(t, vals, m)
+        zoom = _zoom(hs)
+        bad = ((content * inside).sum(1) < MIN_OVERLAP) | (zoom > MAX_ZOOM) | (zoom < 1 / MAX_ZOOM) | (
+            ~np.isfinite(ncc))
+        ncc = np.where(bad, 0.0, ncc)
+        if step == iters:
+            break
+        img = vals.reshape(n, level, level)
+        gy, gx = np.zeros_like(img), np.zeros_like(img)
+        gy[:, 1:-1] = (img[:, 2:] - img[:, :-2]) / 2
+        gx[:, :, 1:-1] = (img[:, :, 2:] - img[:, :, :-2]) / 2
+        gu = gain[:, None] * gy.reshape(n, -1) * scale * m
+        gv = gain[:, None] * gx.reshape(n, -1) * scale * m
+        jac = np.empty((n, len(u), 10), dtype=np.float32)
+        jac[..., 0], jac[..., 1], jac[..., 2] = gu * u, gu * v, gu
+        jac[..., 3], jac[..., 4], jac[..., 5] = gv * u, gv * v, gv
+        jac[..., 6] = -u * (gu * u + gv * v)
+        jac[..., 7] = -v * (gu * u + gv * v)
+        jac[..., 8], jac[..., 9] = vals * m, m
+        err = (t - gain[:, None] * vals - offset[:, None]) * m
+        jt = jac.transpose(0, 2, 1)
+        jtj = (jt @ jac).astype(np.float64)
+        jtj += 1e-3 * jtj * eye + 1e-6 * eye
+        d = np.linalg.solve(jtj, (jt @ err[..., None]).astype(np.float64))[..., 0]
+        d = np.where(bad[:, None], 0.0, d)
+        step_h = np.zeros((n, 3, 3))
+        step_h[:, 0] = np.stack([1 + d[:, 0], d[:, 1], d[:, 2]], 1)
+        step_h[:, 1] = np.stack([d[:, 3], 1 + d[:, 4], d[:, 5]], 1)
+        step_h[:, 2] = np.stack([d[:, 6], d[:, 7], np.ones(n)], 1)
+        hs = hs @ _NORM @ step_h @ _NORM_INV
+        hs /= np.where(np.abs(hs[:, 2, 2]) > 1e-12, hs[:, 2, 2], 1e-12)[:, None, None]
+    return hs, ncc
+
+
+def overlap_scores(pyr: Pyramid, renderings: np.ndarray, counts: np.ndarray, hs: np.ndarray,
+                   views: np.ndarray) -> np.ndarray:
+    """Band-passed |ncc| on the registered overlap, best over each candidate's renderings.
+
+    `renderings`: (C, R, SIZE, SIZE) real thumbnails, `counts`: how many are present.
+    """
+    vals, inside = pyr.sample(hs, views, SIZE)
+    c = len(hs)
+    mask = inside.reshape(c, SIZE, SIZE)
+    ok = (_content(renderings[:, 0], SIZE) * inside).sum(1) >= MIN_OVERLAP
+    fm = mask.astype(np.float32)
+    sample = masked_band(vals.reshape(c, SIZE, SIZE).astype(np.float32), fm)
+    real = masked_band(np.asarray(renderings, dtype=np.float32), fm[:, None])
+    inner = ndimage.binary_erosion(mask, structure=np.ones((1, 3, 3), bool))
+    best = np.zeros(c)
+    for r in range(renderings.shape[1]):
+        ncc, _, _ = _ncc(real[:, r].reshape(c, -1), sample.reshape(c, -1),
+                         inner.reshape(c, -1).astype(np.float32))
+        best = np.where(r < counts, np.maximum(best, ncc), best)
+    return np.where(ok, np.clip(best, 0.0, 1.0), 0.0)
+
+
+def register(views: np.ndarray, renderings: np.ndarray, counts: np.ndarray,
+             starts: list[list[tuple[int, int, np.ndarray]]]) -> np.ndarray:
+    """Registered overlap score of one sample against each candidate: (C,) in [0, 1].
+
+    `views`: the sample's view thumbnails (V, q, q); `renderings`: (C, R, SIZE, SIZE) uint8;
+    `starts[c]`: (view, rendering, homography) starting points for candidate c.
+    """
+    c = len(starts)
+    if c == 0:
+        return np.zeros(0, dtype=np.float32)
+    pyr = Pyramid(views)
+    owner = np.array([i for i, s in enumerate(starts) for _ in s], dtype=np.int64)
+    view = np.array([v for s in starts for v, _, _ in s], dtype=np.int64)
+    rendering = np.array([r for s in starts for _, r, _ in s], dtype=np.int64)
+    refs = renderings.reshape(-1, SIZE, SIZE)
+    which = owner * renderings.shape[1] + rendering
+    hs = np.stack([h for s in starts for _, _, h in s])
+    (l0, it0), (l1, it1) = LEVELS
+    hs, ncc = refine(pyr, refs, which, hs, view, l0, it0)
+    keep = np.concatenate([np.flatnonzero(owner == i)[np.argsort(-ncc[owner == i],
+                                                                 kind="stable")[:KEEP]]
+                           for i in range(c)])
+    hs, ncc = refine(pyr, refs, which[keep], hs[keep], view[keep], l1, it1)
+    owner, view = owner[keep], view[keep]
+    best = np.array([np.flatnonzero(owner == i)[int(np.argmax(ncc[owner == i]))]
+                     for i in range(c)])
+    return overlap_scores(pyr, renderings, counts, hs[best], view[best]).astype(np.float32)
