@@ -244,20 +244,24 @@ def apply(img: np.ndarray, names: list[str], rng: np.random.Generator) -> np.nda
     return out
 
 
-# Edits that move pixels (beyond the symmetries): a combination holds at most two of them.
+# Edits that move pixels (beyond the symmetries): a combination holds at most two of them,
+# and at most one crop (two would keep less than the 60% of the area screening covers).
 GEOMETRIC = ("rotate", "rotate_scale", "shift", "crop", "crop60", "aspect", "square",
              "perspective", "screenshot")
+CROPS = ("crop", "crop60")
 
 
 def random_edit(rng: np.random.Generator, max_edits: int = 3) -> list[str]:
-    """1..max_edits distinct edits, at most one of the dihedral group and two of `GEOMETRIC`."""
+    """1..max_edits distinct edits: at most one of the dihedral group, two of `GEOMETRIC`
+    and one of `CROPS`."""
     n = int(rng.integers(1, max_edits + 1))
     names: list[str] = []
     pool = list(SINGLE)
     while len(names) < n:
         name = pool[int(rng.integers(len(pool)))]
         if name in names or (name in DIHEDRAL and any(x in DIHEDRAL for x in names)) or (
-                name in GEOMETRIC and sum(x in GEOMETRIC for x in names) >= 2):
+                name in GEOMETRIC and sum(x in GEOMETRIC for x in names) >= 2) or (
+                name in CROPS and any(x in CROPS for x in names)):
             continue
         names.append(name)
     return sorted(names, key=ORDER.index)

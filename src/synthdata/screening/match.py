@@ -8,7 +8,9 @@ Each embedder searches its reference rows (every view of every real image, `embe
 and keeps the k nearest distinct real images; its score is the top-1 cosine (absolute for
 signed embedders). The aligned matcher (`align.py`) re-scores the union of the embedders'
 candidates and keeps its own ranking. `exclude_groups` leaves out each query's own patient
-group: calibration uses it to measure how near *other* patients' images come.
+group (or cluster of groups): calibration uses it to measure how near *other* patients'
+images come. The screener also carries each matcher's standing from calibration (`failed`,
+`review_from`) into its results, so `decide.py` never accepts on a failed matcher's word.
 Query data is what the dataset folder keeps per raw shard (`shardio`), so re-screening with
 another threshold is a search, with no image decoded again.
 """
@@ -38,22 +40,38 @@ class MatcherResult:
 
 @dataclass
 class MatchResult:
-    """Every matcher's answer, in configuration order, and which samples are blank."""
+    """Every matcher's answer, in configuration order, and which samples are blank.
+
+    `failed`: matchers whose calibration failed, with why (they accept nothing);
+    `review_from`: per matcher, the score from which a sample goes at least to review.
+    """
 
     results: dict[str, MatcherResult]
     blank: np.ndarray
+    failed: dict[str, str] = field(default_factory=dict)
+    review_from: dict[str, float] = field(default_factory=dict)
+
+
+Exclude = Sequence[str | frozenset[str] | set[str] | None]
+
+
+def _as_sets(exclude: Exclude | None, n: int) -> list[frozenset[str]] | None:
+    if exclude is None:
+        return None
+    return [frozenset() if e is None else frozenset([e]) if isinstance(e, str)
+            else frozenset(e) for e in exclude]
 
 
 def nearest_images(ref: LoadedReference, queries: np.ndarray, k: int, signed: bool = False,
-                   exclude: Sequence[str | None] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   exclude: Exclude | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(sims, image indices), (n, k) best first, of the k nearest distinct real images.
 
     Rows are views of images: a row's similarity counts for its image, the best view wins.
-    Signed: the absolute cosine. `exclude[i]`: a group whose images query i must not get.
-    Missing neighbours: index -1, similarity -inf.
+    Signed: the absolute cosine. `exclude[i]`: a group (or set of groups) whose images
+    query i must not get. Missing neighbours: index -1, similarity -inf.
     """
     n = len(queries)
+    excluded = _as_sets(exclude, n)
     out_s = np.full((n, k), -np.inf, dtype=np.float32)
     out_i = np.full((n, k), -1, dtype=np.int64)
     if n == 0 or ref.index is None or ref.index.ntotal == 0:
@@ -78,7 +96,7 @@ def nearest_images(ref: LoadedReference, queries: np.ndarray, k: int, signed: bo
                 if row < 0:
                     break
                 img = int(ref.owners[row])
-                if img in seen or (exclude is not None and ref.groups[img] == exclude[qi]):
+                if img in seen or (excluded is not None and ref.groups[img] in excluded[qi]):
                     continue
                 seen.append(img)
                 got.append(float(sims[t, j]))
@@ -98,8 +116,11 @@ class Screener:
     """Embedders and an optional aligned matcher over their prepared references."""
 
     def __init__(self, embedders: Sequence[Embedder], aligned: AlignedMatcher | None,
-                 references: dict[str, LoadedReference], k: int):
+                 references: dict[str, LoadedReference], k: int,
+                 failed: dict[str, str] | None = None,
+                 review_from: dict[str, float] | None = None):
         self.embedders, self.aligned, self.refs, self.k = list(embedders), aligned, references, k
+        self.failed, self.review_from = dict(failed or {}), dict(review_from or {})
         self._aligned_index: dict[str, int] | None = None
 
     @property
@@ -121,7 +142,7 @@ class Screener:
         return blank_rows(data[self.embedders[0].name])
 
     def match(self, data: dict[str, np.ndarray],
-              exclude_groups: Sequence[str | None] | None = None) -> MatchResult:
+              exclude_groups: Exclude | None = None) -> MatchResult:
         """Every matcher's nearest real images and score for each sample."""
         results: dict[str, MatcherResult] = {}
         candidates: list[set[str]] | None = None
@@ -138,7 +159,7 @@ class Screener:
                 [c | set(i) for c, i in zip(candidates, ids)]
         if self.aligned is not None:
             results[self.aligned.name] = self._verify(data[self.aligned.name], candidates or [])
-        return MatchResult(results, self.blank(data))
+        return MatchResult(results, self.blank(data), self.failed, self.review_from)
 
     def _verify(self, thumbs: np.ndarray, candidates: list[set[str]]) -> MatcherResult:
         """Aligned scores of each sample's candidates, best first."""
