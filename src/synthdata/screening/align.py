@@ -43,7 +43,7 @@ from PIL import Image
 from scipy import ndimage
 
 from synthdata.screening import registration
-from synthdata.screening.embedders import D4, d4, to_gray
+from synthdata.screening.embedders import D4, d4_all, to_gray
 
 SIZE = registration.SIZE
 QUERY_SIZE = 96
@@ -56,6 +56,7 @@ BLANK_STD = 0.5      # grey levels: below this a thumbnail has no structure to a
 BOX_AREA = 0.9       # a content box under this share of the sample makes a second view
 BOX_SIDE = 256       # content boxes are found on a copy at most this large
 ORIENTATIONS = 4     # registration starts from the best placements of this many of the D4
+OUTSIDE = 74         # a start with the real image inside the sample: the sample spans this
 
 
 @lru_cache(maxsize=64)
@@ -159,9 +160,9 @@ class AlignedMatcher:
         """Everything that determines the stored data and the scores."""
         return {"name": self.name, "version": ALIGN_VERSION, "size": SIZE,
                 "query_size": QUERY_SIZE, "renderings": RENDERINGS, "views": VIEWS,
-                "scales": SCALES, "band": BAND, "levels": registration.LEVELS,
-                "keep": registration.KEEP, "min_overlap": registration.MIN_OVERLAP,
-                "orientations": ORIENTATIONS,
+                "scales": SCALES, "band": BAND, "schedule": registration.SCHEDULE,
+                "min_overlap": registration.MIN_OVERLAP,
+                "orientations": ORIENTATIONS, "outside": OUTSIDE,
                 "box_area": BOX_AREA}
 
     @cached_property
@@ -217,7 +218,7 @@ class AlignedMatcher:
         for scale in SCALES:
             h = max(8, int(round(SIZE * scale)))
             t = band(thumbnail(view, h))
-            rows = _unit_rows(np.stack([d4(t, g).ravel() for g in D4]))
+            rows = _unit_rows(d4_all(t).reshape(len(D4), -1))
             out.append(rows.reshape(len(D4), h, h))
         return out
 
@@ -255,22 +256,14 @@ class AlignedMatcher:
                              where)
         return np.clip(best, 0.0, 1.0), where
 
-    def scores(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Best aligned |ncc| of one sample with each candidate: (C,) in [0, 1].
-
-        `query`: the sample's `query_data` row; `candidates`: (C, RENDERINGS, SIZE, SIZE)
-        reference data. Stage 1 searches every view, rendering, D4 orientation, scale and
-        offset; registration refines from each orientation's best placement and from the
-        whole view over the whole image. Numpy only (single-threaded, deterministic).
-        """
-        c = len(candidates)
-        if c == 0:
-            return np.zeros(0, dtype=np.float32)
-        cands = np.asarray(candidates)
+    def _plan(self, query: np.ndarray, cands: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list]]:
+        """Stage 1 for one sample: (best score per candidate, the sample's views, rendering
+        counts, registration starts per candidate)."""
+        c = len(cands)
         present = cands.reshape(c, RENDERINGS, -1).any(axis=2)
         present[:, 0] = True
         pairs = np.argwhere(present)                        # (candidate, rendering) searched
-        counts = present.sum(axis=1)
         bands = band(cands[pairs[:, 0], pairs[:, 1]].astype(np.float32))
         views = self.views(query)
         found = np.zeros(c)
@@ -285,15 +278,56 @@ class AlignedMatcher:
             top = best.max(axis=2).argmax(axis=1)          # each candidate's best rendering
             order = np.argsort(-best.max(axis=1), axis=1, kind="stable")[:, :ORIENTATIONS]
             shifted, offsets = registration.shifts(view, cands[np.arange(c), top],
-                                                   ORIENTATIONS)
+                                                   ORIENTATIONS) if v == 0 else ([[]] * c, [[]] * c)
             for i in range(c):
                 for gi in order[i]:
                     r = int(best[i, :, gi].argmax())
                     h, oy, ox = (int(x) for x in at[i, r, gi])
                     _add(starts[i], (v, r, registration.placement(D4[gi], h, oy, ox,
                                                                   QUERY_SIZE)))
-                for gi, (oy, ox) in zip(shifted[i], offsets[i]):
+                for j, (gi, (oy, ox)) in enumerate(zip(shifted[i], offsets[i])):
                     _add(starts[i], (v, int(top[i]), registration.placement(
                         D4[gi], SIZE, int(oy), int(ox), QUERY_SIZE)))
-        registered = registration.register(views, cands, counts, starts)
-        return np.clip(np.maximum(found, registered), 0.0, 1.0).astype(np.float32)
+                    if j == 0:  # the real image inside the sample (zoomed out, a margin)
+                        _add(starts[i], (v, int(top[i]), registration.placement(
+                            D4[gi], OUTSIDE, int(oy) - (OUTSIDE - SIZE) // 2,
+                            int(ox) - (OUTSIDE - SIZE) // 2, QUERY_SIZE)))
+        return found, views, present.sum(axis=1), starts
+
+    def scores_many(self, queries: Sequence[np.ndarray], candidates: Sequence[np.ndarray]
+                    ) -> list[np.ndarray]:
+        """`scores` of several samples, each against its own candidates, with one batched
+        registration (numpy overheads shared)."""
+        found, views, counts, starts, cands = [], [], [], [], []
+        offset = 0
+        for query, cand in zip(queries, candidates):
+            cand = np.asarray(cand)
+            if not len(cand):
+                found.append(np.zeros(0))
+                continue
+            f, v, n, s = self._plan(query, cand)
+            found.append(f)
+            views.append(v)
+            counts.append(n)
+            cands.append(cand)
+            starts += [[(view + offset, r, h) for view, r, h in row] for row in s]
+            offset += len(v)
+        registered = registration.register(np.concatenate(views), np.concatenate(cands),
+                                           np.concatenate(counts), starts) if cands else []
+        out, at = [], 0
+        for f in found:
+            reg = np.asarray(registered[at:at + len(f)])
+            at += len(f)
+            out.append(np.clip(np.maximum(f, reg) if len(f) else f, 0.0, 1.0)
+                       .astype(np.float32))
+        return out
+
+    def scores(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Best aligned |ncc| of one sample with each candidate: (C,) in [0, 1].
+
+        `query`: the sample's `query_data` row; `candidates`: (C, RENDERINGS, SIZE, SIZE)
+        reference data. Stage 1 searches every view, rendering, D4 orientation, scale and
+        offset; registration refines from each orientation's best placement and from the
+        whole view over the whole image. Numpy only (single-threaded, deterministic).
+        """
+        return self.scores_many([query], [candidates])[0]

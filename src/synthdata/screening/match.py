@@ -26,6 +26,8 @@ from synthdata.screening.align import AlignedMatcher
 from synthdata.screening.cache import LoadedReference
 from synthdata.screening.embedders import Embedder, blank_rows
 
+VERIFY_BATCH = 32  # samples whose candidates are registered together
+
 
 @dataclass
 class MatcherResult:
@@ -162,7 +164,7 @@ class Screener:
         return MatchResult(results, self.blank(data), self.failed, self.review_from)
 
     def _verify(self, thumbs: np.ndarray, candidates: list[set[str]]) -> MatcherResult:
-        """Aligned scores of each sample's candidates, best first."""
+        """Aligned scores of each sample's candidates, best first (in batches of samples)."""
         ref = self.refs[self.aligned.name]  # type: ignore[union-attr]
         if self._aligned_index is None:
             self._aligned_index = {str(i): j for j, i in enumerate(ref.ids)}
@@ -170,14 +172,18 @@ class Screener:
         ids: list[list[str]] = []
         sims: list[list[float]] = []
         groups: list[list[str]] = []
-        for q, cands in enumerate(candidates):
-            rows = sorted(self._aligned_index[c] for c in cands if c in self._aligned_index)
-            s = self.aligned.scores(thumbs[q], np.asarray(ref.data[rows])) if rows \
-                else np.zeros(0, np.float32)  # type: ignore[union-attr]
-            order = np.argsort(-s, kind="stable")[:self.k]
-            ids.append([str(ref.ids[rows[o]]) for o in order])
-            sims.append([float(s[o]) for o in order])
-            groups.append([str(ref.groups[rows[o]]) for o in order])
-            if len(order):
-                score[q] = s[order[0]]
+        rows = [sorted(self._aligned_index[c] for c in cands if c in self._aligned_index)
+                for cands in candidates]
+        for start in range(0, len(rows), VERIFY_BATCH):
+            batch = range(start, min(start + VERIFY_BATCH, len(rows)))
+            scored = self.aligned.scores_many(  # type: ignore[union-attr]
+                [thumbs[q] for q in batch],
+                [np.asarray(ref.data[rows[q]]) for q in batch])
+            for q, s in zip(batch, scored):
+                order = np.argsort(-s, kind="stable")[:self.k]
+                ids.append([str(ref.ids[rows[q][o]]) for o in order])
+                sims.append([float(s[o]) for o in order])
+                groups.append([str(ref.groups[rows[q][o]]) for o in order])
+                if len(order):
+                    score[q] = s[order[0]]
         return MatcherResult("aligned", score, ids, sims, groups)

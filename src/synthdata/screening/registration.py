@@ -7,7 +7,8 @@ scores low there, but those placements are close to the truth: this module start
 (and from the whole sample laid over the whole image, for shifts) and refines a homography
 (8 parameters: translation, rotation, zoom, aspect, shear, slight perspective), with a gain and
 an offset for the intensities (inversion is a negative gain), by Gauss-Newton on a pyramid of
-16 x 16 and 32 x 32 thumbnails (Lucas-Kanade; Baker & Matthews 2004). The best refined
+16 x 16 and 32 x 32 thumbnails (Lucas-Kanade; Baker & Matthews 2004), keeping the most
+promising start points of each candidate as it goes (`SCHEDULE`). The best refined
 placement is scored at 64 x 64 by the normalised correlation of band-passed images **on the
 registered overlap only**: both images are filtered inside the overlap (normalised
 convolution), so a border, a canvas, burned-in text or the black corners of a rotation outside
@@ -28,11 +29,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from synthdata.screening.embedders import D4, d4
+from synthdata.screening.embedders import D4, d4, d4_all
 
 SIZE = 64
-LEVELS = ((16, 5), (32, 3))   # (thumbnail side, Gauss-Newton iterations) of the pyramid
-KEEP = 1                      # starting points per candidate refined at the finer level
+# The schedule: (thumbnail side, Gauss-Newton iterations, start points kept per candidate
+# afterwards). Every start point gets a few coarse iterations; the best go on.
+SCHEDULE = ((16, 1, 3), (16, 3, 1), (32, 3, 1))
 MIN_OVERLAP = 0.5             # share of the real image's content the sample must cover
 FLAT = 2.0                    # grey levels: a pixel whose 3 x 3 neighbourhood spans less is flat
 MAX_ZOOM = 8.0                # a placement zooming more than this (either way) is rejected
@@ -98,8 +100,7 @@ def shifts(view: np.ndarray, refs: np.ndarray, top: int, level: int = 32, reach:
     pixels, (C, top, 2) (negative for a copy shifted up or left)."""
     from synthdata.screening.align import band, thumbnail
 
-    small = band(thumbnail(view, level))
-    tmpl = np.stack([d4(small, g) for g in D4])
+    tmpl = d4_all(band(thumbnail(view, level)))
     real = band(np.stack([thumbnail(r, level) for r in refs]))
     pad = 2 * level
     ft = np.conj(np.fft.rfft2(tmpl, s=(pad, pad)))
@@ -232,30 +233,49 @@ def _ncc(t: np.ndarray, i: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, ...]:
     return ncc, gain, tm - gain * im
 
 
-def refine(pyr: Pyramid, refs: np.ndarray, which: np.ndarray, hs: np.ndarray,
-           views: np.ndarray, level: int, iters: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Newton refinement of homographies (n, 3, 3) at one pyramid level.
+def _step(hs: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Compose each homography with the small update d (normalised coordinates)."""
+    n = len(hs)
+    step = np.zeros((n, 3, 3))
+    step[:, 0] = np.stack([1 + d[:, 0], d[:, 1], d[:, 2]], 1)
+    step[:, 1] = np.stack([d[:, 3], 1 + d[:, 4], d[:, 5]], 1)
+    step[:, 2] = np.stack([d[:, 6], d[:, 7], np.ones(n)], 1)
+    out = hs @ _NORM @ step @ _NORM_INV
+    return out / np.where(np.abs(out[:, 2, 2]) > 1e-12, out[:, 2, 2], 1e-12)[:, None, None]
 
-    Start point j is compared with the real thumbnail `refs[which[j]]` ((m, SIZE, SIZE)).
-    Returns the refined homographies and each one's |ncc| at this level (0 when the overlap
-    is under MIN_OVERLAP or the placement degenerates).
+
+def refine(pyr: Pyramid, levels: dict, which: np.ndarray, hs: np.ndarray,
+           views: np.ndarray, level: int, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt refinement of homographies (n, 3, 3) at one pyramid level.
+
+    Start point j is compared with real thumbnail `which[j]`: `levels[level]` holds every
+    thumbnail at this level and its content weights (`_level`, `_content`). A step that
+    lowers a start's correlation is taken back and the damping raised. Returns each start's
+    best homography and its |ncc| at this level (0 when the overlap covers under
+    MIN_OVERLAP of the content or the placement degenerates).
     """
-    t = _level(refs, level)[which]
-    content = _content(refs, level)[which]
+    images, weights = levels[level]
+    t, content = images[which], weights[which]
     _, _, u, v = _grid(level)
     hs = np.array(hs, dtype=np.float64)
     n = len(hs)
     scale = level / 2  # d/du of a level image = d/dpixel * level / 2
     eye = np.eye(10)[None]
-    ncc = np.zeros(n)
+    best_h, best = hs.copy(), np.full(n, -1.0)
+    lam = np.full(n, 1e-3)
+    normal = np.zeros((n, 10, 10))
+    rhs = np.zeros((n, 10))
     for step in range(iters + 1):
         vals, inside = pyr.sample(hs, views, level)
         m = _inner(inside, level).astype(np.float32)
         ncc, gain, offset = _ncc(t, vals, m)
         zoom = _zoom(hs)
-        bad = ((content * inside).sum(1) < MIN_OVERLAP) | (zoom > MAX_ZOOM) | (zoom < 1 / MAX_ZOOM) | (
-            ~np.isfinite(ncc))
+        bad = ((content * inside).sum(1) < MIN_OVERLAP) | (zoom > MAX_ZOOM) | (
+            zoom < 1 / MAX_ZOOM) | ~np.isfinite(ncc)
         ncc = np.where(bad, 0.0, ncc)
+        better = ncc > best
+        best_h[better], best[better] = hs[better], ncc[better]
+        lam = np.where(better, np.maximum(lam / 3, 1e-4), np.minimum(lam * 10, 1e3))
         if step == iters:
             break
         img = vals.reshape(n, level, level)
@@ -272,17 +292,14 @@ def refine(pyr: Pyramid, refs: np.ndarray, which: np.ndarray, hs: np.ndarray,
         jac[..., 8], jac[..., 9] = vals * m, m
         err = (t - gain[:, None] * vals - offset[:, None]) * m
         jt = jac.transpose(0, 2, 1)
-        jtj = (jt @ jac).astype(np.float64)
-        jtj += 1e-3 * jtj * eye + 1e-6 * eye
-        d = np.linalg.solve(jtj, (jt @ err[..., None]).astype(np.float64))[..., 0]
-        d = np.where(bad[:, None], 0.0, d)
-        step_h = np.zeros((n, 3, 3))
-        step_h[:, 0] = np.stack([1 + d[:, 0], d[:, 1], d[:, 2]], 1)
-        step_h[:, 1] = np.stack([d[:, 3], 1 + d[:, 4], d[:, 5]], 1)
-        step_h[:, 2] = np.stack([d[:, 6], d[:, 7], np.ones(n)], 1)
-        hs = hs @ _NORM @ step_h @ _NORM_INV
-        hs /= np.where(np.abs(hs[:, 2, 2]) > 1e-12, hs[:, 2, 2], 1e-12)[:, None, None]
-    return hs, ncc
+        # The normal equations at the best placement so far (a worse step is taken back and
+        # solved again with more damping).
+        normal[better] = (jt @ jac).astype(np.float64)[better]
+        rhs[better] = (jt @ err[..., None]).astype(np.float64)[better, :, 0]
+        damped = normal + lam[:, None, None] * normal * eye + 1e-6 * eye
+        d = np.linalg.solve(damped, rhs[..., None])[..., 0]
+        hs = _step(best_h, np.where((best > 0)[:, None], d, 0.0))
+    return best_h, np.maximum(best, 0.0)
 
 
 def overlap_scores(pyr: Pyramid, renderings: np.ndarray, counts: np.ndarray, hs: np.ndarray,
@@ -321,16 +338,17 @@ def register(views: np.ndarray, renderings: np.ndarray, counts: np.ndarray,
     owner = np.array([i for i, s in enumerate(starts) for _ in s], dtype=np.int64)
     view = np.array([v for s in starts for v, _, _ in s], dtype=np.int64)
     rendering = np.array([r for s in starts for _, r, _ in s], dtype=np.int64)
-    refs = renderings.reshape(-1, SIZE, SIZE)
-    which = owner * renderings.shape[1] + rendering
+    used, which = np.unique(owner * renderings.shape[1] + rendering, return_inverse=True)
+    refs = renderings.reshape(-1, SIZE, SIZE)[used]
+    levels = {level: (_level(refs, level), _content(refs, level))
+              for level in sorted({lv for lv, _, _ in SCHEDULE})}
     hs = np.stack([h for s in starts for _, _, h in s])
-    (l0, it0), (l1, it1) = LEVELS
-    hs, ncc = refine(pyr, refs, which, hs, view, l0, it0)
-    keep = np.concatenate([np.flatnonzero(owner == i)[np.argsort(-ncc[owner == i],
-                                                                 kind="stable")[:KEEP]]
-                           for i in range(c)])
-    hs, ncc = refine(pyr, refs, which[keep], hs[keep], view[keep], l1, it1)
-    owner, view = owner[keep], view[keep]
+    for level, iters, keep_n in SCHEDULE:
+        hs, ncc = refine(pyr, levels, which, hs, view, level, iters)
+        order = np.lexsort((-ncc, owner))                 # by candidate, best first
+        rank = np.arange(len(order)) - np.searchsorted(owner[order], owner[order])
+        keep = np.sort(order[rank < keep_n])
+        hs, ncc, owner, view, which = hs[keep], ncc[keep], owner[keep], view[keep], which[keep]
     best = np.array([np.flatnonzero(owner == i)[int(np.argmax(ncc[owner == i]))]
                      for i in range(c)])
     return overlap_scores(pyr, renderings, counts, hs[best], view[best]).astype(np.float32)
