@@ -57,6 +57,7 @@ BOX_AREA = 0.9       # a content box under this share of the sample makes a seco
 BOX_SIDE = 256       # content boxes are found on a copy at most this large
 ORIENTATIONS = 4     # registration starts from the best placements of this many of the D4
 OUTSIDE = 74         # a start with the real image inside the sample: the sample spans this
+BOXED = 4            # orientations tried laying the real content box onto the content view
 
 
 @lru_cache(maxsize=64)
@@ -98,15 +99,15 @@ def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil, dtype=np.float32)
 
 
-def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
+def content_box(image: np.ndarray, bounded: bool = True) -> tuple[int, int, int, int] | None:
     """(top, bottom, left, right) of the image's structured content when it sits inside a
     constant border (a canvas, a screenshot), else None.
 
     The border value is the commonest value of the outermost pixels; pixels that differ from
     it are content, thin strokes (text, lines) are removed by a morphological opening, and the
     bounding box of the remaining regions (those of at least 5% of the largest) is the
-    content. None when that box keeps more
-    than `BOX_AREA` of the image or less than a tenth of it.
+    content. With `bounded`, None when that box keeps more than `BOX_AREA` of the image or
+    less than a tenth of it; else None only when there is no content at all.
     """
     gray = np.clip(np.rint(to_gray(image)), 0, 255).astype(np.uint8)
     h, w = gray.shape
@@ -115,7 +116,9 @@ def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     ring = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])
     level = int(np.bincount(ring, minlength=256).argmax())
     content = np.abs(small.astype(np.int16) - level) > 3
-    content = ndimage.binary_opening(content, structure=np.ones((5, 5), bool))
+    width = max(3, min(5, round(5 * max(small.shape) / BOX_SIDE)))
+    if width > 1:
+        content = ndimage.binary_opening(content, structure=np.ones((width, width), bool))
     labels, n = ndimage.label(content)
     if n == 0:
         return None
@@ -127,7 +130,7 @@ def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     top, bottom = rows.start * f, min(h, rows.stop * f)
     left, right = cols.start * f, min(w, cols.stop * f)
     share = (bottom - top) * (right - left) / float(h * w)
-    return (top, bottom, left, right) if 0.1 <= share <= BOX_AREA else None
+    return (top, bottom, left, right) if not bounded or 0.1 <= share <= BOX_AREA else None
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -162,7 +165,7 @@ class AlignedMatcher:
                 "query_size": QUERY_SIZE, "renderings": RENDERINGS, "views": VIEWS,
                 "scales": SCALES, "band": BAND, "schedule": registration.SCHEDULE,
                 "min_overlap": registration.MIN_OVERLAP,
-                "orientations": ORIENTATIONS, "outside": OUTSIDE,
+                "orientations": ORIENTATIONS, "outside": OUTSIDE, "boxed": BOXED,
                 "box_area": BOX_AREA}
 
     @cached_property
@@ -292,6 +295,11 @@ class AlignedMatcher:
                         _add(starts[i], (v, int(top[i]), registration.placement(
                             D4[gi], OUTSIDE, int(oy) - (OUTSIDE - SIZE) // 2,
                             int(ox) - (OUTSIDE - SIZE) // 2, QUERY_SIZE)))
+                if v == 1:  # the real image's content box onto the sample's content view
+                    real_box = content_box(cands[i, top[i]], bounded=False) or (0, SIZE, 0, SIZE)
+                    for gi in order[i][:BOXED]:
+                        _add(starts[i], (v, int(top[i]), registration.box_placement(
+                            D4[gi], real_box, (0, QUERY_SIZE, 0, QUERY_SIZE))))
         return found, views, present.sum(axis=1), starts
 
     def scores_many(self, queries: Sequence[np.ndarray], candidates: Sequence[np.ndarray]

@@ -41,6 +41,7 @@ from synthdata.screening.reference import RealImage
 
 MIN_IMAGES = 10
 MIN_GROUPS = 3
+MIN_TRIALS = 30  # other-patient trials needed to estimate false positives at all
 HISTOGRAM_BINS = 50
 NN_SAMPLE = 5000
 
@@ -226,8 +227,7 @@ def run(screener, sample: Sequence[RealImage], deciding: Sequence[str],
     made, _, _ = synthesize(sample, copies, seed)
     copy_result = screener.match(screener.query_data(made))
     first_copies, _, _ = _clean(copy_result.results[first].score, np.zeros(0))
-    bar = max(dup.DUPLICATE_MIN, float(np.quantile(first_copies, 1.0 - target_recall,
-                                                   method="lower")))
+    bar = max(dup.DUPLICATE_MIN, float(np.median(first_copies)))
     clusters, pairs = dup.Clusters(), list(same_pixels)
     for p in pairs:
         clusters.union(p.group_a, p.group_b)
@@ -258,6 +258,12 @@ def run(screener, sample: Sequence[RealImage], deciding: Sequence[str],
         if configured[name] == "auto":
             threshold, info = choose_threshold(copy_scores, trials, target_recall, budget,
                                                min_recall)
+            usable = int(np.isfinite(trials).sum())
+            if usable < MIN_TRIALS:
+                info["status"] = "failed"
+                info["warning"] = (f"only {usable} other-patient trials found a candidate of "
+                                   f"another patient (at least {MIN_TRIALS} are needed to "
+                                   "estimate false positives): this matcher accepts nothing")
         else:
             threshold = float(configured[name])
             info = {"method": "configured", "measured": "recall and false positives of the "

@@ -8,8 +8,10 @@ everything. So before the false-positive estimate:
 - *same pixels*: reference images whose stored thumbnails are identical (the whole
   reference, by hash);
 - *near-copies by the verifier*: a sampled real image whose best match among other
-  patients' images scores at or above `bar` (what copies score: the deciding matcher's
-  target-recall threshold on synthesized copies, at least `DUPLICATE_MIN`).
+  patients' images scores at or above `bar`: what a typical copy scores (the median score
+  of the synthesized copies, at least `DUPLICATE_MIN`). Look-alike images of distinct
+  patients (phantoms, one protocol's slices) score below that and stay other patients:
+  they are what makes a threshold hard to calibrate, not duplicates.
 
 Each pair joins its two groups into one *cluster* (union-find): calibration then treats a
 cluster as one patient (its images never count as other patients of each other), and the
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DUPLICATE_MIN = 0.9   # a cross-patient pair below this score is never called a duplicate
+DUPLICATE_MIN = 0.95  # a cross-patient pair below this score is never called a duplicate
 SHOWN = 20            # pairs listed in the report
 
 
@@ -104,8 +106,8 @@ def summary(pairs: list[Pair], clusters: Clusters, bar: float, policy: str) -> d
         "groups_in_clusters": sum(len(c) for c in merged), "verifier_bar": round(bar, 6),
         "policy": policy,
         "how": ("identical stored thumbnails over the whole reference, and each calibration "
-                "image's best match among other patients scoring at or above the bar (what "
-                "synthesized copies score); each cluster of groups joined by a pair counts as "
+                "image's best match among other patients scoring at or above the bar (the median "
+                "score of synthesized copies); each cluster of groups joined by a pair counts as "
                 "one patient for the false-positive estimate"),
         "examples": [{"a": p.a, "b": p.b, "group_a": p.group_a, "group_b": p.group_b,
                       "score": round(p.score, 6), "how": p.how}

@@ -9,7 +9,10 @@ and keeps the k nearest distinct real images; its score is the top-1 cosine (abs
 signed embedders). The aligned matcher (`align.py`) re-scores the union of the embedders'
 candidates and keeps its own ranking. `exclude_groups` leaves out each query's own patient
 group (or cluster of groups): calibration uses it to measure how near *other* patients'
-images come. The screener also carries each matcher's standing from calibration (`failed`,
+images come. A sample inside a larger canvas (the aligned matcher found a content box) is
+also searched by its content alone (query-side augmentation: a screenshot's border and text
+otherwise steer the embedders). The screener also carries each matcher's standing from
+calibration (`failed`,
 `review_from`) into its results, so `decide.py` never accepts on a failed matcher's word.
 Query data is what the dataset folder keeps per raw shard (`shardio`), so re-screening with
 another threshold is a search, with no image decoded again.
@@ -160,8 +163,27 @@ class Screener:
             candidates = [set(i) for i in ids] if candidates is None else \
                 [c | set(i) for c, i in zip(candidates, ids)]
         if self.aligned is not None:
-            results[self.aligned.name] = self._verify(data[self.aligned.name], candidates or [])
+            thumbs = data[self.aligned.name]
+            self._augment(thumbs, candidates or [], exclude_groups)
+            results[self.aligned.name] = self._verify(thumbs, candidates or [])
         return MatchResult(results, self.blank(data), self.failed, self.review_from)
+
+    def _augment(self, thumbs: np.ndarray, candidates: list[set[str]],
+                 exclude_groups: Exclude | None) -> None:
+        """Query-side augmentation: a sample inside a canvas (its content-box view is not
+        blank) is also searched by its content alone, and those neighbours verified too."""
+        boxed = [q for q in range(len(thumbs))
+                 if len(thumbs[q]) > 1 and float(np.asarray(thumbs[q][1], np.float32).std())
+                 >= 0.5]
+        if not boxed or not candidates:
+            return
+        views = [np.asarray(thumbs[q][1]) for q in boxed]
+        excl = None if exclude_groups is None else [exclude_groups[q] for q in boxed]
+        for emb in self.embedders:
+            ref = self.refs[emb.name]
+            _, idx = nearest_images(ref, emb.embed(views), self.k, emb.signed, excl)
+            for q, row in zip(boxed, idx):
+                candidates[q] |= {str(ref.ids[j]) for j in row if j >= 0}
 
     def _verify(self, thumbs: np.ndarray, candidates: list[set[str]]) -> MatcherResult:
         """Aligned scores of each sample's candidates, best first (in batches of samples)."""

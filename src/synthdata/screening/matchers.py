@@ -179,10 +179,12 @@ def failure(name: str, info: dict, reference: dict) -> str:
     """What a failed calibration means and what to fix (the note of every reviewed sample)."""
     sources = ", ".join(f"{k} {v}" for k, v in sorted(reference["group_sources"].items()))
     dups = reference.get("duplicates") or {}
-    return (f"calibration of {name!r} failed: at the false-positive budget "
-            f"({info['max_fp']:.2%} of other-patient trials) its threshold {info['threshold']:.4f} "
-            f"catches {info['recall']:.1%} of synthesized copies, under the floor "
-            f"{info['min_recall']:.0%}; nothing is accepted on its word (review). To fix: check "
+    why = (f"at the false-positive budget ({info['max_fp']:.2%} of other-patient trials) its "
+           f"threshold {info['threshold']:.4f} catches {info['recall']:.1%} of synthesized "
+           f"copies, under the floor {info['min_recall']:.0%}"
+           if info["recall"] < info["min_recall"] else info.get("warning", ""))
+    return (f"calibration of {name!r} failed: {why}; nothing is accepted on its word "
+            f"(review). To fix: check "
             f"the patient groups (now {reference['groups']} groups: {sources}; name the patient "
             f"column, DICOM PatientID or memorization.group_pattern so each patient is one "
             f"group), near-duplicates across patients ({dups.get('pairs', 0)} pairs found and "

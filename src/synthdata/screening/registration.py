@@ -117,6 +117,21 @@ def shifts(view: np.ndarray, refs: np.ndarray, top: int, level: int = 32, reach:
     return order, np.stack([d[iy], d[ix]], -1) * (SIZE // level)
 
 
+def box_placement(g: str, real: tuple[int, int, int, int], sample: tuple[int, int, int, int]
+                  ) -> np.ndarray:
+    """Homography laying the real thumbnail's content box onto the sample's, turned by g
+    (boxes: top, bottom, left, right in pixels of each thumbnail)."""
+    a, b = _d4_affine(g, 2)
+    r0, r1, c0, c1 = (float(x) for x in real)
+    s0, s1, t0, t1 = (float(x) for x in sample)
+    to_unit = np.array([[1 / max(r1 - r0 - 1, 1), 0, -r0 / max(r1 - r0 - 1, 1)],
+                        [0, 1 / max(c1 - c0 - 1, 1), -c0 / max(c1 - c0 - 1, 1)], [0, 0, 1]])
+    turn = np.eye(3)
+    turn[:2, :2], turn[:2, 2] = a, b
+    to_sample = np.array([[s1 - s0 - 1, 0, s0], [0, t1 - t0 - 1, t0], [0, 0, 1]])
+    return to_sample @ turn @ to_unit
+
+
 @lru_cache(maxsize=8)
 def _grid(level: int) -> tuple[np.ndarray, ...]:
     """Pixel centres of a level in thumbnail coordinates, and normalised (-1..1) ones."""
