@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from functools import cached_property, lru_cache
 
 import numpy as np
+import scipy.fft as sfft
 from PIL import Image
 from scipy import ndimage
 
@@ -58,6 +59,7 @@ BOX_SIDE = 256       # content boxes are found on a copy at most this large
 ORIENTATIONS = 4     # registration starts from the best placements of this many of the D4
 OUTSIDE = 74         # a start with the real image inside the sample: the sample spans this
 BOXED = 4            # orientations tried laying the real content box onto the content view
+FRAMED = 0.6         # share of a content box side that is content for a pasted-picture view
 
 
 @lru_cache(maxsize=64)
@@ -109,10 +111,10 @@ def content_box(image: np.ndarray, bounded: bool = True) -> tuple[int, int, int,
     content. With `bounded`, None when that box keeps more than `BOX_AREA` of the image or
     less than a tenth of it; else None only when there is no content at all.
     """
-    gray = np.clip(np.rint(to_gray(image)), 0, 255).astype(np.uint8)
-    h, w = gray.shape
+    img = np.asarray(image)
+    h, w = img.shape[:2]
     f = max(1, int(np.ceil(max(h, w) / BOX_SIDE)))
-    small = gray[::f, ::f]
+    small = np.clip(np.rint(to_gray(img[::f, ::f])), 0, 255).astype(np.uint8)
     ring = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])
     level = int(np.bincount(ring, minlength=256).argmax())
     content = np.abs(small.astype(np.int16) - level) > 3
@@ -131,6 +133,17 @@ def content_box(image: np.ndarray, bounded: bool = True) -> tuple[int, int, int,
     left, right = cols.start * f, min(w, cols.stop * f)
     share = (bottom - top) * (right - left) / float(h * w)
     return (top, bottom, left, right) if not bounded or 0.1 <= share <= BOX_AREA else None
+
+
+@lru_cache(maxsize=50_000)
+def _cached_box(data: bytes) -> tuple[int, int, int, int]:
+    thumb = np.frombuffer(data, dtype=np.uint8).reshape(SIZE, SIZE)
+    return content_box(thumb, bounded=False) or (0, SIZE, 0, SIZE)
+
+
+def _real_box(thumb: np.ndarray) -> tuple[int, int, int, int]:
+    """The content box of a real thumbnail (the whole thumbnail when it has none), cached."""
+    return _cached_box(np.ascontiguousarray(thumb, dtype=np.uint8).tobytes())
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -209,6 +222,20 @@ class AlignedMatcher:
         return float(np.asarray(query, dtype=np.float32)[0].std()) < BLANK_STD
 
     @staticmethod
+    def framed(query: np.ndarray) -> bool:
+        """True when the sample's content view looks like a picture pasted on a canvas: one
+        side of the content box runs along content for most of its length (a body on its
+        own black background touches its box at a few points only)."""
+        q = np.asarray(query)
+        if len(q) < 2 or float(q[1].astype(np.float32).std()) < BLANK_STD:
+            return False
+        ring = np.concatenate([q[0][0], q[0][-1], q[0][:, 0], q[0][:, -1]])
+        level = int(np.bincount(ring, minlength=256).argmax())
+        view = q[1].astype(np.int16)
+        sides = [view[0], view[-1], view[:, 0], view[:, -1]]
+        return max(float(np.mean(np.abs(side - level) > 3)) for side in sides) >= FRAMED
+
+    @staticmethod
     def views(query: np.ndarray) -> np.ndarray:
         """The sample's views that hold something: (V, QUERY_SIZE, QUERY_SIZE) float32."""
         q = np.asarray(query, dtype=np.float32)
@@ -230,7 +257,7 @@ class AlignedMatcher:
         """Stage 1 for one view: per (reference thumbnail, D4 orientation) the best |ncc| over
         scales and offsets, (n, 8), and its placement (scale side h, oy, ox)."""
         n = len(bands)
-        spectrum = np.fft.rfft2(bands)
+        spectrum = sfft.rfft2(bands.astype(np.float32))
         x64 = bands.astype(np.float64)
         ii = np.pad(x64.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
         ii2 = np.pad((x64 * x64).cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
@@ -242,9 +269,9 @@ class AlignedMatcher:
             if w == 1:  # the whole thumbnail: one offset, a plain dot product
                 corr = np.einsum("rij,tij->rt", bands, tmpl)[:, :, None, None]
             else:
-                kernel = np.conj(np.fft.rfft2(tmpl, s=(SIZE, SIZE)))
-                corr = np.fft.irfft2(spectrum[:, None] * kernel[None],
-                                     s=(SIZE, SIZE))[..., :w, :w]
+                kernel = np.conj(sfft.rfft2(tmpl, s=(SIZE, SIZE)))
+                corr = sfft.irfft2(spectrum[:, None] * kernel[None],
+                                   s=(SIZE, SIZE))[..., :w, :w]
             s1 = ii[:, h:, h:] - ii[:, :w, h:] - ii[:, h:, :w] + ii[:, :w, :w]
             s2 = ii2[:, h:, h:] - ii2[:, :w, h:] - ii2[:, h:, :w] + ii2[:, :w, :w]
             den = np.sqrt(np.maximum(s2 - s1 * s1 / (h * h), 0.0))[:, None]
@@ -296,7 +323,7 @@ class AlignedMatcher:
                             D4[gi], OUTSIDE, int(oy) - (OUTSIDE - SIZE) // 2,
                             int(ox) - (OUTSIDE - SIZE) // 2, QUERY_SIZE)))
                 if v == 1:  # the real image's content box onto the sample's content view
-                    real_box = content_box(cands[i, top[i]], bounded=False) or (0, SIZE, 0, SIZE)
+                    real_box = _real_box(cands[i, top[i]])
                     for gi in order[i][:BOXED]:
                         _add(starts[i], (v, int(top[i]), registration.box_placement(
                             D4[gi], real_box, (0, QUERY_SIZE, 0, QUERY_SIZE))))

@@ -10,8 +10,8 @@ signed embedders). The aligned matcher (`align.py`) re-scores the union of the e
 candidates and keeps its own ranking. `exclude_groups` leaves out each query's own patient
 group (or cluster of groups): calibration uses it to measure how near *other* patients'
 images come. A sample inside a larger canvas (the aligned matcher found a content box) is
-also searched by its content alone (query-side augmentation: a screenshot's border and text
-otherwise steer the embedders). The screener also carries each matcher's standing from
+also searched by its content alone when that looks like a pasted picture (query-side
+augmentation: a screenshot's border and text otherwise steer the embedders). The screener also carries each matcher's standing from
 calibration (`failed`,
 `review_from`) into its results, so `decide.py` never accepts on a failed matcher's word.
 Query data is what the dataset folder keeps per raw shard (`shardio`), so re-screening with
@@ -30,6 +30,7 @@ from synthdata.screening.cache import LoadedReference
 from synthdata.screening.embedders import Embedder, blank_rows
 
 VERIFY_BATCH = 32  # samples whose candidates are registered together
+AUGMENT_K = 3      # candidates each embedder adds from a sample's content view
 
 
 @dataclass
@@ -170,18 +171,17 @@ class Screener:
 
     def _augment(self, thumbs: np.ndarray, candidates: list[set[str]],
                  exclude_groups: Exclude | None) -> None:
-        """Query-side augmentation: a sample inside a canvas (its content-box view is not
-        blank) is also searched by its content alone, and those neighbours verified too."""
-        boxed = [q for q in range(len(thumbs))
-                 if len(thumbs[q]) > 1 and float(np.asarray(thumbs[q][1], np.float32).std())
-                 >= 0.5]
+        """Query-side augmentation: a sample pasted on a canvas (`AlignedMatcher.framed`) is
+        also searched by its content alone, and those neighbours verified too."""
+        boxed = [q for q in range(len(thumbs)) if self.aligned.framed(thumbs[q])]  # type: ignore[union-attr]
         if not boxed or not candidates:
             return
         views = [np.asarray(thumbs[q][1]) for q in boxed]
         excl = None if exclude_groups is None else [exclude_groups[q] for q in boxed]
         for emb in self.embedders:
             ref = self.refs[emb.name]
-            _, idx = nearest_images(ref, emb.embed(views), self.k, emb.signed, excl)
+            _, idx = nearest_images(ref, emb.embed(views), min(self.k, AUGMENT_K), emb.signed,
+                                    excl)
             for q, row in zip(boxed, idx):
                 candidates[q] |= {str(ref.ids[j]) for j in row if j >= 0}
 

@@ -25,7 +25,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import hashlib
+from collections import OrderedDict
+
 import numpy as np
+import scipy.fft as sfft
 from PIL import Image
 from scipy import ndimage
 
@@ -34,7 +38,7 @@ from synthdata.screening.embedders import D4, d4, d4_all
 SIZE = 64
 # The schedule: (thumbnail side, Gauss-Newton iterations, start points kept per candidate
 # afterwards). Every start point gets a few coarse iterations; the best go on.
-SCHEDULE = ((16, 1, 3), (16, 3, 1), (32, 3, 1))
+SCHEDULE = ((16, 2, 2), (16, 2, 1), (32, 2, 1))
 MIN_OVERLAP = 0.5             # share of the real image's content the sample must cover
 FLAT = 2.0                    # grey levels: a pixel whose 3 x 3 neighbourhood spans less is flat
 MAX_ZOOM = 8.0                # a placement zooming more than this (either way) is rejected
@@ -103,9 +107,9 @@ def shifts(view: np.ndarray, refs: np.ndarray, top: int, level: int = 32, reach:
     tmpl = d4_all(band(thumbnail(view, level)))
     real = band(np.stack([thumbnail(r, level) for r in refs]))
     pad = 2 * level
-    ft = np.conj(np.fft.rfft2(tmpl, s=(pad, pad)))
-    x = np.fft.rfft2(real, s=(pad, pad))[:, None] * ft[None]
-    corr = np.abs(np.fft.irfft2(x / (np.sqrt(np.abs(x)) + 1e-6), s=(pad, pad)))
+    ft = np.conj(sfft.rfft2(tmpl.astype(np.float32), s=(pad, pad)))
+    x = sfft.rfft2(real.astype(np.float32), s=(pad, pad))[:, None] * ft[None]
+    corr = np.abs(sfft.irfft2(x / (np.sqrt(np.abs(x)) + 1e-6), s=(pad, pad)))
     r = int(reach * level)
     d = np.r_[0:r + 1, -r:0]
     corr = corr[:, :, d][:, :, :, d]                      # (C, 8, 2r+1, 2r+1) of shifts d
@@ -226,6 +230,24 @@ def _level(refs: np.ndarray, level: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(r).resize((level, level),
                                                           Image.Resampling.BILINEAR))
                      for r in refs.astype(np.float32)]).reshape(len(refs), -1)
+
+
+_LEVELS: OrderedDict = OrderedDict()
+LEVELS_KEPT = 50_000  # real thumbnails whose pyramid levels stay cached in the process
+
+
+def _levels(refs: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+    """(`_level`, `_content`) of real thumbnails, cached per thumbnail (they recur)."""
+    keys = [(level, hashlib.blake2b(r.tobytes(), digest_size=16).digest()) for r in refs]
+    todo = [i for i, k in enumerate(keys) if k not in _LEVELS]
+    if todo:
+        fresh = refs[todo]
+        for i, img, w in zip(todo, _level(fresh, level), _content(fresh, level)):
+            _LEVELS[keys[i]] = (img, w)
+            if len(_LEVELS) > LEVELS_KEPT:
+                _LEVELS.popitem(last=False)
+    pairs = [_LEVELS[k] for k in keys]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def _inner(inside: np.ndarray, level: int) -> np.ndarray:
@@ -355,8 +377,7 @@ def register(views: np.ndarray, renderings: np.ndarray, counts: np.ndarray,
     rendering = np.array([r for s in starts for _, r, _ in s], dtype=np.int64)
     used, which = np.unique(owner * renderings.shape[1] + rendering, return_inverse=True)
     refs = renderings.reshape(-1, SIZE, SIZE)[used]
-    levels = {level: (_level(refs, level), _content(refs, level))
-              for level in sorted({lv for lv, _, _ in SCHEDULE})}
+    levels = {level: _levels(refs, level) for level in sorted({lv for lv, _, _ in SCHEDULE})}
     hs = np.stack([h for s in starts for _, _, h in s])
     for level, iters, keep_n in SCHEDULE:
         hs, ncc = refine(pyr, levels, which, hs, view, level, iters)
