@@ -23,10 +23,22 @@ no VOI window, a 1-99 percentile stretch, another window: the DICOM's second win
 10-90 percentile range; MONOCHROME1 not inverted); crops to 85% centred and in a corner
 (held-out: anywhere); 2x down-up; JPEG 50; Gaussian blur sigma 1.5; resizing to a square;
 the mild edits of the issue's held-out set 1 (JPEG 70, noise sigma 3, brightness, rotation
-by 2 degrees); and 3 random combinations of 1-3 edits each. Sources under 128 px are first upsampled to at
-least 256 px (a generator's output size). Negatives get exact, a random symmetry, inversion,
-JPEG 50, blur, a crop and a random combination: a negative stays a negative whatever its
-export.
+by 2 degrees); issue 17's geometric edits, each alone (`_planted.geometric_copies`): shifts
+by 2-10%, rotations by 3-10 degrees, rotations with a zoom of 0.85-1.15, crops to 60-80% of the
+area, aspect 0.85-1.15, a crop to 60% with an aspect change, slight perspective, the image in
+a screenshot (border, burned-in text), flip + 3 degrees, 3 degrees + JPEG 60 + gamma 1.3
+(tune: fixed values; held-out: drawn in the ranges); and 3 random combinations of 1-3 edits
+each (the product's own `edits.random_edit`, geometric ones included). Sources under 128 px
+are first upsampled to at least 256 px (a generator's output size). Negatives get exact, a
+random symmetry, inversion, JPEG 50, blur, a crop, a shift, a rotation with zoom, a crop to
+60-80%, an aspect change, perspective, a screenshot and a random combination: other patients
+under the same edits.
+
+Per configuration also: recall@k of each retriever per edit (the source among the k
+candidates it proposes), false positives per negative edit, and the calibration (status,
+recall, false-positive estimate and interval, trials). The duplicate-in-reference case
+screens the same queries against the split's reference holding one MR study twice (MR2 or
+MR_small re-exported under another PatientID) with the default configuration.
 
 Per configuration, thresholds come from the product's own calibration (`threshold: auto` on
 the reference: target recall 0.99 on copies it synthesizes, false-positive budget 1% on
@@ -37,7 +49,8 @@ FAISS flat search (one row per real image) of the same embedders, alternated on 
 the queries, best of 3 rounds each (`--rounds`) (this machine is shared: the best round is the least
 disturbed), one torch thread.
 
-    python benchmarks/bench_memorization.py [--split tune|held-out|both] [--configs ...] [--record]
+    python benchmarks/bench_memorization.py [--split tune|held-out|both] [--configs ...] \
+        [--save results/....json] [--record] [--no-duplicate-case]
 """
 
 from __future__ import annotations

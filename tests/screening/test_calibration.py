@@ -31,7 +31,7 @@ from synthdata.spec.models import Memorization
 CLINICAL = ["RG1_UNCR.dcm", "RG3_UNCR.dcm", "MR2_UNCR.dcm", "693_UNCR.dcm", "US1_UNCR.dcm",
             "CT_small.dcm", "MR_small.dcm", "OBXXXX1A.dcm", "JPEG2000_UNC.dcm", "image_dfl.dcm",
             "emri_small.dcm"]
-SMALL = {"retrievers": ["pixel"], "calibration_copies": 120, "calibration_negatives": 150}
+SMALL = {"retrievers": ["pixel"], "calibration_copies": 80, "calibration_negatives": 100}
 
 
 @pytest.fixture(scope="module")

@@ -211,15 +211,14 @@ def check_calibratable(images: int, groups: int, what: str) -> None:
             "Add reference images, name the patient column or pattern, or configure a number.")
 
 
-def run(screener, sample: Sequence[RealImage], deciding: Sequence[str],
-        configured: dict[str, float | str], *, copies: int, negatives: int,
-        target_recall: float, max_fp: float, min_recall: float, seed: int,
-        same_pixels: list, policy: str) -> tuple[dict, dict]:
-    """Calibrate (or measure) every deciding matcher on `sample` (see the module doc).
+def run(screener, sample: Sequence[RealImage], deciding: Sequence[str], *, copies: int,
+        negatives: int, seed: int, same_pixels: list, policy: str) -> dict:
+    """The scores calibration rests on (see the module doc); no threshold is chosen here.
 
-    `screener`: a `match.Screener` over the reference; `configured`: each matcher's
-    configured threshold ('auto' or a number: measured, kept); `same_pixels`: duplicate pairs
-    found over the whole reference. Returns ({matcher: [threshold, info]}, duplicates).
+    `screener`: a `match.Screener` over the reference; `same_pixels`: duplicate pairs found
+    over the whole reference. Returns {"scores": {matcher: {"copies": [...], "trials":
+    [...], "pairs": n}}, "sample": {...}, "duplicates": {...}} (plain data: cached as JSON,
+    so settling other thresholds on it costs nothing).
     """
     from synthdata.screening import duplicates as dup
 
@@ -250,34 +249,43 @@ def run(screener, sample: Sequence[RealImage], deciding: Sequence[str],
     group = {im.id: im.group for im in sample}
     hard_result = screener.match(screener.query_data(hard), exclude_groups=[
         clusters.members(group[s]) for s in hard_sources])
-    budget = max_fp / len(deciding)
-    out = {}
-    for name in deciding:
-        trials = np.concatenate([other.results[name].score, hard_result.results[name].score])
-        copy_scores = copy_result.results[name].score
-        if configured[name] == "auto":
-            threshold, info = choose_threshold(copy_scores, trials, target_recall, budget,
-                                               min_recall)
-            usable = int(np.isfinite(trials).sum())
-            if usable < MIN_TRIALS:
-                info["status"] = "failed"
-                info["warning"] = (f"only {usable} other-patient trials found a candidate of "
-                                   f"another patient (at least {MIN_TRIALS} are needed to "
-                                   "estimate false positives): this matcher accepts nothing")
-        else:
-            threshold = float(configured[name])
-            info = {"method": "configured", "measured": "recall and false positives of the "
-                    "configured threshold, measured as calibration would",
-                    **measure(copy_scores, trials, threshold, budget)}
-        info.update({
-            "sample_images": len(sample), "sample_groups": len({im.group for im in sample}),
-            "trials_real": len(sample), "trials_hard_negatives": len(hard),
-            "pairs": sum(len(x) for x in other.results[name].ids)
-            + sum(len(x) for x in hard_result.results[name].ids),
-            "histogram_copies": histogram(copy_scores),
-            "histogram_other_patients": histogram(trials)})
-        out[name] = [threshold, info]
-    return out, dup.summary(pairs, clusters, bar, policy)
+
+    def listed(x: np.ndarray) -> list:
+        return [None if not np.isfinite(v) else round(float(v), 7) for v in x]
+
+    return {"scores": {name: {
+                "copies": listed(copy_result.results[name].score),
+                "trials": listed(np.concatenate([other.results[name].score,
+                                                 hard_result.results[name].score])),
+                "pairs": sum(len(x) for x in other.results[name].ids)
+                + sum(len(x) for x in hard_result.results[name].ids)} for name in deciding},
+            "sample": {"images": len(sample), "groups": len({im.group for im in sample}),
+                       "trials_real": len(sample), "trials_hard_negatives": len(hard)},
+            "duplicates": dup.summary(pairs, clusters, bar, policy)}
+
+
+def settle(scores: dict, configured: float | str, *, target_recall: float, max_fp: float,
+           min_recall: float) -> tuple[float, dict]:
+    """(threshold, info) of one matcher from `run`'s scores: calibrated when `configured` is
+    'auto', else the configured number, measured."""
+    copies = np.array([np.nan if v is None else v for v in scores["copies"]], dtype=np.float64)
+    trials = np.array([np.nan if v is None else v for v in scores["trials"]], dtype=np.float64)
+    if configured == "auto":
+        threshold, info = choose_threshold(copies, trials, target_recall, max_fp, min_recall)
+        usable = int(np.isfinite(trials).sum())
+        if usable < MIN_TRIALS:
+            info["status"] = "failed"
+            info["warning"] = (f"only {usable} other-patient trials found a candidate of "
+                               f"another patient (at least {MIN_TRIALS} are needed to estimate "
+                               "false positives): this matcher accepts nothing")
+    else:
+        threshold = float(configured)
+        info = {"method": "configured", "measured": "recall and false positives of the "
+                "configured threshold, measured as calibration would",
+                **measure(copies, trials, threshold, max_fp)}
+    info.update({"pairs": scores["pairs"], "histogram_copies": histogram(copies[
+        np.isfinite(copies)]), "histogram_other_patients": histogram(trials[np.isfinite(trials)])})
+    return threshold, info
 
 
 def _duplicates_message(pairs: list) -> str:

@@ -111,16 +111,16 @@ def _reference_info(prepared: list[PreparedReference]) -> dict:
             "skipped": [{"id": s.id, "reason": s.reason} for s in first.skipped]}
 
 
-def _calibration_key(cfg: Memorization, setup: MatcherSetup, configured: dict) -> str:
+def _calibration_key(cfg: Memorization, setup: MatcherSetup) -> str:
+    """Everything the calibration scores depend on (thresholds and targets are settled on
+    them afterwards, so they are not part of it)."""
     blob = json.dumps({"v": CALIBRATION_VERSION, "refs": sorted(h.key for _, h in setup.handles),
                        "deciding": setup.deciding, "embedders": setup.fingerprints,
                        "aligned": AlignedMatcher().fingerprint if setup.aligned else None,
-                       "k": cfg.k, "recall": cfg.target_recall, "fp": cfg.max_false_positive,
-                       "floor": cfg.min_recall, "images": cfg.calibration_images,
+                       "k": cfg.k, "images": cfg.calibration_images,
                        "copies": cfg.calibration_copies, "negatives": cfg.calibration_negatives,
-                       "duplicates": cfg.reference_duplicates,
-                       "configured": {k: repr(v) for k, v in configured.items()},
-                       "seed": CALIBRATION_SEED}, sort_keys=True)
+                       "duplicates": cfg.reference_duplicates, "seed": CALIBRATION_SEED},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -152,10 +152,10 @@ def same_pixel_pairs(screener: Screener) -> list:
     return duplicates.same_pixels(ref.ids, ref.groups, rows)
 
 
-def calibrate_setup(cfg: Memorization, setup: MatcherSetup, configured: dict) -> dict:
-    """Calibrate the deciding matchers, or measure their configured thresholds (cached):
-    {name: [threshold, info], "_duplicates": {...}, "_seconds": s}."""
-    path = screening_cache() / "calibration" / f"{_calibration_key(cfg, setup, configured)}.json"
+def calibration_scores(cfg: Memorization, setup: MatcherSetup) -> dict:
+    """The scores calibration rests on (`calibrate.run`), computed once per reference and
+    matchers and cached privately (they name real images)."""
+    path = screening_cache() / "calibration" / f"{_calibration_key(cfg, setup)}.json"
     if path.is_file():
         return json.loads(path.read_text())
     with private_lock(path):
@@ -164,15 +164,31 @@ def calibrate_setup(cfg: Memorization, setup: MatcherSetup, configured: dict) ->
         t0 = time.perf_counter()
         screener = setup.screener()
         sample = calibration_sample(cfg, setup.base_dir, cfg.calibration_images)
-        out, dups = calibrate.run(
-            screener, sample, setup.deciding, configured, copies=cfg.calibration_copies,
-            negatives=cfg.calibration_negatives, target_recall=cfg.target_recall,
-            max_fp=cfg.max_false_positive, min_recall=cfg.min_recall, seed=CALIBRATION_SEED,
-            same_pixels=same_pixel_pairs(screener), policy=cfg.reference_duplicates)
-        out["_duplicates"] = dups
-        out["_seconds"] = round(time.perf_counter() - t0, 3)
+        out = calibrate.run(screener, sample, setup.deciding, copies=cfg.calibration_copies,
+                            negatives=cfg.calibration_negatives, seed=CALIBRATION_SEED,
+                            same_pixels=same_pixel_pairs(screener),
+                            policy=cfg.reference_duplicates)
+        out["seconds"] = round(time.perf_counter() - t0, 3)
         save_json(path, out)
         return out
+
+
+def calibrate_setup(cfg: Memorization, setup: MatcherSetup, configured: dict) -> dict:
+    """Each deciding matcher's (threshold, info), calibrated or measured on the cached
+    scores: {name: [threshold, info], "_duplicates": {...}}."""
+    scores = calibration_scores(cfg, setup)
+    budget = cfg.max_false_positive / len(setup.deciding)
+    out: dict = {"_duplicates": scores["duplicates"]}
+    for name in setup.deciding:
+        threshold, info = calibrate.settle(scores["scores"][name], configured[name],
+                                           target_recall=cfg.target_recall, max_fp=budget,
+                                           min_recall=cfg.min_recall)
+        sample = scores["sample"]
+        info.update({"sample_images": sample["images"], "sample_groups": sample["groups"],
+                     "trials_real": sample["trials_real"],
+                     "trials_hard_negatives": sample["trials_hard_negatives"]})
+        out[name] = [threshold, info]
+    return out
 
 
 def failure(name: str, info: dict, reference: dict) -> str:
