@@ -99,7 +99,8 @@ def test_default_matchers_catch_rotated_inverted_and_cropped_copies(reference_di
     images += [(f"distinct:phantom:{s}", phantom(s)) for s in range(12)]
     out = tmp_path_factory.mktemp("planted-default")
     tags = write_raw_dataset(out, images, shard_size=100)
-    cfg = Memorization(reference=[str(dicom)], calibration_images=30, calibration_copies=100)
+    cfg = Memorization(reference=[str(dicom)], calibration_images=30, calibration_copies=100,
+                       calibration_negatives=100)
     assert cfg.matchers == ["aligned"] and cfg.candidate_embedders == ["efficientnet-lite0"]
     summary = screen_dataset(out, cfg)
     stats = figures(out, tags)
