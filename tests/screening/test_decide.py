@@ -59,7 +59,8 @@ def test_threshold_for_target_recall_with_false_positives_estimated():
     assert threshold == pytest.approx(np.quantile(copies, 0.01, method="lower"))
     assert info["recall"] >= 0.99 and info["false_positive_estimate"] == 0.0
     assert info["copies"] == 1000 and info["trials"] == 500 and info["status"] == "ok"
-    assert info["false_positive_interval"][0] == 0.0 and 0 < info["false_positive_interval"][1] < 0.01
+    lo, hi = info["false_positive_interval"]
+    assert lo == 0.0 and 0 < hi < 0.01  # 0 of 500 trials: 95% interval up to 0.74%
     assert not info["coarse"] and "warning" not in info
 
 

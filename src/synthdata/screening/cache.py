@@ -45,7 +45,7 @@ import numpy as np
 from synthdata.fsutil import atomic_path, cache_root, sha256_file
 from synthdata.screening import calibrate
 from synthdata.screening import index as ix
-from synthdata.screening.groups import MetadataGroups
+from synthdata.screening.groups import MetadataGroups, check_group_column
 from synthdata.screening.reference import (
     ReaderOptions,
     ReferenceFile,
@@ -348,17 +348,6 @@ def _group_sources(groups: list[str]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def _check_group_column(parts: list[_Part], options: ReaderOptions) -> None:
-    """A configured group column that names no image's patient is a configuration error."""
-    if options.group_column is None:
-        return
-    if not any(g.startswith(("column:", "metadata:")) for p in parts for g in p.groups):
-        raise ReferenceSetError(
-            f"memorization.group_column: no reference image got a patient from a column "
-            f"{options.group_column!r} (looked in Parquet tables of images, WebDataset "
-            "samples' .json and metadata tables beside the images); name an existing column")
-
-
 def prepare_references(paths: list[str], stores: Sequence[Store], *, options: ReaderOptions,
                        exact_limit: int, memory_gb: float,
                        base_dir: str | Path | None = None) -> list[PreparedReference]:
@@ -376,7 +365,7 @@ def prepare_references(paths: list[str], stores: Sequence[Store], *, options: Re
         if not parts:
             reasons = "; ".join(f"{s.id}: {s.reason}" for s in all_skipped[:5])
             raise ReferenceSetError(f"memorization.reference has no readable images ({reasons})")
-        _check_group_column(parts, options)
+        check_group_column([g for p in parts for g in p.groups], options.group_column)
         key, content = _index_key(store.fingerprint, options, settings,
                                   [(p.ref.id, p.sha) for p in parts], tables.fingerprint)
         target = screening_cache() / "index" / key

@@ -168,6 +168,17 @@ def metadata_groups(tables: list[Path], images: list[Path], roots: list[Path],
     return groups
 
 
+def check_group_column(groups: list[str], column: str | None) -> None:
+    """A configured group column that names no image's patient is a configuration error."""
+    from synthdata.screening.reference import ReferenceSetError
+
+    if column is not None and not any(g.startswith(("column:", "metadata:")) for g in groups):
+        raise ReferenceSetError(
+            f"memorization.group_column: no reference image got a patient from a column "
+            f"{column!r} (looked in Parquet tables of images, WebDataset samples' .json and "
+            "metadata tables beside the images); name an existing column")
+
+
 def path_group(image_id: str) -> str | None:
     """`path:<patient>` from a known dataset layout in the image id, else None."""
     for pattern in PATH_PATTERNS:

@@ -11,9 +11,9 @@ candidates and keeps its own ranking. `exclude_groups` leaves out each query's o
 group (or cluster of groups): calibration uses it to measure how near *other* patients'
 images come. A sample inside a larger canvas (the aligned matcher found a content box) is
 also searched by its content alone when that looks like a pasted picture (query-side
-augmentation: a screenshot's border and text otherwise steer the embedders). The screener also carries each matcher's standing from
-calibration (`failed`,
-`review_from`) into its results, so `decide.py` never accepts on a failed matcher's word.
+augmentation: a screenshot's border and text otherwise steer the embedders). The screener
+also carries each matcher's standing from calibration (`failed`, `review_from`) into its
+results, so `decide.py` never accepts on a failed matcher's word.
 Query data is what the dataset folder keeps per raw shard (`shardio`), so re-screening with
 another threshold is a search, with no image decoded again.
 """
@@ -173,7 +173,9 @@ class Screener:
                  exclude_groups: Exclude | None) -> None:
         """Query-side augmentation: a sample pasted on a canvas (`AlignedMatcher.framed`) is
         also searched by its content alone, and those neighbours verified too."""
-        boxed = [q for q in range(len(thumbs)) if self.aligned.framed(thumbs[q])]  # type: ignore[union-attr]
+        aligned = self.aligned
+        assert aligned is not None
+        boxed = [q for q in range(len(thumbs)) if aligned.framed(thumbs[q])]
         if not boxed or not candidates:
             return
         views = [np.asarray(thumbs[q][1]) for q in boxed]
