@@ -23,10 +23,22 @@ no VOI window, a 1-99 percentile stretch, another window: the DICOM's second win
 10-90 percentile range; MONOCHROME1 not inverted); crops to 85% centred and in a corner
 (held-out: anywhere); 2x down-up; JPEG 50; Gaussian blur sigma 1.5; resizing to a square;
 the mild edits of the issue's held-out set 1 (JPEG 70, noise sigma 3, brightness, rotation
-by 2 degrees); and 3 random combinations of 1-3 edits each. Sources under 128 px are first upsampled to at
-least 256 px (a generator's output size). Negatives get exact, a random symmetry, inversion,
-JPEG 50, blur, a crop and a random combination: a negative stays a negative whatever its
-export.
+by 2 degrees); issue 17's geometric edits, each alone (`_planted.geometric_copies`): shifts
+by 2-10%, rotations by 3-10 degrees, rotations with a zoom of 0.85-1.15, crops to 60-80% of the
+area, aspect 0.85-1.15, a crop to 60% with an aspect change, slight perspective, the image in
+a screenshot (border, burned-in text), flip + 3 degrees, 3 degrees + JPEG 60 + gamma 1.3
+(tune: fixed values; held-out: drawn in the ranges); and 3 random combinations of 1-3 edits
+each (the product's own `edits.random_edit`, geometric ones included). Sources under 128 px
+are first upsampled to at least 256 px (a generator's output size). Negatives get exact, a
+random symmetry, inversion, JPEG 50, blur, a crop, a shift, a rotation with zoom, a crop to
+60-80%, an aspect change, perspective, a screenshot and a random combination: other patients
+under the same edits.
+
+Per configuration also: recall@k of each retriever per edit (the source among the k
+candidates it proposes), false positives per negative edit, and the calibration (status,
+recall, false-positive estimate and interval, trials). The duplicate-in-reference case
+screens the same queries against the split's reference holding one MR study twice (MR2 or
+MR_small re-exported under another PatientID) with the default configuration.
 
 Per configuration, thresholds come from the product's own calibration (`threshold: auto` on
 the reference: target recall 0.99 on copies it synthesizes, false-positive budget 1% on
@@ -37,22 +49,26 @@ FAISS flat search (one row per real image) of the same embedders, alternated on 
 the queries, best of 3 rounds each (`--rounds`) (this machine is shared: the best round is the least
 disturbed), one torch thread.
 
-    python benchmarks/bench_memorization.py [--split tune|held-out|both] [--configs ...] [--record]
+    python benchmarks/bench_memorization.py [--split tune|held-out|both] [--configs ...] \
+        [--save results/....json] [--record] [--no-duplicate-case]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
-import tempfile
-import time
-from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-from _common import emit
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one thread for numpy too, before numpy loads  # noqa: E402
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from _common import emit  # noqa: E402
 
 CONFIGS = {
     "pixel": {"embedder": ["pixel"]},
@@ -68,236 +84,7 @@ CONFIGS = {
 DEFAULT_CONFIG = "aligned<-efficientnet-lite0 (default)"
 
 
-@dataclass
-class Source:
-    """A real file of the planted set: where it is, which images, which role per split."""
-
-    name: str
-    path: Path
-    kind: str  # dicom | nifti
-    frames: tuple[int, ...] | None = None   # DICOM frames / NIfTI slices of volume 0 to use
-    far: tuple[int, ...] = ()               # slices held out as far-slice negatives
-
-
-def _pydicom(name: str) -> Path:
-    from pydicom.data import get_testdata_file
-
-    path = get_testdata_file(name)
-    if path is None:
-        raise SystemExit(f"{name} not found: pip install pydicom-data")
-    return Path(path)
-
-
-def _nibabel(name: str) -> Path:
-    from nibabel.testing import data_path
-
-    return Path(data_path) / name
-
-
-def sources(split: str) -> tuple[list[Source], list[Source]]:
-    """(reference sources, negative sources) of a split."""
-    a = [Source("693", _pydicom("693_UNCR.dcm"), "dicom"),
-         Source("RG1", _pydicom("RG1_UNCR.dcm"), "dicom"),
-         Source("MR2", _pydicom("MR2_UNCR.dcm"), "dicom"),
-         Source("US1", _pydicom("US1_UNCR.dcm"), "dicom"),
-         Source("emri", _pydicom("emri_small.dcm"), "dicom", tuple(range(0, 10, 2))),
-         Source("vlut04", _pydicom("vlut_04.dcm"), "dicom"),
-         Source("eCT", _pydicom("eCT_Supplemental.dcm"), "dicom"),
-         Source("CTsmall", _pydicom("CT_small.dcm"), "dicom"),
-         Source("siemensMR", _pydicom("MR-SIEMENS-DICOM-WithOverlays.dcm"), "dicom"),
-         Source("anat", _nibabel("anatomical.nii"), "nifti", tuple(range(0, 25, 3))),
-         Source("e4", _nibabel("example4d.nii.gz"), "nifti", tuple(range(0, 12, 2)),
-                far=tuple(range(18, 24)))]
-    b = [Source("pancreasCT", _pydicom("explicit_VR-UN.dcm"), "dicom"),
-         Source("RG3", _pydicom("RG3_UNCR.dcm"), "dicom"),
-         Source("MRsmall", _pydicom("MR_small.dcm"), "dicom"),
-         Source("OBXXXX1A", _pydicom("OBXXXX1A.dcm"), "dicom"),
-         Source("aloka", _pydicom("gdcm-US-ALOKA-16.dcm"), "dicom"),
-         Source("NM", _pydicom("JPEG2000_UNC.dcm"), "dicom"),
-         Source("dfl", _pydicom("image_dfl.dcm"), "dicom"),
-         Source("cine", _pydicom("color3d_jpeg_baseline.dcm"), "dicom", tuple(range(0, 120, 15))),
-         Source("nifti2", _nibabel("example_nifti2.nii.gz"), "nifti", tuple(range(0, 12, 2))),
-         Source("functional", _nibabel("functional.nii"), "nifti", (0, 1, 2))]
-    if split == "tune":
-        return a, b
-    anat = Source("anat", _nibabel("anatomical.nii"), "nifti", tuple(range(0, 10)),
-                  far=tuple(range(17, 25)))
-    negatives = [s for s in a if s.name not in ("anat", "e4")] + [
-        Source("e4", _nibabel("example4d.nii.gz"), "nifti", tuple(range(0, 24, 4)))]
-    return b + [anat], negatives
-
-
-@dataclass
-class RealFrame:
-    """One real image with its raw values and display conventions."""
-
-    source: str
-    index: int
-    display: np.ndarray
-    values: np.ndarray | None
-    windows: list[tuple[float, float]]
-    mono1: bool
-
-
-def read_frames(src: Source) -> list[RealFrame]:
-    """Every image of a source file, as the reference reader renders it, with raw values."""
-    from synthdata.screening import decoders
-
-    out = []
-    if src.kind == "dicom":
-        import pydicom
-        from pydicom.pixels import iter_pixels
-
-        ds = pydicom.dcmread(src.path)
-        centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
-        centers = list(centers) if hasattr(centers, "__len__") and not isinstance(
-            centers, str) else ([centers] if centers is not None else [])
-        widths = list(widths) if hasattr(widths, "__len__") and not isinstance(
-            widths, str) else ([widths] if widths is not None else [])
-        windows = [(float(c), float(w)) for c, w in zip(centers, widths)]
-        mono1 = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
-        for i, frame in enumerate(iter_pixels(ds)):
-            out.append(RealFrame(src.name, i, decoders._render_dicom_frame(frame, ds),
-                                 decoders.dicom_values(frame, ds), windows, mono1))
-    else:
-        import nibabel as nib
-
-        img = nib.as_closest_canonical(nib.load(str(src.path)))
-        data = np.asarray(img.dataobj, dtype=np.float64)
-        vol = data[..., 0] if data.ndim == 4 else data
-        for s in range(vol.shape[2]):
-            plane = np.flipud(vol[:, :, s].T)
-            out.append(RealFrame(src.name, s, decoders.to_uint8(plane), plane, [], False))
-    return out
-
-
-def render(f: RealFrame, how: str) -> np.ndarray | None:
-    """The frame rendered from its raw values another way, as displayed (None: not possible)."""
-    from synthdata.screening import decoders
-
-    if f.values is None:
-        return None
-    v = f.values
-    if how == "minmax":
-        img = decoders.to_uint8(v)
-    elif how == "percentile":
-        img = decoders.percentile_uint8(v, 1.0, 99.0)
-    elif how == "window":
-        if len(f.windows) > 1:
-            c, w = f.windows[1]
-            img = decoders.to_uint8(v, c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2)
-        else:
-            img = decoders.percentile_uint8(v, 10.0, 90.0)
-    elif how == "mono1_not_inverted":
-        return (255 - f.display).astype(np.uint8) if f.mono1 else None
-    else:
-        raise ValueError(how)
-    return (255 - img).astype(np.uint8) if f.mono1 else img
-
-
-def export(img: np.ndarray) -> np.ndarray:
-    """A generator's output size: sources under 128 px upsampled to at least 256 px."""
-    from synthdata.screening import edits
-
-    return edits.export(img)
-
-
-def copies_of(f: RealFrame, rng: np.random.Generator, held_out: bool
-              ) -> list[tuple[str, np.ndarray]]:
-    """(edit, image) of every planted copy of one real frame."""
-    from synthdata.screening import edits as E
-
-    d = export(f.display)
-    out = [("exact", d)] + [(g, E.dihedral(d, g)) for g in E.DIHEDRAL[1:]]
-    out.append(("invert", E.invert(d)))
-    gammas = (rng.uniform(0.7, 1.0), rng.uniform(1.0, 1.4)) if held_out else (0.7, 1.4)
-    out += [("gamma<1", E.gamma(d, gammas[0])), ("gamma>1", E.gamma(d, gammas[1]))]
-    for how in ("minmax", "percentile", "window", "mono1_not_inverted"):
-        img = render(f, how)
-        if img is not None and not np.array_equal(img, f.display):
-            out.append((f"render:{how}", export(img)))
-    positions = [(rng.uniform(0, 1), rng.uniform(0, 1)) for _ in range(2)] if held_out \
-        else [(0.5, 0.5), (0.0, 0.0)]
-    out += [("crop85", E.crop(d, 0.85, *positions[0])), ("crop85", E.crop(d, 0.85, *positions[1]))]
-    out += [("down_up2", E.down_up(d)), ("jpeg50", E.jpeg(d, 50)), ("blur1.5", E.blur(d, 1.5)),
-            ("square", E.resize(d, 256, 256))]
-    # The mild edits of the issue's held-out set 1: JPEG 70, noise, brightness, 2 degrees.
-    out += [("jpeg70", E.jpeg(d, 70)), ("noise3", E.noise(d, 3.0, rng)),
-            ("brightness", E.linear(d, 1.1, 10)), ("rotate2", E.rotate(d, 2.0))]
-    for _ in range(3):
-        start = d if f.values is None else export(render(f, str(rng.choice(
-            ["minmax", "percentile", "window"]))) if rng.random() < 0.3 else f.display)
-        names = E.random_edit(rng, 3)
-        out.append(("combo", E.apply(start, names, rng)))
-    return out
-
-
-def negatives_of(f: RealFrame, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
-    """(edit, image): a negative exported and edited as copies are."""
-    from synthdata.screening import edits as E
-
-    d = export(f.display)
-    return [("exact", d), ("dihedral", E.dihedral(d, str(rng.choice(E.DIHEDRAL[1:])))),
-            ("invert", E.invert(d)), ("jpeg50", E.jpeg(d, 50)), ("blur1.5", E.blur(d, 1.5)),
-            ("crop85", E.crop(d, 0.85, rng.uniform(0, 1), rng.uniform(0, 1))),
-            ("combo", E.apply(d, E.random_edit(rng, 3), rng))]
-
-
-def write_reference(refs: list[Source], folder: Path) -> list[RealFrame]:
-    """Copy or cut the reference files into `folder`; return the frames planted as copies."""
-    import nibabel as nib
-
-    folder.mkdir(parents=True)
-    planted = []
-    for src in refs:
-        frames = read_frames(src)
-        if src.kind == "dicom":
-            shutil.copy(src.path, folder / f"{src.name}.dcm")
-            keep = src.frames or tuple(range(len(frames)))
-        else:  # a NIfTI holding the reference slices of volume 0 only
-            img = nib.as_closest_canonical(nib.load(str(src.path)))
-            data = np.asarray(img.dataobj)
-            vol = data[..., 0] if data.ndim == 4 else data
-            keep_slices = sorted(set(src.frames or ()) | set(range(min(src.frames or (0,)),
-                                                                   max(src.frames or (0,)) + 1)))
-            nib.save(nib.Nifti1Image(vol[:, :, keep_slices], img.affine),
-                     str(folder / f"{src.name}.nii.gz"))
-            keep = src.frames or ()
-        planted += [frames[i] for i in keep if i < len(frames)]
-    # mlut_18 is vlut_04 under another LUT: a real duplicate, planted as a copy.
-    if any(s.name == "vlut04" for s in refs):
-        from synthdata.screening import decoders
-
-        (_, frame), = [(0, f) for f in decoders.decode_dicom(_pydicom("mlut_18.dcm"))]
-        planted.append(RealFrame("vlut04", -1, frame.image, None, [], False))
-    return planted
-
-
-def build_queries(split: str, folder: Path, seed: int) -> tuple[list, Path]:
-    """(queries [(kind, edit, source, image)], reference folder) of a split."""
-    refs, negs = sources(split)
-    rng = np.random.default_rng(seed)
-    planted = write_reference(refs, folder / "reference")
-    queries = []
-    for f in planted:
-        if f.index == -1:  # the real duplicate under another LUT
-            queries.append(("copy", "real_duplicate_lut", f.source, export(f.display)))
-            continue
-        queries += [("copy", e, f.source, img) for e, img in copies_of(f, rng, split != "tune")]
-    for src in negs:
-        frames = read_frames(src)
-        keep = src.frames or tuple(range(len(frames)))
-        for i in keep:
-            if i < len(frames):
-                queries += [("negative", e, src.name, img) for e, img in
-                            negatives_of(frames[i], rng)]
-    for src in refs:
-        if src.far:
-            frames = read_frames(src)
-            for i in src.far:
-                queries += [("far_slice", e, src.name, img) for e, img in
-                            negatives_of(frames[i], rng)]
-    return queries, folder / "reference"
+from _planted import DUPLICATED, build_queries, duplicate_reference  # noqa: E402
 
 
 def raw_search(names: list[str], entries: dict[str, str], reference: Path) -> dict:
@@ -347,8 +134,12 @@ def cost(setup, screener, images: list[np.ndarray], reference: Path, rounds: int
             "ratio": round(min(ours) / min(raw), 3)}
 
 
+def _rate(counts: dict) -> dict:
+    return {k: round(v[0] / v[1], 3) for k, v in sorted(counts.items())}
+
+
 def evaluate(config: str, queries: list, reference: Path, data_cache: dict,
-             cost_sample: int, rounds: int = 3) -> dict:
+             cost_sample: int, rounds: int = 3, timed: bool = True) -> dict:
     """Run one configuration through the product's own prepare / match / decide."""
     from synthdata.screening.decide import decide_all
     from synthdata.screening.matchers import prepare_matchers
@@ -369,34 +160,54 @@ def evaluate(config: str, queries: list, reference: Path, data_cache: dict,
     result = screener.match(data)
     decided = decide_all(result, dict(setup.thresholds), setup.review_band, list(setup.deciding))
     per_edit: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    flagged_edit: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     neg: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for q, d in zip(queries, decided):
+    neg_edit: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    found: dict[str, dict[str, list[int]]] = {e: defaultdict(lambda: [0, 0])
+                                              for e, _ in setup.embedders}
+    for i, (q, d) in enumerate(zip(queries, decided)):
         kind, edit = q[0], q[1]
         if kind == "copy":
             per_edit[edit][0] += d.decision == "reject"
             per_edit[edit][1] += 1
+            flagged_edit[edit][0] += d.decision != "accept"
+            flagged_edit[edit][1] += 1
+            for e in found:  # recall@k of each retriever: the source among its k nearest
+                found[e][edit][0] += q[2] in result.results[e].ids[i]
+                found[e][edit][1] += 1
         else:
             neg[kind][0] += d.decision != "accept"
             neg[kind][1] += 1
+            neg_edit[edit][0] += d.decision != "accept"
+            neg_edit[edit][1] += 1
     caught = sum(v[0] for v in per_edit.values())
     copies = sum(v[1] for v in per_edit.values())
     flagged = sum(v[0] for v in neg.values())
     negatives = sum(v[1] for v in neg.values())
     sample = [images[i] for i in np.random.default_rng(0).permutation(len(images))[:cost_sample]]
+    decisions = defaultdict(int)
+    for d in decided:
+        decisions[d.decision] += 1
     return {
         "thresholds": {k: round(float(v), 4) for k, v in setup.thresholds},
-        "calibration": {k: {x: v.get(x) for x in ("recall", "false_positive_estimate", "copies",
-                                                  "other_patient_pairs", "warning")}
+        "calibration": {k: {x: v.get(x) for x in (
+            "status", "recall", "false_positive_estimate", "false_positive_interval", "trials",
+            "pairs", "copies", "coarse", "review_from", "warning", "failed")}
                         for k, v in context["threshold_info"].items()},
+        "decisions": dict(decisions),
+        "notes": sorted({d.note for d in decided if d.note})[:3],
         "recall": round(caught / copies, 4), "copies": copies,
+        "flagged_copies": round(sum(v[0] for v in flagged_edit.values()) / copies, 4),
         "false_positive_rate": round(flagged / negatives, 4), "negatives": negatives,
         "false_positives_by_kind": {k: f"{v[0]}/{v[1]}" for k, v in sorted(neg.items())},
-        "recall_by_edit": {k: round(v[0] / v[1], 3) for k, v in sorted(per_edit.items())},
+        "false_positives_by_edit": {k: f"{v[0]}/{v[1]}" for k, v in sorted(neg_edit.items())},
+        "recall_by_edit": _rate(per_edit),
         "missed_by_edit": {k: v[1] - v[0] for k, v in sorted(per_edit.items()) if v[0] < v[1]},
-        "cost_per_1000": cost(setup, screener, sample, reference, rounds),
+        "retriever_recall_at_k": {e: {"k": setup.k, **_rate(v)} for e, v in found.items()},
+        "cost_per_1000": cost(setup, screener, sample, reference, rounds) if timed else None,
         "prepare_s": round(prepare_s, 1),
-        "reference": {k: context["reference"][k] for k in ("images", "files", "groups",
-                                                           "group_sources", "rows")},
+        "reference": {k: context["reference"].get(k) for k in (
+            "images", "files", "groups", "group_sources", "rows", "duplicates")},
     }
 
 
@@ -408,6 +219,9 @@ def main() -> None:
                         help="images timed (alternating rounds, best of each)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     parser.add_argument("--record", action="store_true", help="append the result to RESULTS.md")
+    parser.add_argument("--save", type=Path, help="also write the JSON result here")
+    parser.add_argument("--no-duplicate-case", action="store_true",
+                        help="skip the duplicate-in-reference case")
     args = parser.parse_args()
     import torch
 
@@ -431,8 +245,21 @@ def main() -> None:
                 print(config, split, {k: out["configs"][config][k] for k in
                                       ("recall", "false_positive_rate", "cost_per_1000")},
                       flush=True)
+            if not args.no_duplicate_case:
+                # The same copies and negatives against the reference with one MR study twice,
+                # under two PatientIDs: the product's defaults must still catch the copies (or
+                # send everything to review, saying why).
+                dup = duplicate_reference(split, reference, Path(tmp) / f"{split}-duplicate")
+                out["duplicate_in_reference"] = {
+                    "duplicated": DUPLICATED[split],
+                    **evaluate(DEFAULT_CONFIG, queries, dup, cache, 0, timed=False)}
+                print("duplicate case", split, {k: out["duplicate_in_reference"][k] for k in
+                                                ("recall", "decisions", "calibration")},
+                      flush=True)
             payload["splits"][split] = out
     emit("memorization", payload, args.record)
+    if args.save:
+        args.save.write_text(json.dumps(payload, indent=2, default=str))
 
 
 if __name__ == "__main__":

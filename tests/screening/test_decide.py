@@ -58,16 +58,30 @@ def test_threshold_for_target_recall_with_false_positives_estimated():
     threshold, info = calibrate.choose_threshold(copies, other, 0.99, 0.01)
     assert threshold == pytest.approx(np.quantile(copies, 0.01, method="lower"))
     assert info["recall"] >= 0.99 and info["false_positive_estimate"] == 0.0
-    assert info["copies"] == 1000 and info["other_patient_pairs"] == 500
-    assert "warning" not in info
+    assert info["copies"] == 1000 and info["trials"] == 500 and info["status"] == "ok"
+    lo, hi = info["false_positive_interval"]
+    assert lo == 0.0 and 0 < hi < 0.01  # 0 of 500 trials: 95% interval up to 0.74%
+    assert not info["coarse"] and "warning" not in info
 
 
-def test_threshold_raised_to_the_false_positive_budget_and_said_so():
-    copies = np.linspace(0.30, 1.0, 1000)  # some copies look like other patients' images
+def test_threshold_raised_to_the_false_positive_budget_reviews_the_gap_or_fails_closed():
     other = np.linspace(0.10, 0.70, 1000)
-    threshold, info = calibrate.choose_threshold(copies, other, 0.99, 0.01)
+    # 3% of the copies look like other patients' images: raised to the budget, recall 0.97.
+    copies = np.concatenate([np.linspace(0.30, 0.60, 30), np.linspace(0.75, 1.0, 970)])
+    threshold, info = calibrate.choose_threshold(copies, other, 0.99, 0.01, min_recall=0.9)
     assert info["false_positive_estimate"] <= 0.01 and threshold > 0.69
-    assert info["recall"] < 0.99 and "raised to the false-positive budget" in info["warning"]
+    assert info["status"] == "review band" and info["recall"] == pytest.approx(0.97)
+    assert "raised to the false-positive budget" in info["warning"]
+    # ... and scores from the target-recall threshold up go to review, not accept:
+    assert info["review_from"] == pytest.approx(np.quantile(copies, 0.01, method="lower"), abs=1e-6)
+    assert decide(np.array([0.5, 0.2]), threshold, 0.0, info["review_from"]) == ["review",
+                                                                                 "accept"]
+    # Most copies look like other patients: the recall at the budget is under the floor.
+    threshold, info = calibrate.choose_threshold(np.linspace(0.30, 1.0, 1000), other, 0.99,
+                                                 0.01, min_recall=0.9)
+    assert info["status"] == "failed" and info["recall"] < 0.9
+    assert "accepts nothing" in info["warning"]
+    assert decide(np.array([0.99, 0.2]), threshold, failed=True) == ["reject", "review"]
     nan_copies = np.array([np.nan] * 10 + [0.9] * 990)  # a copy never found counts as missed
     _, info = calibrate.choose_threshold(nan_copies, other, 0.99, 0.01)
     assert info["copies_not_found"] == 10

@@ -142,7 +142,8 @@ def test_local_model_as_a_retriever_with_its_own_views(tmp_path, reference_dir):
     assert emb.view_names()[:2] == ["identity", "identity+inverted"] and len(emb.view_names()) == 16
     setup, context = prepare_matchers(Memorization(
         reference=[str(reference_dir / "dicom")], embedder=["aligned"], retrievers=[str(folder)],
-        threshold=0.9, device="cpu"))
+        threshold=0.9, device="cpu", calibration_images=10, calibration_copies=20,
+        calibration_negatives=20))
     assert setup.names == ["local:tiny-sscd", "aligned"]
     assert context["matchers"]["local:tiny-sscd"]["views"] == emb.view_names()
     (folder / "embedder.json").write_text(json.dumps({"views": "everything"}))

@@ -33,6 +33,8 @@ from synthdata.shards import encode_png
 from synthdata.spec.models import Memorization
 
 OTHERS = ["CT_small.dcm", "MR_small.dcm", "examples_overlay.dcm", "image_dfl.dcm", "JPEG2000.dcm"]
+# Calibration sizes where a hand-set threshold is only measured (the figures are not checked).
+MEASURE = {"calibration_images": 10, "calibration_copies": 20, "calibration_negatives": 20}
 
 
 def _series(folder, patient_id: str | None) -> None:
@@ -87,12 +89,15 @@ def test_a_series_of_one_patient_does_not_set_the_threshold(series_reference):
 
 def test_calibration_reports_recall_and_false_positives_by_patient(series_reference):
     cfg = Memorization(reference=[str(series_reference["by-patient"])], embedder=["aligned"],
-                       retrievers=["pixel"], calibration_copies=120)
+                       retrievers=["pixel"], calibration_copies=120, calibration_negatives=150)
     setup, context = prepare_matchers(cfg)
     info = context["threshold_info"]["aligned"]
-    assert info["sample_groups"] == 6 and info["copies"] == 120
+    assert info["sample_groups"] == 6 and info["copies"] == 120 and info["status"] == "ok"
     assert info["recall"] >= 0.97 and info["false_positive_estimate"] <= 0.01
-    assert info["other_patient_scores"]["max"] < setup.threshold("aligned")
+    # Trials: the 15 sampled real images and 150 hard negatives, each against other patients.
+    assert info["trials"] == info["trials_real"] + info["trials_hard_negatives"] == 165
+    lo, hi = info["false_positive_interval"]
+    assert lo <= info["false_positive_estimate"] <= hi and info["coarse"] == (hi - lo > 0.01)
     assert context["reference"]["groups"] == 6
     again, _ = prepare_matchers(cfg)  # cached: same thresholds, no recomputation
     assert again.thresholds == setup.thresholds
@@ -100,7 +105,8 @@ def test_calibration_reports_recall_and_false_positives_by_patient(series_refere
 
 def test_copies_under_every_convention_match_their_source(series_reference):
     cfg = Memorization(reference=[str(series_reference["by-patient"])],
-                       embedder=["aligned", "pixel"], retrievers=["pixel"], threshold=0.5)
+                       embedder=["aligned", "pixel"], retrievers=["pixel"], threshold=0.5,
+                       **MEASURE)
     setup, _ = prepare_matchers(cfg)
     screener = setup.screener()
     real = {im.id: im for im in iter_reference([str(series_reference["by-patient"])])}
@@ -120,7 +126,7 @@ def test_copies_under_every_convention_match_their_source(series_reference):
 
 def test_blank_images_and_missing_neighbours_go_to_review(series_reference):
     cfg = Memorization(reference=[str(series_reference["by-patient"])], embedder=["aligned"],
-                       retrievers=["pixel"], threshold=0.9)
+                       retrievers=["pixel"], threshold=0.9, **MEASURE)
     setup, _ = prepare_matchers(cfg)
     screener = setup.screener()
     images = [np.full((64, 64), 0, np.uint8), np.full((80, 60, 3), 200, np.uint8), phantom(1)]
@@ -190,8 +196,7 @@ def test_group_pattern_names_patients_from_paths(tmp_path):
 
 def test_cache_files_are_private(series_reference):
     prepare_matchers(Memorization(reference=[str(series_reference["by-patient"])],
-                                  embedder=["aligned"], retrievers=["pixel"],
-                                  calibration_copies=60))
+                                  embedder=["aligned"], retrievers=["pixel"], **MEASURE))
     checked = 0
     for root in (screening_cache(), cache_root() / "private"):
         for dirpath, dirnames, filenames in os.walk(root):

@@ -18,6 +18,31 @@ class FailOn(str, Enum):
     reject = "reject"
 
 
+class Duplicates(str, Enum):
+    """What near-duplicates across patients inside the reference do."""
+
+    merge = "merge"
+    error = "error"
+
+
+def _print_glance(report_path: str) -> bool:
+    """Print the report's calibration, patient groups and duplicates; True when a matcher's
+    calibration failed (every image then goes to review)."""
+    import json
+
+    report = json.loads(Path(report_path).read_text())
+    for key, label in (("patient_groups", "patient groups"),
+                       ("reference_duplicates", "reference duplicates"),
+                       ("calibration_status", "calibration")):
+        if report.get(key):
+            console.print(f"{label}: {report[key]}", soft_wrap=True)
+    failed = [i["failed"] for i in report.get("calibration", {}).values()
+              if isinstance(i, dict) and i.get("failed")]
+    for message in failed:
+        console.print(f"[red]calibration failed[/]: {message}", soft_wrap=True)
+    return bool(failed)
+
+
 def _threshold(value: str) -> str | float:
     if value == "auto":
         return value
@@ -45,20 +70,27 @@ def audit(synthetic: Annotated[list[Path], typer.Argument(
           fail_on: Annotated[Optional[FailOn], typer.Option(
               help="exit 1 when any image reaches this decision (reject counts for review)")] = None,
           group_column: Annotated[Optional[str], typer.Option(
-              help="patient column of Parquet references / field of tar samples' .json")] = None,
+              help="patient column: of metadata tables beside the reference images (CSV/TSV/"
+                   "Parquet), of Parquet references, or a field of tar samples' .json "
+                   "[default: a column called like patient_id, PatientID, subject_id]")] = None,
           group_pattern: Annotated[Optional[str], typer.Option(
               help="regular expression giving the patient from a reference image id")] = None,
           k: Annotated[int, typer.Option(min=1, max=100, help="nearest real images kept")] = 5,
           chunk_size: Annotated[int, typer.Option(
               min=1, help="images per Prefect task (a rerun with the same value resumes)")] = 256,
+          reference_duplicates: Annotated[Duplicates, typer.Option(
+              help="near-duplicates across patients inside the reference: merge (count each "
+                   "cluster as one patient, and say so) or error")] = Duplicates.merge,
           ) -> None:
     """Screen any images against real references (a Prefect flow, one task per chunk).
 
     Writes OUT/audit.parquet (one row per image: source, decision, similarity, one similarity
     column per matcher, pseudonymous nearest_real_id and nearest_group) and
     OUT/audit_report.json (+ .png). Inputs that cannot be judged (undecodable, empty,
-    non-finite) are review rows with their reason. Exit 0, or 1 with --fail-on when an image
-    reaches it.
+    non-finite) are review rows with their reason. When a matcher's calibration fails (its
+    threshold cannot catch the target share of copies within the false-positive budget),
+    every image goes to review and the message says what to fix. Exit 0, or 1 with --fail-on
+    when an image reaches it.
     """
     from pydantic import ValidationError
 
@@ -66,7 +98,8 @@ def audit(synthetic: Annotated[list[Path], typer.Argument(
     from synthdata.spec.models import Memorization
 
     fields: dict = {"reference": [str(p) for p in reference], "threshold": _threshold(threshold),
-                    "group_column": group_column, "group_pattern": group_pattern, "k": k}
+                    "group_column": group_column, "group_pattern": group_pattern, "k": k,
+                    "reference_duplicates": reference_duplicates.value}
     if embedder:
         fields["embedder"] = embedder
     if retriever:
@@ -86,6 +119,7 @@ def audit(synthetic: Annotated[list[Path], typer.Argument(
                   f"{decisions} (thresholds: {thresholds})"
                   + (f"; {summary['unreadable']} unreadable (review)" if summary["unreadable"] else ""),
                   soft_wrap=True)
+    _print_glance(summary["report"])
     if summary["reused_chunks"]:
         console.print(f"resumed: {summary['reused_chunks']} of {summary['chunks']} chunks were "
                       "already screened")

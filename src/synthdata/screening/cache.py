@@ -45,6 +45,7 @@ import numpy as np
 from synthdata.fsutil import atomic_path, cache_root, sha256_file
 from synthdata.screening import calibrate
 from synthdata.screening import index as ix
+from synthdata.screening.groups import MetadataGroups, check_group_column
 from synthdata.screening.reference import (
     ReaderOptions,
     ReferenceFile,
@@ -53,6 +54,7 @@ from synthdata.screening.reference import (
     group_of,
     own_file,
     read_file_images,
+    reference_groups,
     scan_reference,
 )
 
@@ -214,7 +216,8 @@ class _Part:
 
 
 def _assemble(files: list[ReferenceFile], hashes: dict[Path, str], store: Store,
-              options: ReaderOptions, skip_ids: set[str]) -> tuple[list[_Part], list[Skipped]]:
+              options: ReaderOptions, skip_ids: set[str], meta: MetadataGroups
+              ) -> tuple[list[_Part], list[Skipped]]:
     """Cached data of every readable file, with final groups; member-level skips."""
     parts, skipped = [], []
     for ref in files:
@@ -227,19 +230,20 @@ def _assemble(files: list[ReferenceFile], hashes: dict[Path, str], store: Store,
                 skipped.append(Skipped(ref.id, f"no images in {ref.kind} file"))
             continue
         ids = [ref.id + s for s in f["suffix"]]
-        groups = [group_of(i, own_file(i, ref.id), g or None, options.group_pattern)
+        table = meta.group(ref.path)
+        groups = [group_of(i, own_file(i, ref.id), g or None, options.group_pattern, table)
                   for i, g in zip(ids, f["group"])]
         parts.append(_Part(ref, hashes[ref.path], f["data"], f["owner"], ids, groups))
     return parts, skipped
 
 
 def _index_key(store_fp: str, options: ReaderOptions, settings: dict,
-               entries: list[tuple[str, str]]) -> tuple[str, str]:
-    """(index key, reference content fingerprint)."""
+               entries: list[tuple[str, str]], tables: str) -> tuple[str, str]:
+    """(index key, reference content fingerprint); `tables`: the metadata groups' hash."""
     content = hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
     blob = json.dumps({"v": CACHE_VERSION, "store": store_fp, "reader": options.fingerprint,
                        "pattern": options.group_pattern, "settings": settings,
-                       "content": content}, sort_keys=True)
+                       "content": content, "tables": tables}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32], content
 
 
@@ -283,12 +287,12 @@ def _vector_index(data: np.ndarray, dim: int, settings: dict, parent: Path | Non
 
 
 def _build(target: Path, parts: list[_Part], store: Store, options: ReaderOptions,
-           settings: dict, content: str, signed: bool) -> None:
+           settings: dict, content: str, signed: bool, meta: MetadataGroups) -> None:
     """Build one store's reference into target (meta.json last)."""
     entries = {p.ref.id: p.sha for p in parts}
     is_vector = hasattr(store, "dim")
     ident = {"store": store.name, "reader": options.fingerprint, "pattern": options.group_pattern,
-             "settings": settings}
+             "settings": settings, "tables": meta.fingerprint}
     parent = _find_parent(target.parent, store.fingerprint, ident, entries) if is_vector else None
     parent_meta = json.loads((parent / "meta.json").read_text()) if parent else None
     t0 = time.perf_counter()
@@ -328,6 +332,7 @@ def _build(target: Path, parts: list[_Part], store: Store, options: ReaderOption
         "version": CACHE_VERSION, "count": len(ids), "rows": len(data), "files": entries,
         "content": content, **ident, "fingerprint": store.fingerprint, "index": info,
         "groups": len(set(groups)), "group_sources": _group_sources(groups),
+        "group_tables": meta.tables,
         "max_rows_per_image": int(np.bincount(owners).max()) if len(owners) else 0,
         "built": {"from": f"extended {parent.name}" if extended and parent else "new",
                   "added": len(ids) - (parent_meta["count"] if extended and parent_meta else 0),
@@ -348,23 +353,26 @@ def prepare_references(paths: list[str], stores: Sequence[Store], *, options: Re
                        base_dir: str | Path | None = None) -> list[PreparedReference]:
     """Scan, hash, decode (new files only) and build each store's reference; reuse the cache."""
     files, skipped = scan_reference(paths, base_dir)
+    tables = reference_groups(paths, options, base_dir)
     hashes = content_hashes(files)
     failed = store_files(files, hashes, stores, options)
     settings = {"exact_limit": exact_limit, "memory_gb": memory_gb}
     out = []
     for store in stores:
-        parts, member_skips = _assemble(files, hashes, store, options, {s.id for s in failed})
+        parts, member_skips = _assemble(files, hashes, store, options, {s.id for s in failed},
+                                        tables)
         all_skipped = sorted(skipped + failed + member_skips, key=lambda s: s.id)
         if not parts:
             raise ReferenceSetError(_unreadable_message(all_skipped))
+        check_group_column([g for p in parts for g in p.groups], options.group_column)
         key, content = _index_key(store.fingerprint, options, settings,
-                                  [(p.ref.id, p.sha) for p in parts])
+                                  [(p.ref.id, p.sha) for p in parts], tables.fingerprint)
         target = screening_cache() / "index" / key
         if not (target / "meta.json").is_file():
             with private_lock(target):
                 if not (target / "meta.json").is_file():
                     _build(target, parts, store, options, settings, content,
-                           bool(getattr(store, "signed", False)))
+                           bool(getattr(store, "signed", False)), tables)
         meta = json.loads((target / "meta.json").read_text())
         handle = ReferenceHandle(key, str(target), meta["count"], store.name, store.fingerprint)
         out.append(PreparedReference(handle, all_skipped, meta, np.load(target / "nn_sims.npy")))

@@ -11,7 +11,11 @@ order) that gave the combined decision, and the nearest real image is that match
 
 Fail closed: a sample goes to `review` (with a note) when it cannot be judged: a blank or
 constant image (nothing to match: its embedding is a zero vector), a non-finite score, or no
-neighbour at all. Such samples are never silently accepted.
+neighbour at all. Such samples are never silently accepted. Calibration can narrow what a
+matcher may accept (`MatchResult.review_from`: scores it cannot tell from copies within the
+false-positive budget go to review) or take it away (`MatchResult.failed`: a matcher whose
+calibrated recall is under the floor says review for everything below its threshold, with
+the reason as the note).
 
 Near-duplicates among the synthetic samples themselves (mode collapse) are flagged, not
 removed: `near_duplicate_of` names the nearest other synthetic sample when its similarity is
@@ -34,13 +38,19 @@ NOT_SCREENED = "not-screened"
 BLANK, NO_SCORE = "blank or constant image", "no finite score"
 
 
-def decide(top1: np.ndarray, threshold: float, review_band: float = 0.0) -> list[str]:
-    """One matcher's decision for each score; a non-finite score gives `review`."""
+def decide(top1: np.ndarray, threshold: float, review_band: float = 0.0,
+           review_from: float | None = None, failed: bool = False) -> list[str]:
+    """One matcher's decision for each score; a non-finite score gives `review`.
+
+    Review from `min(threshold - review_band, review_from)`; a failed matcher never accepts.
+    """
     top1 = np.asarray(top1, dtype=np.float64)
     finite = np.isfinite(top1)
     safe = np.where(finite, top1, -np.inf)
+    low = threshold - review_band if review_from is None else min(threshold - review_band,
+                                                                  review_from)
     out = np.where(safe >= threshold, REJECT,
-                   np.where(safe >= threshold - review_band, REVIEW, ACCEPT))
+                   np.where((safe >= low) | failed, REVIEW, ACCEPT))
     return np.where(finite, out, REVIEW).tolist()
 
 
@@ -60,7 +70,10 @@ def decide_all(result, thresholds: dict[str, float], review_band: float,
                deciding: list[str]) -> list[SampleDecision]:
     """Combine the deciding matchers' decisions of a `match.MatchResult` (see module doc)."""
     n = len(result.blank)
-    votes = {m: decide(result.results[m].score, thresholds[m], review_band) for m in deciding}
+    failed = getattr(result, "failed", {}) or {}
+    review_from = getattr(result, "review_from", {}) or {}
+    votes = {m: decide(result.results[m].score, thresholds[m], review_band,
+                       review_from.get(m), m in failed) for m in deciding}
     out = []
     for i in range(n):
         scores = {m: float(result.results[m].score[i]) for m in deciding}
@@ -73,9 +86,11 @@ def decide_all(result, thresholds: dict[str, float], review_band: float,
             mine = [votes[m][i] for m in deciding]
             decision = REJECT if REJECT in mine else REVIEW if REVIEW in mine else ACCEPT
             by = deciding[mine.index(decision)]
+            if decision == REVIEW and by in failed:
+                note = failed[by]
         r = result.results[by]
         sim = scores[by]
-        matched = note is None  # a blank sample matched nothing: no nearest image to name
+        matched = note not in (BLANK, NO_SCORE)  # a blank sample matched nothing: no image to name
         out.append(SampleDecision(
             decision, by, sim if np.isfinite(sim) else None,
             r.ids[i][0] if matched and r.ids[i] else None,

@@ -8,8 +8,11 @@ copies with them to set the threshold for a target recall; the benchmark
 (`benchmarks/bench_memorization.py`) plants them.
 
 - geometry: the 8 flips, rotations and transposes (`DIHEDRAL`; `flip_lr` is neurological vs
-  radiological orientation), crops to 85-95% at any position, 2x down-up scaling, resizing to a
-  square (aspect ratio not kept, as training pipelines do);
+  radiological orientation), crops to 85-95% of each side and to 60-80% of the area at any
+  position, shifts by 2-10%, rotations by 3-10 degrees with a zoom of 0.85-1.15, aspect
+  changes of +-15%, slight perspective (corners moved by 2-5%), 2x down-up scaling, resizing
+  to a square (aspect ratio not kept, as training pipelines do), and the image inside a larger
+  canvas (a screenshot: a constant border, burned-in text in it and over a corner);
 - intensity: inversion (MONOCHROME1 not inverted), gamma 0.7-1.4, re-rendering with other
   limits (a percentile stretch, a narrower window of the displayed range);
 - degradation: JPEG quality 50-90, Gaussian blur sigma 0.5-1.5, noise (1-3 grey levels),
@@ -106,10 +109,78 @@ def blur(img: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     return np.asarray(Image.fromarray(np.asarray(img)).filter(ImageFilter.GaussianBlur(sigma)))
 
 
-def rotate(img: np.ndarray, degrees: float) -> np.ndarray:
-    """Rotate about the centre (bilinear), keeping the size; corners filled with black."""
-    return np.asarray(Image.fromarray(np.asarray(img)).rotate(
-        degrees, resample=Image.Resampling.BILINEAR))
+def rotate(img: np.ndarray, degrees: float, scale: float = 1.0) -> np.ndarray:
+    """Rotate about the centre by `degrees` (counter-clockwise) and zoom by `scale`, keeping
+    the size (bilinear); what leaves the frame is lost, corners are filled with black."""
+    arr = np.asarray(img)
+    if scale == 1.0:
+        return np.asarray(Image.fromarray(arr).rotate(degrees, resample=Image.Resampling.BILINEAR))
+    h, w = arr.shape[:2]
+    t = np.deg2rad(degrees)
+    c, s = np.cos(t) / scale, np.sin(t) / scale
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    # output (x, y) <- input (c (x - cx) - s (y - cy) + cx, s (x - cx) + c (y - cy) + cy)
+    coeffs = (c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy)
+    return np.asarray(Image.fromarray(arr).transform(
+        (w, h), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR))
+
+
+def shift(img: np.ndarray, fx: float, fy: float) -> np.ndarray:
+    """Move the content by (fx * width, fy * height) pixels; the uncovered strip is black."""
+    arr = np.asarray(img)
+    h, w = arr.shape[:2]
+    dx, dy = int(round(fx * w)), int(round(fy * h))
+    out = np.zeros_like(arr)
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[yd, xd] = arr[ys, xs]
+    return out
+
+
+def aspect(img: np.ndarray, factor: float) -> np.ndarray:
+    """Stretch the width by `factor` (height kept): a changed aspect ratio."""
+    h, w = np.asarray(img).shape[:2]
+    return resize(img, max(1, round(w * factor)), h)
+
+
+def perspective(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Each corner moved by up to `strength` of the size (a photo of a screen, a keystone)."""
+    arr = np.asarray(img)
+    h, w = arr.shape[:2]
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
+    dst = src + rng.uniform(-strength, strength, (4, 2)) * [w, h]
+    # Coefficients mapping output (x, y) to input: solve the 8 x 8 system of the homography.
+    a, b = [], []
+    for (x, y), (u, v) in zip(dst, src):
+        a += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
+        b += [u, v]
+    coeffs = np.linalg.solve(np.array(a), np.array(b))
+    return np.asarray(Image.fromarray(arr).transform(
+        (w, h), Image.Transform.PERSPECTIVE, tuple(coeffs), resample=Image.Resampling.BILINEAR))
+
+
+def screenshot(img: np.ndarray, rng: np.random.Generator, text: str = "PATIENT 0000 - 2024-01-01"
+               ) -> np.ndarray:
+    """The image inside a larger canvas, as a viewer screenshot: a constant border (1.15-1.6 x
+    the image), the image anywhere inside, burned-in text in the border and over one corner."""
+    from PIL import ImageDraw, ImageFont
+
+    arr = np.asarray(img)
+    h, w = arr.shape[:2]
+    grow = rng.uniform(1.15, 1.6)
+    cw, ch = int(round(w * grow)), int(round(h * rng.uniform(1.15, grow + 0.001)))
+    x0, y0 = int(rng.integers(0, cw - w + 1)), int(rng.integers(0, ch - h + 1))
+    level = int(rng.choice([0, 0, 20, 40, 128]))
+    canvas = Image.new("RGB" if arr.ndim == 3 else "L", (cw, ch),
+                       (level,) * 3 if arr.ndim == 3 else level)
+    canvas.paste(Image.fromarray(arr), (x0, y0))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(8, min(cw, ch) // 24))
+    ink = (255,) * 3 if arr.ndim == 3 else 255
+    draw.text((4, 2), text, fill=ink, font=font)
+    draw.text((x0 + 4, y0 + h - max(8, min(cw, ch) // 24) - 4), "R  W:400 L:40", fill=ink,
+              font=font)
+    return np.asarray(canvas)
 
 
 def linear(img: np.ndarray, gain: float, offset: float) -> np.ndarray:
@@ -148,11 +219,21 @@ SINGLE: dict[str, EditFn] = {
     "blur": lambda a, r: blur(a, r.uniform(0.5, 1.5)),
     "noise": lambda a, r: noise(a, r.uniform(1.0, 3.0), r),
     "rotate": lambda a, r: rotate(a, r.choice([-1, 1]) * r.uniform(0.5, 3.0)),
+    "rotate_scale": lambda a, r: rotate(a, r.choice([-1, 1]) * r.uniform(3.0, 10.0),
+                                        r.uniform(0.85, 1.15)),
+    "shift": lambda a, r: shift(a, r.choice([-1, 1]) * r.uniform(0.02, 0.1),
+                                r.choice([-1, 1]) * r.uniform(0.0, 0.1)),
+    "crop60": lambda a, r: crop(a, float(np.sqrt(r.uniform(0.6, 0.8))), r.uniform(0, 1),
+                                r.uniform(0, 1)),
+    "aspect": lambda a, r: aspect(a, float(np.exp(r.uniform(np.log(0.85), np.log(1.15))))),
+    "perspective": lambda a, r: perspective(a, r.uniform(0.02, 0.05), r),
+    "screenshot": lambda a, r: screenshot(a, r),
     "brightness": lambda a, r: linear(a, r.uniform(0.8, 1.2), r.uniform(-20, 20)),
 }
 # The order a combination applies its edits in: rendering, then geometry, then degradation.
 ORDER = ["percentile", "window", "invert", "gamma", "brightness", *DIHEDRAL[1:], "rotate",
-         "crop", "square", "down_up", "blur", "noise", "jpeg"]
+         "rotate_scale", "shift", "crop", "crop60", "aspect", "square", "perspective",
+         "screenshot", "down_up", "blur", "noise", "jpeg"]
 
 
 def apply(img: np.ndarray, names: list[str], rng: np.random.Generator) -> np.ndarray:
@@ -163,14 +244,24 @@ def apply(img: np.ndarray, names: list[str], rng: np.random.Generator) -> np.nda
     return out
 
 
+# Edits that move pixels (beyond the symmetries): a combination holds at most two of them,
+# and at most one crop (two would keep less than the 60% of the area screening covers).
+GEOMETRIC = ("rotate", "rotate_scale", "shift", "crop", "crop60", "aspect", "square",
+             "perspective", "screenshot")
+CROPS = ("crop", "crop60")
+
+
 def random_edit(rng: np.random.Generator, max_edits: int = 3) -> list[str]:
-    """1..max_edits distinct edits, at most one of the dihedral group."""
+    """1..max_edits distinct edits: at most one of the dihedral group, two of `GEOMETRIC`
+    and one of `CROPS`."""
     n = int(rng.integers(1, max_edits + 1))
     names: list[str] = []
     pool = list(SINGLE)
     while len(names) < n:
         name = pool[int(rng.integers(len(pool)))]
-        if name in names or (name in DIHEDRAL and any(x in DIHEDRAL for x in names)):
+        if name in names or (name in DIHEDRAL and any(x in DIHEDRAL for x in names)) or (
+                name in GEOMETRIC and sum(x in GEOMETRIC for x in names) >= 2) or (
+                name in CROPS and any(x in CROPS for x in names)):
             continue
         names.append(name)
     return sorted(names, key=ORDER.index)

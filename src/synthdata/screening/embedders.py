@@ -74,6 +74,13 @@ def d4(a: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def d4_all(a: np.ndarray) -> np.ndarray:
+    """The 8 symmetries of a square 2-D array, in `D4` order: (8, n, n) (`d4` for each)."""
+    t = a.T
+    return np.stack([a, t[::-1], a[::-1, ::-1], t[:, ::-1], a[:, ::-1], a[::-1], t,
+                     t[::-1, ::-1]])
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 (H x W, H x W x 1/3/4) -> float32 H x W luma in 0..255."""
     img = np.asarray(image)

@@ -8,7 +8,12 @@ Each embedder searches its reference rows (every view of every real image, `embe
 and keeps the k nearest distinct real images; its score is the top-1 cosine (absolute for
 signed embedders). The aligned matcher (`align.py`) re-scores the union of the embedders'
 candidates and keeps its own ranking. `exclude_groups` leaves out each query's own patient
-group: calibration uses it to measure how near *other* patients' images come.
+group (or cluster of groups): calibration uses it to measure how near *other* patients'
+images come. A sample inside a larger canvas (the aligned matcher found a content box) is
+also searched by its content alone when that looks like a pasted picture (query-side
+augmentation: a screenshot's border and text otherwise steer the embedders). The screener
+also carries each matcher's standing from calibration (`failed`, `review_from`) into its
+results, so `decide.py` never accepts on a failed matcher's word.
 Query data is what the dataset folder keeps per raw shard (`shardio`), so re-screening with
 another threshold is a search, with no image decoded again.
 """
@@ -24,6 +29,9 @@ from synthdata.screening.align import AlignedMatcher
 from synthdata.screening.cache import LoadedReference
 from synthdata.screening.embedders import Embedder, blank_rows
 
+VERIFY_BATCH = 32  # samples whose candidates are registered together
+AUGMENT_K = 3      # candidates each embedder adds from a sample's content view
+
 
 @dataclass
 class MatcherResult:
@@ -38,22 +46,38 @@ class MatcherResult:
 
 @dataclass
 class MatchResult:
-    """Every matcher's answer, in configuration order, and which samples are blank."""
+    """Every matcher's answer, in configuration order, and which samples are blank.
+
+    `failed`: matchers whose calibration failed, with why (they accept nothing);
+    `review_from`: per matcher, the score from which a sample goes at least to review.
+    """
 
     results: dict[str, MatcherResult]
     blank: np.ndarray
+    failed: dict[str, str] = field(default_factory=dict)
+    review_from: dict[str, float] = field(default_factory=dict)
+
+
+Exclude = Sequence[str | frozenset[str] | set[str] | None]
+
+
+def _as_sets(exclude: Exclude | None, n: int) -> list[frozenset[str]] | None:
+    if exclude is None:
+        return None
+    return [frozenset() if e is None else frozenset([e]) if isinstance(e, str)
+            else frozenset(e) for e in exclude]
 
 
 def nearest_images(ref: LoadedReference, queries: np.ndarray, k: int, signed: bool = False,
-                   exclude: Sequence[str | None] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   exclude: Exclude | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(sims, image indices), (n, k) best first, of the k nearest distinct real images.
 
     Rows are views of images: a row's similarity counts for its image, the best view wins.
-    Signed: the absolute cosine. `exclude[i]`: a group whose images query i must not get.
-    Missing neighbours: index -1, similarity -inf.
+    Signed: the absolute cosine. `exclude[i]`: a group (or set of groups) whose images
+    query i must not get. Missing neighbours: index -1, similarity -inf.
     """
     n = len(queries)
+    excluded = _as_sets(exclude, n)
     out_s = np.full((n, k), -np.inf, dtype=np.float32)
     out_i = np.full((n, k), -1, dtype=np.int64)
     if n == 0 or ref.index is None or ref.index.ntotal == 0:
@@ -78,7 +102,7 @@ def nearest_images(ref: LoadedReference, queries: np.ndarray, k: int, signed: bo
                 if row < 0:
                     break
                 img = int(ref.owners[row])
-                if img in seen or (exclude is not None and ref.groups[img] == exclude[qi]):
+                if img in seen or (excluded is not None and ref.groups[img] in excluded[qi]):
                     continue
                 seen.append(img)
                 got.append(float(sims[t, j]))
@@ -98,8 +122,11 @@ class Screener:
     """Embedders and an optional aligned matcher over their prepared references."""
 
     def __init__(self, embedders: Sequence[Embedder], aligned: AlignedMatcher | None,
-                 references: dict[str, LoadedReference], k: int):
+                 references: dict[str, LoadedReference], k: int,
+                 failed: dict[str, str] | None = None,
+                 review_from: dict[str, float] | None = None):
         self.embedders, self.aligned, self.refs, self.k = list(embedders), aligned, references, k
+        self.failed, self.review_from = dict(failed or {}), dict(review_from or {})
         self._aligned_index: dict[str, int] | None = None
 
     @property
@@ -121,7 +148,7 @@ class Screener:
         return blank_rows(data[self.embedders[0].name])
 
     def match(self, data: dict[str, np.ndarray],
-              exclude_groups: Sequence[str | None] | None = None) -> MatchResult:
+              exclude_groups: Exclude | None = None) -> MatchResult:
         """Every matcher's nearest real images and score for each sample."""
         results: dict[str, MatcherResult] = {}
         candidates: list[set[str]] | None = None
@@ -137,11 +164,31 @@ class Screener:
             candidates = [set(i) for i in ids] if candidates is None else \
                 [c | set(i) for c, i in zip(candidates, ids)]
         if self.aligned is not None:
-            results[self.aligned.name] = self._verify(data[self.aligned.name], candidates or [])
-        return MatchResult(results, self.blank(data))
+            thumbs = data[self.aligned.name]
+            self._augment(thumbs, candidates or [], exclude_groups)
+            results[self.aligned.name] = self._verify(thumbs, candidates or [])
+        return MatchResult(results, self.blank(data), self.failed, self.review_from)
+
+    def _augment(self, thumbs: np.ndarray, candidates: list[set[str]],
+                 exclude_groups: Exclude | None) -> None:
+        """Query-side augmentation: a sample pasted on a canvas (`AlignedMatcher.framed`) is
+        also searched by its content alone, and those neighbours verified too."""
+        aligned = self.aligned
+        assert aligned is not None
+        boxed = [q for q in range(len(thumbs)) if aligned.framed(thumbs[q])]
+        if not boxed or not candidates:
+            return
+        views = [np.asarray(thumbs[q][1]) for q in boxed]
+        excl = None if exclude_groups is None else [exclude_groups[q] for q in boxed]
+        for emb in self.embedders:
+            ref = self.refs[emb.name]
+            _, idx = nearest_images(ref, emb.embed(views), min(self.k, AUGMENT_K), emb.signed,
+                                    excl)
+            for q, row in zip(boxed, idx):
+                candidates[q] |= {str(ref.ids[j]) for j in row if j >= 0}
 
     def _verify(self, thumbs: np.ndarray, candidates: list[set[str]]) -> MatcherResult:
-        """Aligned scores of each sample's candidates, best first."""
+        """Aligned scores of each sample's candidates, best first (in batches of samples)."""
         ref = self.refs[self.aligned.name]  # type: ignore[union-attr]
         if self._aligned_index is None:
             self._aligned_index = {str(i): j for j, i in enumerate(ref.ids)}
@@ -149,14 +196,18 @@ class Screener:
         ids: list[list[str]] = []
         sims: list[list[float]] = []
         groups: list[list[str]] = []
-        for q, cands in enumerate(candidates):
-            rows = sorted(self._aligned_index[c] for c in cands if c in self._aligned_index)
-            s = self.aligned.scores(thumbs[q], np.asarray(ref.data[rows])) if rows \
-                else np.zeros(0, np.float32)  # type: ignore[union-attr]
-            order = np.argsort(-s, kind="stable")[:self.k]
-            ids.append([str(ref.ids[rows[o]]) for o in order])
-            sims.append([float(s[o]) for o in order])
-            groups.append([str(ref.groups[rows[o]]) for o in order])
-            if len(order):
-                score[q] = s[order[0]]
+        rows = [sorted(self._aligned_index[c] for c in cands if c in self._aligned_index)
+                for cands in candidates]
+        for start in range(0, len(rows), VERIFY_BATCH):
+            batch = range(start, min(start + VERIFY_BATCH, len(rows)))
+            scored = self.aligned.scores_many(  # type: ignore[union-attr]
+                [thumbs[q] for q in batch],
+                [np.asarray(ref.data[rows[q]]) for q in batch])
+            for q, s in zip(batch, scored):
+                order = np.argsort(-s, kind="stable")[:self.k]
+                ids.append([str(ref.ids[rows[q][o]]) for o in order])
+                sims.append([float(s[o]) for o in order])
+                groups.append([str(ref.groups[rows[q][o]]) for o in order])
+                if len(order):
+                    score[q] = s[order[0]]
         return MatcherResult("aligned", score, ids, sims, groups)

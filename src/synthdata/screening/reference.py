@@ -7,11 +7,14 @@ file: its name); each image inside it gets `file id + suffix` (`#frame=N`, `#sli
 a time, so memory holds one file's pixels, never the whole reference.
 
 Each image also gets a patient group, so calibration can compare images across patients
-(`group_of`): the DICOM PatientID (else StudyInstanceUID) where the image is a DICOM; else a
-configured column (`group_column`: a Parquet column, or a field of a WebDataset sample's
-`.json`); else a configured regular expression on the image id (`group_pattern`: its named
-group `group`, else its first group, else the whole match); else the image's own file (a tar
-member or Parquet row counts as a file).
+(`groups.group_of`): the DICOM PatientID; else a patient column (`group_column`, or a column
+called like a patient id: of a Parquet table of images, of a WebDataset sample's `.json`, or
+of a metadata table beside the images, `groups.metadata_groups`); else the DICOM
+StudyInstanceUID; else a configured regular expression on the image id (`group_pattern`);
+else a known dataset layout in the id (CheXpert's `patientNNNNN`, ...); else the image's own
+file (a tar member or Parquet row counts as a file). Metadata tables (CSV/TSV, Parquet
+without images) are not images: `scan_reference` leaves them out, `reference_tables` lists
+them.
 
 Files that cannot be read (corrupt, no pixels, unsupported type) are reported as `Skipped`
 and never stop the run. Hidden files (names starting with ".") are ignored silently.
@@ -32,6 +35,7 @@ import numpy as np
 
 from synthdata.errors import SynthdataError
 from synthdata.screening import decoders
+from synthdata.screening import groups as grouping
 
 READER_VERSION = 2
 PARQUET_IMAGE_COLUMNS = ("image", "img", "png", "jpg", "jpeg", "dcm", "dicom", "bytes")
@@ -100,20 +104,10 @@ class ReaderOptions:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def group_of(image_id: str, file_id: str, found: str | None, pattern: str | None) -> str:
-    """The patient group of an image: what its file said, else the pattern's match, else file.
-
-    `file_id` is the image's own file: for a tar member or a Parquet row, the member or row.
-    """
-    if found:
-        return found
-    if pattern:
-        m = re.search(pattern, image_id)
-        if m:
-            value = m.groupdict().get("group") or (m.group(1) if m.groups() else m.group(0))
-            if value:
-                return f"pattern:{value}"
-    return f"file:{file_id}"
+def group_of(image_id: str, file_id: str, found: str | None, pattern: str | None,
+             table: str | None = None) -> str:
+    """The patient group of an image (`groups.group_of`)."""
+    return grouping.group_of(image_id, file_id, found, pattern, table)
 
 
 def own_file(image_id: str, file_id: str) -> str:
@@ -125,8 +119,11 @@ def own_file(image_id: str, file_id: str) -> str:
 
 
 def file_kind(path: Path) -> str | None:
-    """The kind of a file from its name (and DICOM magic for files without a suffix)."""
+    """The kind of a file from its name (and DICOM magic for files without a suffix);
+    `table` for a metadata table (CSV/TSV, or Parquet without an image column)."""
     name = path.name.lower()
+    if grouping.is_table(path):
+        return "table"
     if name.endswith(decoders.RASTER_SUFFIXES):
         return "raster"
     if name.endswith(decoders.DICOM_SUFFIXES):
@@ -136,7 +133,7 @@ def file_kind(path: Path) -> str | None:
     if name.endswith((".tar", ".tar.gz", ".tgz")):
         return "tar"
     if name.endswith(".parquet"):
-        return "parquet"
+        return "parquet" if _has_image_column(path) else "table"
     if "." not in name:
         try:
             with open(path, "rb") as f:
@@ -145,6 +142,20 @@ def file_kind(path: Path) -> str | None:
         except OSError:
             return None
     return None
+
+
+def _has_image_column(path: Path) -> bool:
+    """True when a Parquet file has a column of image bytes (False: a metadata table; a file
+    that cannot be read counts as images, so it is reported as unreadable)."""
+    import pyarrow.parquet as pq
+
+    try:
+        _parquet_column(pq.read_schema(path), None)
+    except ValueError:
+        return False
+    except Exception:  # noqa: BLE001 - not readable: let the image reader report it
+        return True
+    return True
 
 
 def _root_names(roots: list[Path]) -> list[str]:
@@ -159,20 +170,22 @@ def _root_names(roots: list[Path]) -> list[str]:
     return names
 
 
-def scan_reference(paths: list[str], base_dir: str | Path | None = None
-                   ) -> tuple[list[ReferenceFile], list[Skipped]]:
-    """Every usable file under the reference paths, sorted by id, and the files skipped.
-
-    Relative paths are taken from `base_dir` (default: the current folder). A path that does
-    not exist raises `ReferenceSetError`: that is a configuration mistake, not a bad file.
-    """
+def _roots(paths: list[str], base_dir: str | Path | None) -> list[Path]:
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     roots = [(base / p) if not Path(p).is_absolute() else Path(p) for p in paths]
     missing = [str(p) for p, r in zip(paths, roots) if not r.exists()]
     if missing:
         raise ReferenceSetError(f"memorization.reference: not found: {', '.join(missing)}")
+    return roots
+
+
+def _scan(paths: list[str], base_dir: str | Path | None
+          ) -> tuple[list[ReferenceFile], list[Skipped], list[ReferenceFile]]:
+    """(image files, skipped files, metadata tables) under the reference paths, by id."""
+    roots = _roots(paths, base_dir)
     files: list[ReferenceFile] = []
     skipped: list[Skipped] = []
+    tables: list[ReferenceFile] = []
     for root, name in zip(roots, _root_names(roots)):
         if root.is_file():
             candidates = [(root, name)]
@@ -187,10 +200,36 @@ def scan_reference(paths: list[str], base_dir: str | Path | None = None
                 skipped.append(Skipped(fid, "unsupported file type"))
                 continue
             st = path.stat()
-            files.append(ReferenceFile(path.resolve(), fid, kind, st.st_size, st.st_mtime_ns))
+            ref = ReferenceFile(path.resolve(), fid, kind, st.st_size, st.st_mtime_ns)
+            (tables if kind == "table" else files).append(ref)
     files.sort(key=lambda f: f.id)
     skipped.sort(key=lambda s: s.id)
+    tables.sort(key=lambda f: f.id)
+    return files, skipped, tables
+
+
+def scan_reference(paths: list[str], base_dir: str | Path | None = None
+                   ) -> tuple[list[ReferenceFile], list[Skipped]]:
+    """Every image file under the reference paths, sorted by id, and the files skipped
+    (metadata tables are neither: see `reference_groups`).
+
+    Relative paths are taken from `base_dir` (default: the current folder). A path that does
+    not exist raises `ReferenceSetError`: that is a configuration mistake, not a bad file.
+    """
+    files, skipped, _ = _scan(paths, base_dir)
     return files, skipped
+
+
+def reference_groups(paths: list[str], options: ReaderOptions,
+                     base_dir: str | Path | None = None) -> grouping.MetadataGroups:
+    """The groups metadata tables give the reference's image files (`groups.py`)."""
+    files, _, tables = _scan(paths, base_dir)
+    meta = grouping.metadata_groups([t.path for t in tables], [f.path for f in files],
+                                    _roots(paths, base_dir), options.group_column)
+    ids = {str(t.path): t.id for t in tables}
+    meta.tables = [{**t, "table": ids.get(t["table"], Path(t["table"]).name)}
+                   for t in meta.tables]
+    return meta
 
 
 def _frames(data: bytes, name: str, suffix: str, group: str | None) -> decoders.Decoded:
@@ -345,18 +384,22 @@ def iter_reference(paths: list[str], options: ReaderOptions | None = None,
     files, unsupported = scan_reference(paths, base_dir)
     if skipped is not None:
         skipped.extend(unsupported)
-    yield from iter_files(files, options, skipped)
+    yield from iter_files(files, options, skipped,
+                          reference_groups(paths, options, base_dir))
 
 
 def iter_files(files: list[ReferenceFile], options: ReaderOptions,
-               skipped: list[Skipped] | None = None) -> Iterator[RealImage]:
-    """Every real image of the given files, in their order, one file at a time."""
+               skipped: list[Skipped] | None = None,
+               meta: grouping.MetadataGroups | None = None) -> Iterator[RealImage]:
+    """Every real image of the given files, in their order, one file at a time (groups
+    from `meta`'s tables where they name a file)."""
     for ref in files:
         images, bad = read_file_images(ref, options)
         if skipped is not None:
             skipped.extend(bad)
+        table = meta.group(ref.path) if meta is not None else None
         for frame in images:
             image_id = ref.id + frame.suffix
             group = group_of(image_id, own_file(image_id, ref.id), frame.group,
-                             options.group_pattern)
+                             options.group_pattern, table)
             yield RealImage(image_id, ref.id, frame.image, frame.alternates, group)

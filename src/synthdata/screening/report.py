@@ -8,6 +8,13 @@ re-screening the same dataset the same way rewrites it byte-for-byte.
 Patient level: every sample's nearest real image has a (pseudonymous) patient group; the
 report counts near-copies (reject or review) per group, so a model that memorized one
 patient many times shows at once.
+
+Calibration and reference at a glance (plain strings the dataset card shows too):
+`calibration_status` (per deciding matcher: ok / review band / FAILED with what to fix, the
+recall, the false-positive estimate with its interval and trials), `patient_groups` (how
+many groups, from what: DICOM, a metadata table's column, a path pattern, files) and
+`reference_duplicates` (near-duplicate pairs across patients, and that each cluster counts
+as one patient).
 """
 
 from __future__ import annotations
@@ -25,13 +32,18 @@ from synthdata.screening.decide import ACCEPT, DECISIONS
 
 TOP_PAIRS = 20
 TOP_GROUPS = 50
-SUMMARY_KEYS = ("method", "threshold", "target_recall", "recall", "false_positive_estimate",
-                "max_fp", "copies", "other_patient_pairs", "warning", "note")
+SUMMARY_KEYS = ("method", "status", "threshold", "target_recall", "min_recall", "recall",
+                "false_positive_estimate", "false_positive_interval", "max_fp", "copies",
+                "trials", "trials_real", "trials_hard_negatives", "pairs", "coarse",
+                "review_from", "warning", "failed", "note")
 SKIPPED_KIND = "reference-file"
 
 
 def public_context(context: dict) -> dict:
-    """The matchers' context with reference file ids pseudonymized (skipped files)."""
+    """The matchers' context with reference ids pseudonymized (skipped files, metadata
+    tables, near-duplicate pairs and their groups)."""
+    from synthdata.screening.pipeline import GROUP_KIND, REAL_KIND
+
     out = dict(context)
     ref = context.get("reference")
     if ref:
@@ -41,7 +53,63 @@ def public_context(context: dict) -> dict:
         ref["skipped"] = [{"id": names[s["id"]],
                            "reason": s["reason"].replace(s["id"], names[s["id"]])}
                           for s in skipped]
+        tables = ref.get("group_tables", [])
+        named = privacy.remember(sorted({t["table"] for t in tables}), SKIPPED_KIND)
+        ref["group_tables"] = [{**t, "table": named[t["table"]]} for t in tables]
+        dups = ref.get("duplicates")
+        if dups:
+            pairs = dups.get("examples", [])
+            ids = privacy.remember(sorted({p[k] for p in pairs for k in ("a", "b")}), REAL_KIND)
+            groups = privacy.remember(sorted({p[k] for p in pairs
+                                              for k in ("group_a", "group_b")}), GROUP_KIND)
+            ref["duplicates"] = {**dups, "examples": [
+                {**p, "a": ids[p["a"]], "b": ids[p["b"]], "group_a": groups[p["group_a"]],
+                 "group_b": groups[p["group_b"]]} for p in pairs]}
         out["reference"] = ref
+    return out
+
+
+def _status(name: str, info: dict) -> str:
+    """One matcher's calibration in a line."""
+    if "recall" not in info:
+        return f"{name}: {info.get('method', 'set')} {info.get('threshold')}" + (
+            f" ({info['note']})" if info.get("note") else "")
+    lo, hi = info.get("false_positive_interval", [None, None])
+    fp = info.get("false_positive_estimate")
+    figures = (f"recall {info['recall']:.1%} of {info.get('copies')} synthesized copies, false "
+               f"positives {fp:.2%} (95% {lo:.2%}-{hi:.2%}) of {info.get('trials')} "
+               "other-patient trials" if fp is not None else f"recall {info['recall']:.1%}")
+    status = info.get("status", "measured")
+    if status == "failed":
+        return f"{name}: FAILED, every sample goes to review. {info.get('failed', '')}"
+    head = f"{name}: {status}, threshold {info['threshold']:.4f}"
+    if status == "review band":
+        head += f", review from {info['review_from']:.4f}"
+    elif status == "measured":
+        head = f"{name}: threshold {info['threshold']:.4f} set by hand, measured"
+    return f"{head}; {figures}" + (" (coarse)" if info.get("coarse") else "")
+
+
+def glance(context: dict) -> dict:
+    """`calibration_status`, `patient_groups`, `reference_duplicates`: strings for people."""
+    infos = context.get("threshold_info", {})
+    out = {"calibration_status": "; ".join(
+        _status(n, {**i, "status": i.get("status", "measured" if "recall" in i else None)})
+        for n, i in infos.items())}
+    ref = context.get("reference")
+    if ref:
+        sources = ", ".join(f"{v} from {k}" for k, v in sorted(ref["group_sources"].items()))
+        tables = "; ".join(f"table {t['table']} column {t['patient_column']!r} for "
+                           f"{t['images']} file(s)" for t in ref.get("group_tables", []))
+        out["patient_groups"] = f"{ref['groups']} groups ({sources})" + (
+            f"; {tables}" if tables else "")
+        d = ref.get("duplicates")
+        if d is not None:
+            out["reference_duplicates"] = "none found" if not d["pairs"] else (
+                f"{d['pairs']} near-duplicate pair(s) across patient groups ({d['same_pixels']} "
+                f"same pixels, {d['by_verifier']} by the verifier at >= {d['verifier_bar']:.4f}) "
+                f"in {d['clusters']} cluster(s); each cluster counts as one patient for the "
+                "false-positive estimate")
     return out
 
 
@@ -103,6 +171,7 @@ def build_report(table: pa.Table, context: dict, key: str = "key") -> dict:
                      "deciding": context.get("deciding", []),
                      "matchers": context.get("matchers", {})},
         "matchers": _per_matcher(cols, context),
+        **glance(context),
         "reference": context.get("reference"),
         "similarity_histogram": calibrate.histogram(top1[~np.isnan(top1)]),
         "nearest_pairs": pairs,

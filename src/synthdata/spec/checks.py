@@ -264,6 +264,9 @@ def _check_paths(spec: Spec) -> list[tuple[FieldPath, str]]:
     return out
 
 
+CALIBRATION_PAIRS = 100_000
+
+
 def memorization_problems(mem: Memorization) -> list[tuple[FieldPath, str]]:
     """Cross-field checks of the screening section (also used by `synthdata audit`)."""
     out: list[tuple[FieldPath, str]] = []
@@ -282,4 +285,12 @@ def memorization_problems(mem: Memorization) -> list[tuple[FieldPath, str]]:
             re.compile(mem.group_pattern)
         except re.error as exc:
             out.append((("memorization", "group_pattern"), f"not a regular expression: {exc}"))
+    if mem.min_recall > mem.target_recall:
+        out.append((("memorization", "min_recall"), f"the floor {mem.min_recall} is above "
+                    f"target_recall {mem.target_recall}"))
+    pairs = (mem.calibration_images + mem.calibration_negatives) * mem.k
+    if pairs > CALIBRATION_PAIRS:
+        out.append((("memorization", "calibration_negatives"),
+                    f"calibration would verify {pairs} (trial, candidate) pairs; the cap is "
+                    f"{CALIBRATION_PAIRS} ((calibration_images + calibration_negatives) x k)"))
     return out

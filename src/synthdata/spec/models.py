@@ -200,21 +200,34 @@ class Memorization(StrictModel):
     image_column: str | None = Field(None, description="Parquet references: column of image bytes "
                                                        "(default: detected)")
     group_column: str | None = Field(None, description=(
-        "patient group of images that are not DICOM: a Parquet column, or a field of each "
-        "WebDataset sample's .json (DICOM PatientID/StudyInstanceUID win where present)"))
+        "patient column: of Parquet tables of images, of each WebDataset sample's .json, or of "
+        "metadata tables beside the images (CSV/TSV/Parquet, e.g. metadata.csv); by default a "
+        "column called like a patient id (patient_id, PatientID, subject_id, ...) is used. "
+        "DICOM PatientID wins where present"))
     group_pattern: str | None = Field(None, description=(
         "patient group from the image id (root name/path inside, e.g. 'cohort/p0042/s1.png') "
         "by a regular expression: its group named 'group', else its first group, else the match"))
     target_recall: float = Field(0.99, gt=0, lt=1, description=(
         "threshold auto: share of the copies synthesized from the reference that must be caught"))
+    min_recall: float = Field(0.9, gt=0, le=1, description=(
+        "threshold auto: floor of the calibrated recall; a matcher whose threshold, raised to "
+        "the false-positive budget, catches fewer synthesized copies accepts nothing (every "
+        "sample goes to review, with the reason)"))
+    reference_duplicates: Literal["merge", "error"] = Field("merge", description=(
+        "near-duplicates inside the reference across patient groups (one study exported under "
+        "two patient ids): 'merge' counts each cluster as one patient for the false-positive "
+        "estimate (and the report lists them); 'error' refuses the reference"))
     max_false_positive: float = Field(0.01, gt=0, lt=1, description=(
         "threshold auto: budget of other-patient pairs flagged, split between the deciding "
         "matchers; a threshold that would exceed it is raised and the recall reached reported"))
     calibration_images: int = Field(300, ge=1, description=(
-        "threshold auto: real images sampled (copies are made of them; their other-patient "
-        "neighbours estimate false positives)"))
+        "calibration: real images sampled (copies and hard negatives are made of them; each, "
+        "screened against other patients only, is a false-positive trial)"))
     calibration_copies: int = Field(400, ge=10, description=(
-        "threshold auto: edited copies synthesized for the recall target"))
+        "calibration: edited copies synthesized for the recall target"))
+    calibration_negatives: int = Field(400, ge=0, description=(
+        "calibration: hard negatives, sampled real images edited like the copies and screened "
+        "against other patients only (false-positive trials besides the images themselves)"))
     exact_limit: int = Field(100_000, ge=0, description=(
         "exact search up to this many reference rows (views of images); an approximate index above"))
     index_memory_gb: float = Field(16.0, gt=0, description=(
