@@ -3,8 +3,15 @@
 FID is biased upward at finite n (the trace terms of two sample covariances), by an amount that
 depends on both sample sizes and the extractor (Chong and Forsyth 2020). So:
 
-- `fid_interval`: 95% percentile interval over bootstrap resamples, real images resampled *by
-  patient* (`bootstrap.py`) and synthetic images one by one; the spread of FID at this n.
+- `fid_interval`: 95% interval over bootstrap resamples, real images resampled *by patient*
+  (`bootstrap.py`) and synthetic images one by one: the spread of FID at this n. Resampling
+  with replacement repeats images, and FID rises when fewer distinct images enter its
+  covariances (measured: at 200 images a side the median resample sits 10-40% above the
+  estimate), so the raw percentile interval can miss the estimate altogether when the true
+  distance is small. The resamples are therefore re-centred on the estimate (their median
+  moved onto it) before the 2.5 and 97.5 percentiles are taken: the interval keeps the spread
+  and skew and drops the duplication artefact. The estimate's own small-n bias is `fd_inf`'s
+  business, not the interval's.
 - `fd_infinity`: "FD∞", FID extrapolated to infinitely many images. FID is computed on
   subsamples of both sides at fractions t of their sizes (several draws each), a line is fitted
   to FID against 1/t, and its intercept is the estimate. Chong and Forsyth fit against 1/N of
@@ -36,14 +43,16 @@ FLOOR_DRAWS = 8
 
 def fid_interval(real: np.ndarray, fake: np.ndarray, *, real_groups: Sequence[str] | None = None,
                  resamples: int = FID_BOOTSTRAP, seed: int = 0) -> dict:
-    """{ci: [low, high], std, resamples}: FID over bootstrap resamples (real side by group)."""
+    """{ci: [low, high], std, shift, resamples}: FID over bootstrap resamples (real side by
+    group), re-centred on the estimate (`shift`: how far the resamples' median lay above it)."""
     rng = np.random.default_rng([seed, 17])
     wr = bootstrap_weights(real_groups, len(real), resamples, rng)
     wf = bootstrap_weights(None, len(fake), resamples, rng)
-    values = [metrics.fid(real[ir], fake[jf])
-              for ir, jf in zip(resample_indices(wr), resample_indices(wf))]
-    lo, hi = percentile_interval(values)
-    return {"ci": [lo, hi], "std": float(np.std(values)), "resamples": resamples}
+    values = np.array([metrics.fid(real[ir], fake[jf])
+                       for ir, jf in zip(resample_indices(wr), resample_indices(wf))])
+    shift = float(np.median(values) - metrics.fid(real, fake))
+    lo, hi = percentile_interval(values - shift)
+    return {"ci": [lo, hi], "std": float(np.std(values)), "shift": shift, "resamples": resamples}
 
 
 def fd_infinity(real: np.ndarray, fake: np.ndarray, *, real_groups: Sequence[str] | None = None,
