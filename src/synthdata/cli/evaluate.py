@@ -56,6 +56,8 @@ def evaluate(
     utility_classifier: Annotated[str, typer.Option(
         "--utility-classifier", help="curves' classifier: auto (a small CNN on a GPU, else a "
         "linear probe), linear, or cnn")] = "auto",
+    curve_draws: Annotated[int, typer.Option("--curve-draws", min=1, help="real subsets drawn per "
+                                             "fraction of the curves (below 100%)")] = 5,
     test: Annotated[Optional[str], typer.Option("--test", help="held-out real test set for --utility "
                                                 "(default: a seeded split of --real)")] = None,
     alignment: Annotated[Optional[str], typer.Option(
@@ -80,7 +82,8 @@ def evaluate(
             check_inputs(folder, real, test if utility else None)
         results = [run_evaluation(folder, real, features=features or None, utility=utility,
                                   test=test, alignment=alignment, seed=seed, device=device,
-                                  card=card, utility_classifier=utility_classifier)
+                                  card=card, utility_classifier=utility_classifier,
+                                  curve_draws=curve_draws)
                    for folder in out]
         table = None
         if len(out) > 1:

@@ -115,8 +115,8 @@ def fidelity_for(real: RealSet, real_x: np.ndarray, synth: Synthetic, mapping: d
 
 
 def _utility(real: RealSet, real_x: np.ndarray, test: RealSet | None, test_x: np.ndarray | None,
-             synth: Synthetic, mapping: dict[str, str], seed: int, bootstrap: int,
-             classifier: str, device: str) -> dict:
+             synth: Synthetic, mapping: dict[str, str], opt: Options) -> dict:
+    seed, bootstrap = opt.seed, opt.bootstrap
     wanted = set(mapping.values())
     if test is None:
         train_idx, test_idx = split_items(real.items, TEST_FRACTION, seed)
@@ -139,14 +139,14 @@ def _utility(real: RealSet, real_x: np.ndarray, test: RealSet | None, test_x: np
     labels = out["protocol"]["labels"]
     code = {lab: i for i, lab in enumerate(labels)}
     enc = (lambda ys: np.array([code[v] for v in ys], np.int64))
-    trainer, inputs = _curve_trainer(classifier, device, seed, x_tr[keep_tr], x_te[keep_te],
-                                     synth, train_items, test_items)
+    trainer, inputs = _curve_trainer(opt.utility_classifier, opt.device, seed, x_tr[keep_tr],
+                                     x_te[keep_te], synth, train_items, test_items)
     points, gains = utility_curve(inputs[0], enc(y_tr), [i.group for i in train_items], inputs[1],
                                   enc(y_te), g_te, inputs[2], enc(y_syn), len(labels), seed=seed,
-                                  bootstrap=bootstrap, trainer=trainer)
+                                  bootstrap=bootstrap, trainer=trainer, draws=opt.curve_draws)
     out["curve"], out["curve_gains"] = points, gains
     out["curve_protocol"] = {"fractions": list(FRACTIONS), "protocols": list(PROTOCOLS),
-                             "draws_below_100%": DRAWS, "of": "the real training split",
+                             "draws_below_100%": opt.curve_draws, "of": "the real training split",
                              "subsets": "whole patients, stratified by label, seeded",
                              "interval": "95% percentile, test patients resampled",
                              **(trainer.describe() if hasattr(trainer, "describe") else
@@ -225,6 +225,7 @@ class Options:
     fid_bootstrap: int = FID_BOOTSTRAP
     utility_classifier: str = "auto"
     card: bool = True
+    curve_draws: int = DRAWS
 
 
 @flow(name="synthdata-evaluate", persist_result=False, validate_parameters=False,
@@ -234,21 +235,23 @@ def synthdata_evaluate(out_dir: str, real: str, features: list[str] | None = Non
                        alignment: str | None = None, seed: int = 0, device: str = "auto",
                        max_pairs: int = div.MAX_PAIRS, bootstrap: int = BOOTSTRAP,
                        card: bool = True, fid_bootstrap: int = FID_BOOTSTRAP,
-                       utility_classifier: str = "auto") -> dict:
+                       utility_classifier: str = "auto", curve_draws: int = DRAWS) -> dict:
     """Evaluate a dataset folder against real images; write DIR/evaluation/ (and refresh the
     dataset card when there is one and `card`). Returns a summary.
 
     Without `features`: `builtin:phantom-encoder` then `efficientnet-lite0` when the real set
     is a `synthdata phantoms` set, else `efficientnet-lite0` (`extractors.default_extractors`).
     `utility_classifier`: `linear` (probe on frozen features), `cnn` (`cnn.py`), or `auto`
-    (the CNN on a GPU, else the probe) for the data-limited curves.
+    (the CNN on a GPU, else the probe) for the data-limited curves; `curve_draws`: real
+    subsets drawn per fraction below 100%.
     """
     from synthdata.outputs import acquire_lock
 
     folder = DatasetFolder(out_dir).require()
     lock = acquire_lock(folder.root)
     options = Options(list(features or default_extractors(real)), utility, test, alignment, seed,
-                      device, max_pairs, bootstrap, fid_bootstrap, utility_classifier, card)
+                      device, max_pairs, bootstrap, fid_bootstrap, utility_classifier, card,
+                      curve_draws)
     try:
         return _evaluate(folder, real, options)
     finally:
@@ -319,8 +322,7 @@ def _evaluate(folder: DatasetFolder, real_ref: str, opt: Options) -> dict:
         if test is not None:
             test_x = np.concatenate([real_features_task.submit(c, n, opt.extractors[0], opt.device).result()
                                      for n, c in enumerate(feat.real_chunks(test.items))])
-        data["utility"] = _utility(real, real_x, test, test_x, synth, mapping, opt.seed,
-                                   opt.bootstrap, opt.utility_classifier, opt.device)
+        data["utility"] = _utility(real, real_x, test, test_x, synth, mapping, opt)
         timings["utility_s"], clock = time.perf_counter() - clock, time.perf_counter()
     _write(folder, data, nn_synth, nn_real, opt.card)
     timings["write_s"] = time.perf_counter() - clock
