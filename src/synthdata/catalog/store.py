@@ -124,7 +124,7 @@ def _statistics(ev: dict) -> dict[str, float]:
         out["fd_inf"] = ev["fd_inf"]["value"]
     floor = ev.get("real_vs_real") or {}
     if floor.get("fid_std") is not None:
-        out["real_vs_real_fid_se"] = floor["fid_std"]
+        out["real_vs_real_fid_std"] = floor["fid_std"]
     if (ev.get("matched") or {}).get("fid") is not None:
         out["matched_fid"] = ev["matched"]["fid"]
     for side in ("real", "synthetic"):

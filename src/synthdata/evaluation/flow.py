@@ -306,8 +306,8 @@ def _evaluate(folder: DatasetFolder, real_ref: str, opt: Options) -> dict:
     data["diversity"] = {
         "intra_prompt": div.intra_prompt_msssim(synth.prompts, synth.labels, synth.images,
                                                 max_pairs=opt.max_pairs, seed=opt.seed),
-        "nearest_neighbour": {"synthetic": metrics.summary(nn_synth),
-                              "real": metrics.summary(nn_real)}}
+        "nearest_neighbour": {"synthetic": {**metrics.summary(nn_synth), "n": len(nn_synth)},
+                              "real": {**metrics.summary(nn_real), "n": len(nn_real)}}}
     timings["diversity_s"], clock = time.perf_counter() - clock, time.perf_counter()
     if opt.alignment:
         from synthdata.evaluation.alignment import TextImageModel, alignment

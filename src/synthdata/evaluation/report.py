@@ -32,7 +32,7 @@ from pathlib import Path
 
 from synthdata.folder import DatasetFolder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: statistics, n per side, floor at equal n, subgroups, curves (issue 22)
 HEADLINE = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage")
 STATISTICS = ("n", "fid_ci", "fid_std", "fid_resamples", "fid_resample_shift", "fd_inf", "kid_unbiased", "cmmd",
               "matched", "subgroups", "separability")
