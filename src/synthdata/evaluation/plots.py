@@ -34,15 +34,27 @@ def fidelity_plot(data: dict, path: Path) -> Path:
     values = [data.get("fid")] + [m.get("fid") for m in data.get("per_label", {}).values()]
     cis = [data.get("fid_ci")] + [m.get("fid_ci") for m in data.get("per_label", {}).values()]
     heights = np.array([v if v is not None else 0 for v in values], dtype=float)
-    low = np.array([h - c[0] if c and None not in c else 0 for h, c in zip(heights, cis)])
-    high = np.array([c[1] - h if c and None not in c else 0 for h, c in zip(heights, cis)])
+    has_ci = np.array([bool(c) and None not in c for c in cis])
     fig, ax = _figure()
-    ax.bar(names, heights, color="#4c72b0", yerr=[np.maximum(low, 0), np.maximum(high, 0)],
-           capsize=4)
+    ax.bar(names, heights, color=["#4c72b0" if h else "#a9bcd9" for h in has_ci])
+    if has_ci.any():
+        x = np.flatnonzero(has_ci)
+        lo = np.array([heights[i] - cis[i][0] for i in x])
+        hi = np.array([cis[i][1] - heights[i] for i in x])
+        ax.errorbar(x, heights[x], yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="none",
+                    ecolor="black", capsize=4, label="95% interval")
     floor = data["real_vs_real"].get("fid")
     if floor is not None:
-        ax.axhline(floor, color="#c44e52", linestyle="--", label=f"real vs real {floor:.3g}")
-        ax.legend()
+        n = (data["real_vs_real"].get("n") or {}).get("real_a")
+        ax.axhline(floor, color="#c44e52", linestyle="--",
+                   label=f"real vs real {floor:.3g}" + (f" (n = {n} a side)" if n else ""))
+    handles = ax.get_legend_handles_labels()[0]
+    if not has_ci.all():
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="#a9bcd9", label="no interval: too few images"))
+    if handles:
+        ax.legend(handles=handles, fontsize=8)
     ax.set_ylabel(f"FID ({data['extractor']['name']})")
     ax.set_title("Fidelity: synthetic vs real (lower is closer)")
     fig.tight_layout()
