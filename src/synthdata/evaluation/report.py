@@ -123,15 +123,21 @@ def curve_rows(utility: dict) -> list[dict]:
 
 
 def subgroup_rows(data: dict) -> list[dict]:
-    """One row per (attribute, value): n per side, FID with its interval or why there is none."""
+    """One row per (attribute, value): n per side, FID with its interval or why there is none,
+    and FID at the attribute's common n (comparable between its values)."""
     rows = []
     for attr, values in (data.get("subgroups") or {}).items():
         if attr == "notes":
             continue
+        common = values.get("common_n") or {}
         for value, m in values.items():
+            if value == "common_n":
+                continue
             rows.append({"attribute": attr, "value": value, "n real": m["n_real"],
                          "n synthetic": m["n_synthetic"], "fid": m.get("fid"),
                          "fid 95% CI": _ci(m.get("fid_ci")) if m.get("fid_ci") else (m.get("note") or "-"),
+                         "fid at common n": (f"{m['fid_common_n']:.4g} ({common['real']}/{common['synthetic']})"
+                                             if m.get("fid_common_n") is not None else "-"),
                          "recall": m.get("recall")})
     return rows
 

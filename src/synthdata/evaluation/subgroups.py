@@ -8,10 +8,17 @@ left out (it is an identifier, not a subgroup) and said so.
 
 Each subgroup reports n per side, FID, precision and recall, and FID's bootstrap interval (real
 images resampled by patient) when both sides have at least `MIN_N_INTERVAL` images. With fewer
-it says so instead of printing an interval that would mean nothing; with fewer than
-`MIN_N_FIGURES` no figure is computed at all. Both thresholds are measured on the phantom
-world (benchmarks/RESULTS.md section 14): below 50 images a side FID's interval is wider than
-the gap between a trained and a noise model's per-label FIDs.
+it says so instead of printing an interval; with fewer than `MIN_N_FIGURES` no figure is
+computed at all. `MIN_N_INTERVAL` is measured on the phantom world (benchmarks/RESULTS.md
+section 14): from 20 synthetic images on, the FID intervals of builtin:phantom and builtin:tiny
+(a trained and a noise model) no longer overlapped; at 10 they did, so an interval there says
+nothing a reader can use.
+
+FID's small-n bias differs between subgroups of different sizes (on the phantom world
+builtin:phantom's FID was 100 at 20 images, 44 at 50 and 35 at 200), so raw subgroup FIDs
+compare badly. `fid_common_n` puts every value of an attribute on the same footing: FID of
+the same numbers of real and synthetic images (the attribute's smallest subgroup that has
+figures), mean over 3 seeded draws; `common_n` records them.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from synthdata.evaluation import metrics
 from synthdata.evaluation.fidstats import fid_interval
 
 MIN_N_FIGURES = 10
-MIN_N_INTERVAL = 50
+MIN_N_INTERVAL = 20
+COMMON_N_DRAWS = 3
 MAX_VALUES = 20
 SUBGROUP_BOOTSTRAP = 100
 
@@ -84,10 +92,32 @@ def subgroup_block(real_x: np.ndarray, real_values: Sequence[str | None], real_g
     return out
 
 
+def common_n(real_x: np.ndarray, real_values: Sequence[str | None], synth_x: np.ndarray,
+             synth_values: Sequence[str | None], block: dict, *, seed: int = 0) -> dict:
+    """Add `fid_common_n` to each value of an attribute's block (see the module docstring);
+    returns {real, synthetic}: the common numbers of images (or {} with fewer than 2 values)."""
+    scored = [v for v, m in block.items() if m.get("fid") is not None]
+    if len(scored) < 2:
+        return {}
+    n_real = min(block[v]["n_real"] for v in scored)
+    n_syn = min(block[v]["n_synthetic"] for v in scored)
+    rv, sv = np.asarray(real_values, dtype=object), np.asarray(synth_values, dtype=object)
+    for value in scored:
+        ri, si = np.flatnonzero(rv == value), np.flatnonzero(sv == value)
+        fids = []
+        for d in range(COMMON_N_DRAWS):
+            rng = np.random.default_rng([seed, 53, d])
+            fids.append(metrics.fid(real_x[np.sort(rng.choice(ri, n_real, replace=False))],
+                                    synth_x[np.sort(rng.choice(si, n_syn, replace=False))]))
+        block[value]["fid_common_n"] = float(np.mean(fids))
+    return {"real": int(n_real), "synthetic": int(n_syn)}
+
+
 def subgroups(real_x: np.ndarray, real_attrs: Sequence[dict], real_groups: Sequence[str],
               synth_x: np.ndarray, synth_attrs: Sequence[dict], *, seed: int = 0,
               resamples: int = SUBGROUP_BOOTSTRAP) -> dict:
-    """{attribute: {value: ...}} for every shared attribute, plus `notes` for those left out."""
+    """{attribute: {value: ..., common_n}} for every shared attribute, plus `notes` for those
+    left out."""
     out: dict = {}
     notes = []
     for name, (rk, sk) in shared_attributes(real_attrs, synth_attrs).items():
@@ -99,7 +129,8 @@ def subgroups(real_x: np.ndarray, real_attrs: Sequence[dict], real_groups: Seque
             continue
         block = subgroup_block(real_x, rv, real_groups, synth_x, sv, seed=seed, resamples=resamples)
         if block:
-            out[name] = block
+            shared = common_n(real_x, rv, synth_x, sv, block, seed=seed)
+            out[name] = {**block, "common_n": shared} if shared else block
     if notes:
         out["notes"] = notes
     return out
