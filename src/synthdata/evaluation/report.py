@@ -76,12 +76,6 @@ def _ci(pair) -> str:
     return f"{pair[0]:.4g}-{pair[1]:.4g}"
 
 
-def _pm(block: dict | None, key: str = "value", se: str = "se") -> str:
-    if not block or block.get(key) is None:
-        return "-"
-    return f"{block[key]:.4g} ± {block[se]:.2g}" if block.get(se) is not None else f"{block[key]:.4g}"
-
-
 def statistics_rows(data: dict) -> list[dict]:
     """The headline's statistics: FID with its interval, FD∞, unbiased KID and CMMD with
     standard errors, and FID at equal n against the floor at that n; n per side on every row."""
@@ -99,7 +93,7 @@ def statistics_rows(data: dict) -> list[dict]:
     for key, name in (("matched", "FID at equal n"), ("real_vs_real", "real vs real at equal n (floor)")):
         block = data.get(key) or {}
         bn = block.get("n") or {}
-        rows.append({"figure": name, "value": _pm(block, "fid", "fid_std"),
+        rows.append({"figure": name, "value": _fmt(block.get("fid")),
                      "95% CI or ± SE": f"± {block['fid_std']:.2g} (std over {block.get('draws')} draws)"
                      if block.get("fid_std") is not None else "-",
                      "n real": bn.get("real", bn.get("real_a")),
