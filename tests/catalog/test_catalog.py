@@ -136,3 +136,34 @@ def test_models_list_and_show_cli():
     assert json.loads(shown.output)["recommended"]["steps"] == 75
     missing = runner.invoke(app, ["models", "show", "nope"])
     assert missing.exit_code == 2 and "unknown catalogue id" in missing.output
+
+
+def test_rank_shows_intervals_and_whether_they_separate_neighbours(tmp_path):
+    """Figures from `synthdata evaluate` carry METRIC_ci_low/high or METRIC_se; rank prints
+    the interval and says when two neighbours' intervals overlap (a tie, not a ranking)."""
+    from synthdata.catalog.store import evaluation_figures
+
+    user = tmp_path / "catalog"
+    for name, fid, ci in (("model-x", 30.0, [26.0, 40.0]), ("model-y", 36.0, [31.0, 44.0]),
+                          ("model-z", 250.0, [240.0, 262.0])):
+        ev = evaluation_figures({"fid": fid, "fid_ci": ci, "n": {"real": 1000, "synthetic": 200},
+                                 "kid_unbiased": {"value": 0.3, "se": 0.05},
+                                 "real_vs_real": {"fid": 8.0, "fid_std": 2.0},
+                                 "real_set": {"fingerprint": "f" * 64, "images": 1000},
+                                 "extractor": {"name": "builtin:phantom-encoder"},
+                                 "samples": {"synthetic": 200},
+                                 "utility": {"synthetic": {"auc": 0.9, "ci_low": 0.88, "ci_high": 0.92}}},
+                                "world", "synthdata evaluate")
+        _user_entry(user, name, fid=fid, precision=0.5)
+        data = yaml.safe_load((user / f"{name}.yaml").read_text())
+        data["evaluations"] = [ev.model_dump(mode="json", exclude_none=True)]
+        (user / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    [(_, _, ev)] = [t for t in rank("fid", real_set="world", user=user) if t[0].entry.id == "model-x"]
+    assert ev.interval("fid") == (26.0, 40.0) and ev.metrics["n_synthetic"] == 200
+    assert ev.interval("kid_unbiased") == pytest.approx((0.3 - 1.96 * 0.05, 0.3 + 1.96 * 0.05))
+    assert ev.interval("utility_synthetic_auc") == (0.88, 0.92) and ev.interval("precision") is None
+    out = CliRunner().invoke(app, ["models", "rank", "fid", "--real-set", "world", "--catalog", str(user)],
+                             env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    rows = [line for line in out.output.splitlines() if "model-" in line]
+    assert "no (tie)" in rows[0] and "yes" in rows[1] and "26-40" in rows[0]

@@ -72,9 +72,29 @@ def test_evaluate_cli_writes_json_plots_card_and_private_cache(evaluated, demo_s
     intra = data["diversity"]["intra_prompt"]
     assert intra["pairs"] > 0 and intra["window"] == 3 and 0 <= intra["ms_ssim"] <= 1
     assert data["diversity"]["nearest_neighbour"]["synthetic"]["max"] <= 1.0 + 1e-6
+    # the statistics of issue 22: interval, n per side, unbiased and extrapolated figures
+    assert data["n"] == {"real": 60, "synthetic": 32}
+    low, high = data["fid_ci"]
+    assert low <= data["fid"] <= high and data["fid_resamples"] == 200
+    assert isinstance(data["fd_inf"]["value"], float) and len(data["fd_inf"]["points"]) == 8
+    for key in ("kid_unbiased", "cmmd"):
+        assert data[key]["n_real"] == 60 and data[key]["n_synthetic"] == 32 and data[key]["se"] > 0
+    floor, matched = data["real_vs_real"], data["matched"]
+    assert floor["n"] == {"real_a": 30, "real_b": 30} and matched["n"] == {"real": 30, "synthetic": 30}
+    assert len(floor["fid_draws"]) == floor["draws"] == 8
+    assert floor["fid"] + 2 * floor["fid_std"] < matched["fid"]   # noise vs pictures, at equal n
+    assert data["per_label"]["effusion"]["fid_ci"] is None          # 20 real pictures per label
+    assert data["per_extractor"]["pixel"]["fid_ci"][0] is not None
     util = data["utility"]
     for name in ("real", "synthetic", "real_plus_synthetic"):
         assert set(util[name]) >= {"auc", "ci_low", "ci_high", "per_label", "n_train"}
+    curve = util["curve"]
+    assert {(p["real_fraction"], p["protocol"], p["condition"]) for p in curve} == {
+        (f, p, c) for f in (0.05, 0.1, 0.25, 0.5, 1.0) for p in ("mixing", "pretrain")
+        for c in ("real_only", "with_synthetic")}
+    assert all(set(p) >= {"real_fraction", "protocol", "condition", "auc", "ci_low", "ci_high"}
+               for p in curve)
+    assert util["curve_protocol"]["classifier"].startswith("linear probe")   # no GPU: the CPU path
     assert set(util["real_limited"]) == {"10%", "25%"}
     assert util["real"]["auc"] > 0.9                      # the pictures are easy to tell apart
     assert util["protocol"]["n_test"] > 0
@@ -85,6 +105,7 @@ def test_evaluate_cli_writes_json_plots_card_and_private_cache(evaluated, demo_s
     card = "\n".join(evaluation_section(demo_shards))
     assert card.startswith("## Evaluation against real images") and "real vs real (floor)" in card
     assert f"{data['fid']:.4g}" in card and "real_plus_synthetic" in card
+    assert "FD at infinite n" in card and "Data-limited curves" in card and "| 5% | mixing |" in card
     artifacts = _artifacts(["demo-cxr-fidelity", "demo-cxr-evaluation"])
     assert artifacts["demo-cxr-fidelity"].type == "table" and "effusion" in str(artifacts["demo-cxr-fidelity"].data)
     assert "Utility" in artifacts["demo-cxr-evaluation"].data
@@ -102,6 +123,35 @@ def test_evaluate_cli_writes_json_plots_card_and_private_cache(evaluated, demo_s
     assert runner.invoke(app, args).exit_code == 0
     assert evaluation.read_bytes() == before
     assert {p: p.stat().st_mtime_ns for p in files} == mtimes
+
+
+def test_evaluate_ranks_several_datasets_in_one_table(demo_shards, real_folder, tmp_path,
+                                                    prefect_server, monkeypatch):
+    """Two copies of the demo shards against the same pictures: one table, tied intervals;
+    a dataset evaluated against another real set is refused."""
+    import shutil
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    copies = [tmp_path / "a", tmp_path / "b"]
+    for c in copies:
+        shutil.copytree(demo_shards, c, ignore=shutil.ignore_patterns("evaluation"))
+    out = tmp_path / "ranking.json"
+    result = CliRunner().invoke(app, ["evaluate", *map(str, copies), "--real", str(real_folder),
+                                      "--features", "pixel", "--compare-out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ranked" in result.output and "ranking ->" in result.output
+    table = json.loads(out.read_text())
+    assert [r["dataset"] for r in table["rows"]] == ["a", "b"]
+    assert table["rows"][0]["fid"] == table["rows"][1]["fid"] and table["rows"][0]["separated_from_next"] is False
+    assert table["extractor"]["name"] == "pixel" and table["rows"][0]["n_synthetic"] == 32
+
+    from synthdata.evaluation.compare import CompareError, compare
+
+    data = json.loads((copies[1] / "evaluation" / "evaluation.json").read_text())
+    data["real_set"]["fingerprint"] = "0" * 64
+    (copies[1] / "evaluation" / "evaluation.json").write_text(json.dumps(data))
+    with pytest.raises(CompareError, match="different real sets"):
+        compare(copies)
 
 
 def test_evaluate_refuses_unmatched_labels(demo_shards, tmp_path, prefect_server, monkeypatch):

@@ -10,7 +10,8 @@ from synthdata.spec.models import NAME_PATTERN, SCHEDULERS
 
 COMMIT = r"^[0-9a-f]{40}$"
 # Metrics where lower is better; every other metric ranks higher-first.
-LOWER_IS_BETTER = ("fid", "kid", "kid_std", "ms_ssim", "nn_similarity")
+LOWER_IS_BETTER = ("fid", "kid", "kid_std", "ms_ssim", "nn_similarity", "fd_inf", "kid_unbiased",
+                   "cmmd", "matched_fid", "real_vs_real_fid")
 
 
 class Strict(BaseModel):
@@ -72,10 +73,21 @@ class Evaluation(Strict):
 
     extractor: str
     real_set: RealSetRef
-    metrics: dict[str, float] = Field(description="e.g. fid, kid, precision, recall, density, "
-                                                  "coverage, utility_synthetic_auc")
+    metrics: dict[str, float] = Field(description=(
+        "e.g. fid, kid, precision, recall, density, coverage, utility_synthetic_auc; an interval "
+        "as METRIC_ci_low / METRIC_ci_high, a standard error as METRIC_se, n per side as n_real "
+        "/ n_synthetic"))
     samples: int | None = Field(None, ge=0, description="synthetic images evaluated")
     measured_by: str = Field(description="the command, or the publication that reported it")
+
+    def interval(self, name: str) -> tuple[float, float] | None:
+        """(low, high) of a figure: its recorded 95% interval, else value ± 1.96 SE; or None."""
+        m = self.metrics
+        if f"{name}_ci_low" in m and f"{name}_ci_high" in m:
+            return m[f"{name}_ci_low"], m[f"{name}_ci_high"]
+        if name in m and f"{name}_se" in m:
+            return m[name] - 1.96 * m[f"{name}_se"], m[name] + 1.96 * m[f"{name}_se"]
+        return None
 
 
 class Entry(Strict):

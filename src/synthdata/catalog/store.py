@@ -108,15 +108,45 @@ def rank(metric: str, *, extractor: str | None = None, real_set: str | None = No
     return sorted(found, key=lambda t: (-t[1] if reverse else t[1], t[0].entry.id))
 
 
+def _statistics(ev: dict) -> dict[str, float]:
+    """Intervals, standard errors, extrapolated and matched figures and n of evaluation.json."""
+    out: dict[str, float] = {}
+    ci = ev.get("fid_ci") or [None, None]
+    if None not in ci:
+        out["fid_ci_low"], out["fid_ci_high"] = ci
+    for key, name in (("kid_unbiased", "kid_unbiased"), ("cmmd", "cmmd")):
+        block = ev.get(key) or {}
+        if block.get("value") is not None:
+            out[name] = block["value"]
+            if block.get("se") is not None:
+                out[f"{name}_se"] = block["se"]
+    if (ev.get("fd_inf") or {}).get("value") is not None:
+        out["fd_inf"] = ev["fd_inf"]["value"]
+    floor = ev.get("real_vs_real") or {}
+    if floor.get("fid_std") is not None:
+        out["real_vs_real_fid_std"] = floor["fid_std"]
+    if (ev.get("matched") or {}).get("fid") is not None:
+        out["matched_fid"] = ev["matched"]["fid"]
+    for side in ("real", "synthetic"):
+        if (ev.get("n") or {}).get(side) is not None:
+            out[f"n_{side}"] = float(ev["n"][side])
+    return out
+
+
 def evaluation_figures(evaluation_json: dict, real_set_name: str, measured_by: str) -> Evaluation:
-    """An entry's Evaluation from a dataset's evaluation/evaluation.json."""
+    """An entry's Evaluation from a dataset's evaluation/evaluation.json (figures, their
+    intervals or standard errors, and n per side)."""
     figures = {k: evaluation_json[k] for k in EVAL_METRICS if evaluation_json.get(k) is not None}
     if evaluation_json.get("real_vs_real", {}).get("fid") is not None:
         figures["real_vs_real_fid"] = evaluation_json["real_vs_real"]["fid"]
+    figures.update(_statistics(evaluation_json))
     utility = evaluation_json.get("utility") or {}
     for cond in ("real", "synthetic", "real_plus_synthetic"):
         if (utility.get(cond) or {}).get("auc") is not None:
             figures[f"utility_{cond}_auc"] = utility[cond]["auc"]
+            for end in ("ci_low", "ci_high"):
+                if utility[cond].get(end) is not None:
+                    figures[f"utility_{cond}_auc_{end}"] = utility[cond][end]
     ms = ((evaluation_json.get("diversity") or {}).get("intra_prompt") or {}).get("ms_ssim")
     if ms is not None:
         figures["ms_ssim"] = ms

@@ -69,17 +69,24 @@ def rank(metric: Annotated[str, typer.Argument(help="fid, kid, precision, recall
          real_set: Annotated[Optional[str], typer.Option(help="only figures on this real set "
                                                          "(name or fingerprint)")] = None,
          catalog: CatalogOpt = None) -> None:
-    """Entries ranked by a measured figure, best first (lower first for fid/kid)."""
+    """Entries ranked by a measured figure, best first (lower first for fid/kid), with the
+    figure's 95% interval where it was recorded and whether it separates a row from the next."""
     from synthdata.catalog import rank as rank_entries
 
     with user_errors():
         ranked = rank_entries(metric, extractor=extractor, real_set=real_set, user=catalog)
-    table = Table(title=f"ranked by {metric}")
-    for col in ("#", "id", metric, "extractor", "real set", "samples", "measured by"):
+    table = Table(title=f"ranked by {metric} (separated: intervals do not overlap the next row's)")
+    for col in ("#", "id", metric, "95% interval", "separated", "extractor", "real set", "samples",
+                "measured by"):
         table.add_column(col)
+    intervals = [ev.interval(metric) for _, _, ev in ranked]
     for n, (item, value, ev) in enumerate(ranked, 1):
-        table.add_row(str(n), item.entry.id, f"{value:.4g}", ev.extractor, ev.real_set.name,
-                      str(ev.samples or "-"), ev.measured_by)
+        here, nxt = intervals[n - 1], intervals[n] if n < len(ranked) else None
+        sep = "-" if here is None or nxt is None else \
+            ("yes" if here[1] < nxt[0] or nxt[1] < here[0] else "no (tie)")
+        table.add_row(str(n), item.entry.id, f"{value:.4g}",
+                      f"{here[0]:.4g}-{here[1]:.4g}" if here else "-", sep, ev.extractor,
+                      ev.real_set.name, str(ev.samples or "-"), ev.measured_by)
     console.print(table)
     if not ranked:
         console.print(f"no entry has a {metric!r} figure"

@@ -41,3 +41,29 @@ def train(spec: Annotated[Optional[Path], typer.Argument(parser=local_path, help
     final = ", ".join(f"{k} {v:.4f}" for k, v in result["final_loss"].items())
     console.print(f"[green]trained[/] {loaded.name} ({result['method']}, {result['images']} images, "
                   f"{result['timing']['seconds']:.0f} s): {made}; final loss {final}; {root / 'train.json'}")
+
+
+@app.command("train-extractor")
+def train_extractor(spec: Annotated[Path, typer.Argument(help="extractor spec YAML file")],
+                    out: Annotated[Optional[Path], typer.Option(help="output folder (default: the spec's)")] = None,
+                    ) -> None:
+    """Train a small domain image encoder on labelled images; write DIR/extractor/ (for
+    `evaluate --features` and screening retrievers) and DIR/train.json."""
+    from synthdata.training.extractor_spec import load_extractor_spec
+
+    with user_errors():
+        loaded = load_extractor_spec(spec)
+        quiet_environment()
+        from synthdata.training.extractor import EXTRACTOR_DIR, train_extractor as run
+
+        root = Path(out or loaded.output_dir())
+        record = run(loaded, root)
+    folder = root / EXTRACTOR_DIR
+    if record.get("already_trained"):
+        console.print(f"[green]already trained[/] {root / 'train.json'} (same spec); nothing to do")
+        return
+    last = record["validation"][-1] if record["validation"] else {}
+    console.print(f"[green]trained[/] {loaded.name} ({record['objective']}, {record['images']} images, "
+                  f"{record['timing']['seconds']:.0f} s, kept epoch {record['kept_epoch']}; validation "
+                  f"accuracy {last.get('accuracy')}): {folder} ({record['dim']}-d features); use it with "
+                  f"`synthdata evaluate DIR --real REF --features {folder}`")

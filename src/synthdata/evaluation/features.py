@@ -33,14 +33,17 @@ from synthdata.screening.embedders import Embedder, get_embedder
 from synthdata.screening.shardio import decode_png, read_members
 
 DEFAULT_EXTRACTOR = "efficientnet-lite0"
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2   # 2: shard caches also hold each sample's variables (subgroups)
 REAL_CHUNK = 512
 
 
 def get_extractor(name: str = DEFAULT_EXTRACTOR, *, device: str = "auto",
                   base_dir: str | Path | None = None) -> Embedder:
-    """The extractor called `name` (a built-in or a local model folder), loaded once per process."""
-    return get_embedder(name, device=device, base_dir=base_dir)
+    """The extractor called `name` (a built-in such as `builtin:phantom-encoder`, or a local
+    model folder), loaded once per process."""
+    from synthdata.evaluation.extractors import resolve
+
+    return get_embedder(resolve(name), device=device, base_dir=base_dir)
 
 
 def extractor_key(extractor: Embedder) -> str:
@@ -49,9 +52,11 @@ def extractor_key(extractor: Embedder) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def describe(extractor: Embedder) -> dict:
-    """Name, fingerprint and dimension of an extractor, for evaluation.json."""
-    return {"name": extractor.name, "fingerprint": extractor.fingerprint, "dim": extractor.dim,
+def describe(extractor: Embedder, name: str | None = None) -> dict:
+    """Name, fingerprint and dimension of an extractor, for evaluation.json (a built-in's name
+    as asked for, `builtin:...`, rather than its folder's)."""
+    shown = name if name and name.startswith("builtin:") else extractor.name
+    return {"name": shown, "fingerprint": extractor.fingerprint, "dim": extractor.dim,
             "input_size": extractor.input_size}
 
 
@@ -63,12 +68,14 @@ class ShardFeatures:
     labels: list[str]
     prompts: list[str]
     features: np.ndarray
+    attrs: list[dict] | None = None   # each sample's `vars` (sex, age, view, cohort columns)
 
     def save(self, path: Path) -> None:
-        """Write atomically as .npz (no pickles)."""
+        """Write atomically as .npz (no pickles; variables as JSON text)."""
+        attrs = [json.dumps(a, sort_keys=True) for a in (self.attrs or [{}] * len(self.keys))]
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, keys=np.array(self.keys, dtype=str), labels=np.array(self.labels, dtype=str),
-                     prompts=np.array(self.prompts, dtype=str),
+                     prompts=np.array(self.prompts, dtype=str), attrs=np.array(attrs, dtype=str),
                      features=np.ascontiguousarray(self.features, dtype=np.float32))
 
     @classmethod
@@ -76,11 +83,18 @@ class ShardFeatures:
         """Read what `save` wrote."""
         with np.load(path, allow_pickle=False) as z:
             return cls([str(k) for k in z["keys"]], [str(v) for v in z["labels"]],
-                       [str(v) for v in z["prompts"]], z["features"].astype(np.float32))
+                       [str(v) for v in z["prompts"]], z["features"].astype(np.float32),
+                       [json.loads(str(a)) for a in z["attrs"]])
 
 
 def read_shard(tar_path: str | Path) -> tuple[list[str], list[str], list[str], list[np.ndarray]]:
     """Keys, labels, prompts and decoded images of a synthdata shard, in key order."""
+    keys, labels, prompts, images, _ = read_shard_with_vars(tar_path)
+    return keys, labels, prompts, images
+
+
+def read_shard_with_vars(tar_path: str | Path):
+    """Keys, labels, prompts, decoded images and sample variables of a shard, in key order."""
     meta: dict[str, dict] = {}
     pngs: dict[str, bytes] = {}
     for name, data in read_members(tar_path):
@@ -92,7 +106,8 @@ def read_shard(tar_path: str | Path) -> tuple[list[str], list[str], list[str], l
     keys = sorted(pngs)
     labels = [str(meta.get(k, {}).get("label", "")) for k in keys]
     prompts = [str(meta.get(k, {}).get("prompt", "")) for k in keys]
-    return keys, labels, prompts, [decode_png(pngs[k]) for k in keys]
+    attrs = [{str(a): str(v) for a, v in (meta.get(k, {}).get("vars") or {}).items()} for k in keys]
+    return keys, labels, prompts, [decode_png(pngs[k]) for k in keys], attrs
 
 
 def shard_cache_path(tar_sha256: str, key: str) -> Path:
@@ -106,9 +121,9 @@ def shard_features(tar_path: str | Path, extractor: Embedder, *, use_cache: bool
     path = shard_cache_path(sha256_file(tar_path), extractor_key(extractor))
     if use_cache and path.is_file():
         return ShardFeatures.load(path)
-    keys, labels, prompts, images = read_shard(tar_path)
+    keys, labels, prompts, images, attrs = read_shard_with_vars(tar_path)
     feats = extractor.embed(images, normalise=False)
-    out = ShardFeatures(keys, labels, prompts, feats)
+    out = ShardFeatures(keys, labels, prompts, feats, attrs)
     if use_cache:
         out.save(path)
     return out

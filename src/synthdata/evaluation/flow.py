@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,10 @@ from synthdata.errors import OutputError
 from synthdata.evaluation import diversity as div
 from synthdata.evaluation import features as feat
 from synthdata.evaluation import metrics, plots, report
+from synthdata.evaluation.curves import DRAWS, FRACTIONS, PROTOCOLS, linear_trainer, utility_curve
+from synthdata.evaluation.extractors import default_extractors
+from synthdata.evaluation.fidelity import fidelity_block
+from synthdata.evaluation.fidstats import FID_BOOTSTRAP
 from synthdata.evaluation.realset import RealItem, RealSet, load_real_set, split_items
 from synthdata.evaluation.utility import BOOTSTRAP, match_labels
 from synthdata.evaluation.utility import utility as run_utility
@@ -69,6 +74,7 @@ class Synthetic:
         self.features = np.concatenate([p.features for p in parts]) if parts else np.zeros((0, 1))
         self.labels = [lab for p in parts for lab in p.labels]
         self.prompts = [pr for p in parts for pr in p.prompts]
+        self.attrs = [a for p in parts for a in (p.attrs or [{}] * len(p.keys))]
         self.where = [(str(t), k) for p, t in zip(parts, tars) for k in p.keys]
 
     def images(self, indices: list[int]) -> dict[int, np.ndarray]:
@@ -98,49 +104,75 @@ def _features(tars: list[Path], real_items: list[RealItem], extractor: str, devi
     return Synthetic(parts, tars), (np.concatenate(real) if real else np.zeros((0, dim), np.float32))
 
 
-def per_label(real_x: np.ndarray, real_labels: list[str], synth: Synthetic,
-              mapping: dict[str, str], seed: int) -> dict:
-    """Fidelity of each (mapped) label's synthetic images against that label's real images."""
-    out = {}
-    rl = np.array(real_labels)
-    sl = np.array([mapping[lab] for lab in synth.labels])
-    for label in sorted(set(mapping.values())):
-        out[label] = metrics.fidelity(real_x[rl == label], synth.features[sl == label], seed=seed,
-                                      kid_subsets=metrics.KID_SUBSETS_DETAIL)
-    return out
-
-
-def fidelity_block(real: RealSet, real_x: np.ndarray, synth: Synthetic, mapping: dict[str, str],
-                   seed: int) -> dict:
-    """Headline metrics, per label and the real-vs-real floor for one extractor."""
-    labels = [i.label for i in real.items]
-    a, b = split_items(real.items, 0.5, seed)
-    floor = metrics.fidelity(real_x[a], real_x[b], seed=seed, kid_subsets=metrics.KID_SUBSETS_DETAIL)
-    return {**metrics.fidelity(real_x, synth.features, seed=seed),
-            "per_label": per_label(real_x, labels, synth, mapping, seed),
-            "real_vs_real": floor}
+def fidelity_for(real: RealSet, real_x: np.ndarray, synth: Synthetic, mapping: dict[str, str],
+                 seed: int, resamples: int = FID_BOOTSTRAP) -> dict:
+    """The fidelity block of one extractor (`fidelity.py`): headline with intervals, the floor
+    at equal n, per label and per subgroup."""
+    return fidelity_block(real_x, [i.label for i in real.items], [i.group for i in real.items],
+                          [i.attributes() for i in real.items], synth.features,
+                          [mapping[lab] for lab in synth.labels], synth.attrs, seed=seed,
+                          resamples=resamples)
 
 
 def _utility(real: RealSet, real_x: np.ndarray, test: RealSet | None, test_x: np.ndarray | None,
-             synth: Synthetic, mapping: dict[str, str], seed: int, bootstrap: int) -> dict:
+             synth: Synthetic, mapping: dict[str, str], opt: Options) -> dict:
+    seed, bootstrap = opt.seed, opt.bootstrap
     wanted = set(mapping.values())
-    y_all = [i.label for i in real.items]
     if test is None:
         train_idx, test_idx = split_items(real.items, TEST_FRACTION, seed)
-        x_tr, y_tr = real_x[train_idx], [y_all[i] for i in train_idx]
-        x_te, y_te = real_x[test_idx], [y_all[i] for i in test_idx]
+        train_items, test_items = [real.items[i] for i in train_idx], [real.items[i] for i in test_idx]
+        x_tr, x_te = real_x[train_idx], real_x[test_idx]
         split = f"seeded split of --real by group: {TEST_FRACTION:.0%} test"
     else:
-        x_tr, y_tr = real_x, y_all
-        x_te, y_te = test_x, [i.label for i in test.items]
+        train_items, test_items, x_tr, x_te = real.items, test.items, real_x, test_x
         split = "--test"
-    keep_tr = [i for i, v in enumerate(y_tr) if v in wanted]
-    keep_te = [i for i, v in enumerate(y_te) if v in wanted]
-    out = run_utility(x_tr[keep_tr], [y_tr[i] for i in keep_tr], x_te[keep_te],
-                      [y_te[i] for i in keep_te], synth.features,
-                      [mapping[v] for v in synth.labels], seed=seed, bootstrap=bootstrap)
+    keep_tr = [i for i, it in enumerate(train_items) if it.label in wanted]
+    keep_te = [i for i, it in enumerate(test_items) if it.label in wanted]
+    train_items = [train_items[i] for i in keep_tr]
+    test_items = [test_items[i] for i in keep_te]
+    y_tr, y_te = [i.label for i in train_items], [i.label for i in test_items]
+    g_te = [i.group for i in test_items]
+    y_syn = [mapping[v] for v in synth.labels]
+    out = run_utility(x_tr[keep_tr], y_tr, x_te[keep_te], y_te, synth.features, y_syn, seed=seed,
+                      bootstrap=bootstrap, groups_test=g_te)
     out["protocol"]["test_split"] = split
+    labels = out["protocol"]["labels"]
+    code = {lab: i for i, lab in enumerate(labels)}
+    enc = (lambda ys: np.array([code[v] for v in ys], np.int64))
+    trainer, inputs = _curve_trainer(opt.utility_classifier, opt.device, seed, x_tr[keep_tr],
+                                     x_te[keep_te], synth, train_items, test_items)
+    points, gains = utility_curve(inputs[0], enc(y_tr), [i.group for i in train_items], inputs[1],
+                                  enc(y_te), g_te, inputs[2], enc(y_syn), len(labels), seed=seed,
+                                  bootstrap=bootstrap, trainer=trainer, draws=opt.curve_draws)
+    out["curve"], out["curve_gains"] = points, gains
+    out["curve_protocol"] = {"fractions": list(FRACTIONS), "protocols": list(PROTOCOLS),
+                             "draws_below_100%": opt.curve_draws, "of": "the real training split",
+                             "subsets": "whole patients, stratified by label, seeded",
+                             "interval": "95% percentile, test patients resampled",
+                             **(trainer.describe() if hasattr(trainer, "describe") else
+                                {"classifier": "linear probe on frozen features (probe.py; "
+                                 "pretrain = L2-SP toward the synthetic solution)"})}
     return out
+
+
+def _curve_trainer(classifier: str, device: str, seed: int, x_tr, x_te, synth: Synthetic,
+                   train_items: list[RealItem], test_items: list[RealItem]):
+    """(trainer, (train, test, synthetic) inputs): frozen features for the linear probe, or
+    preprocessed images for the CNN (`--utility-classifier`; auto = CNN on a GPU)."""
+    from synthdata.screening.embedders import resolve_device
+
+    dev = resolve_device(device)
+    use_cnn = classifier == "cnn" or (classifier == "auto" and dev.startswith("cuda"))
+    if not use_cnn:
+        return linear_trainer, (x_tr, x_te, synth.features)
+    from synthdata.evaluation.cnn import CnnTrainer, preprocess_images
+    from synthdata.evaluation.realset import read_images
+
+    images = synth.images(list(range(len(synth.labels))))
+    return (CnnTrainer(device=dev, seed=seed),
+            (preprocess_images(list(read_images(train_items))),
+             preprocess_images(list(read_images(test_items))),
+             preprocess_images([images[i] for i in range(len(synth.labels))])))
 
 
 _LISTED: dict[str, RealSet] = {}
@@ -178,61 +210,88 @@ def evaluate(out_dir: str | Path, real: str, **options) -> dict:
     return synthdata_evaluate(str(out_dir), real, **options)
 
 
+@dataclass(frozen=True)
+class Options:
+    """What an evaluation computes, beside the dataset and the real set."""
+
+    extractors: list[str]
+    utility: bool = False
+    test: str | None = None
+    alignment: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    max_pairs: int = div.MAX_PAIRS
+    bootstrap: int = BOOTSTRAP
+    fid_bootstrap: int = FID_BOOTSTRAP
+    utility_classifier: str = "auto"
+    card: bool = True
+    curve_draws: int = DRAWS
+
+
 @flow(name="synthdata-evaluate", persist_result=False, validate_parameters=False,
       task_runner=ThreadPoolTaskRunner(max_workers=FEATURE_WORKERS))
 def synthdata_evaluate(out_dir: str, real: str, features: list[str] | None = None,
                        utility: bool = False, test: str | None = None,
                        alignment: str | None = None, seed: int = 0, device: str = "auto",
                        max_pairs: int = div.MAX_PAIRS, bootstrap: int = BOOTSTRAP,
-                       card: bool = True) -> dict:
+                       card: bool = True, fid_bootstrap: int = FID_BOOTSTRAP,
+                       utility_classifier: str = "auto", curve_draws: int = DRAWS) -> dict:
     """Evaluate a dataset folder against real images; write DIR/evaluation/ (and refresh the
-    dataset card when there is one and `card`). Returns a summary."""
+    dataset card when there is one and `card`). Returns a summary.
+
+    Without `features`: `builtin:phantom-encoder` then `efficientnet-lite0` when the real set
+    is a `synthdata phantoms` set, else `efficientnet-lite0` (`extractors.default_extractors`).
+    `utility_classifier`: `linear` (probe on frozen features), `cnn` (`cnn.py`), or `auto`
+    (the CNN on a GPU, else the probe) for the data-limited curves; `curve_draws`: real
+    subsets drawn per fraction below 100%.
+    """
     from synthdata.outputs import acquire_lock
 
     folder = DatasetFolder(out_dir).require()
     lock = acquire_lock(folder.root)
+    options = Options(list(features or default_extractors(real)), utility, test, alignment, seed,
+                      device, max_pairs, bootstrap, fid_bootstrap, utility_classifier, card,
+                      curve_draws)
     try:
-        return _evaluate(folder, real, list(features or [feat.DEFAULT_EXTRACTOR]), utility, test,
-                         alignment, seed, device, max_pairs, bootstrap, card)
+        return _evaluate(folder, real, options)
     finally:
         lock.release()
 
 
-def _evaluate(folder: DatasetFolder, real_ref: str, extractors: list[str], want_utility: bool,
-              test_ref: str | None, alignment_model: str | None, seed: int, device: str,
-              max_pairs: int, bootstrap: int, card: bool) -> dict:
+def _evaluate(folder: DatasetFolder, real_ref: str, opt: Options) -> dict:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     tars, which = dataset_tars(folder)
     real = _real_set(real_ref)
-    test = _real_set(test_ref) if (want_utility and test_ref) else None
+    test = _real_set(opt.test) if (opt.utility and opt.test) else None
     timings["list_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    data: dict = {"format_version": report.FORMAT_VERSION, "seed": seed, "shards": which,
+    data: dict = {"format_version": report.FORMAT_VERSION, "seed": opt.seed, "shards": which,
                   "k": metrics.PRDC_K}
     blocks: dict[str, dict] = {}
     first: tuple[Synthetic, np.ndarray, object] | None = None
-    for name in extractors:
-        extractor = feat.get_extractor(name, device=device)
-        synth, real_x = _features(tars, real.items, name, device)
+    for name in opt.extractors:
+        extractor = feat.get_extractor(name, device=opt.device)
+        synth, real_x = _features(tars, real.items, name, opt.device)
         timings[f"features_{name}_s"], clock = time.perf_counter() - clock, time.perf_counter()
         if first is None:
             mapping = match_labels(synth.labels, real.labels)
             first = (synth, real_x, extractor)
-        blocks[name] = {"extractor": feat.describe(extractor),
-                        **fidelity_block(real, real_x, synth, mapping, seed)}
+        blocks[name] = {"extractor": feat.describe(extractor, name),
+                        **fidelity_for(real, real_x, synth, mapping, opt.seed, opt.fid_bootstrap)}
         timings[f"metrics_{name}_s"], clock = time.perf_counter() - clock, time.perf_counter()
     synth, real_x, extractor = first
-    main = blocks[extractors[0]]
-    data.update({k: main[k] for k in ("extractor", *report.HEADLINE, "per_label", "real_vs_real")})
+    main = blocks[opt.extractors[0]]
+    data.update({k: main[k] for k in ("extractor", *report.HEADLINE, *report.STATISTICS,
+                                      "per_label", "real_vs_real") if k in main})
     data["kid_subsets"] = main.get("kid_subsets")
     if main.get("notes"):
         data["notes"] = main["notes"]
-    if len(extractors) > 1:
+    if len(opt.extractors) > 1:
         data["per_extractor"] = blocks
     counts_real = real.counts()
     data["real_set"] = {"fingerprint": real.fingerprint, "layout": real.layout,
                         "images": len(real.items), "labels": counts_real,
-                        "skipped": len(real.skipped)}
+                        "skipped": len(real.skipped), "patients": len({i.group for i in real.items})}
     synth_counts: dict[str, int] = {}
     for lab in synth.labels:
         synth_counts[mapping[lab]] = synth_counts.get(mapping[lab], 0) + 1
@@ -246,26 +305,26 @@ def _evaluate(folder: DatasetFolder, real_ref: str, extractors: list[str], want_
     nn_real = metrics.nn_similarity(real_x)
     data["diversity"] = {
         "intra_prompt": div.intra_prompt_msssim(synth.prompts, synth.labels, synth.images,
-                                                max_pairs=max_pairs, seed=seed),
-        "nearest_neighbour": {"synthetic": metrics.summary(nn_synth),
-                              "real": metrics.summary(nn_real)}}
+                                                max_pairs=opt.max_pairs, seed=opt.seed),
+        "nearest_neighbour": {"synthetic": {**metrics.summary(nn_synth), "n": len(nn_synth)},
+                              "real": {**metrics.summary(nn_real), "n": len(nn_real)}}}
     timings["diversity_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    if alignment_model:
+    if opt.alignment:
         from synthdata.evaluation.alignment import TextImageModel, alignment
 
-        model = TextImageModel(alignment_model, device=device)
+        model = TextImageModel(opt.alignment, device=opt.device)
         images = synth.images(list(range(len(synth.labels))))
         data["alignment"] = alignment(model, [images[i] for i in range(len(synth.labels))],
                                       synth.prompts, synth.labels)
         timings["alignment_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    if want_utility:
+    if opt.utility:
         test_x = None
         if test is not None:
-            test_x = np.concatenate([real_features_task.submit(c, n, extractors[0], device).result()
+            test_x = np.concatenate([real_features_task.submit(c, n, opt.extractors[0], opt.device).result()
                                      for n, c in enumerate(feat.real_chunks(test.items))])
-        data["utility"] = _utility(real, real_x, test, test_x, synth, mapping, seed, bootstrap)
+        data["utility"] = _utility(real, real_x, test, test_x, synth, mapping, opt)
         timings["utility_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    _write(folder, data, nn_synth, nn_real, card)
+    _write(folder, data, nn_synth, nn_real, opt.card)
     timings["write_s"] = time.perf_counter() - clock
     return {"out_dir": str(folder.root), "evaluation": str(report.evaluation_file(folder)),
             "fid": data["fid"], "real_vs_real_fid": data["real_vs_real"]["fid"],

@@ -28,15 +28,33 @@ def _figure(width: float = 7.0, height: float = 3.6):
 
 
 def fidelity_plot(data: dict, path: Path) -> Path:
-    """FID overall, per label and the real-vs-real floor, as bars."""
+    """FID overall and per label as bars with their 95% intervals (where n allows), and the
+    real-vs-real floor at equal n."""
     names = ["all"] + list(data.get("per_label", {}))
     values = [data.get("fid")] + [m.get("fid") for m in data.get("per_label", {}).values()]
+    cis = [data.get("fid_ci")] + [m.get("fid_ci") for m in data.get("per_label", {}).values()]
+    heights = np.array([v if v is not None else 0 for v in values], dtype=float)
+    has_ci = np.array([bool(c) and None not in c for c in cis])
     fig, ax = _figure()
-    ax.bar(names, [v if v is not None else 0 for v in values], color="#4c72b0")
+    ax.bar(names, heights, color=["#4c72b0" if h else "#a9bcd9" for h in has_ci])
+    if has_ci.any():
+        x = np.flatnonzero(has_ci)
+        lo = np.array([heights[i] - cis[i][0] for i in x])
+        hi = np.array([cis[i][1] - heights[i] for i in x])
+        ax.errorbar(x, heights[x], yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="none",
+                    ecolor="black", capsize=4, label="95% interval")
     floor = data["real_vs_real"].get("fid")
     if floor is not None:
-        ax.axhline(floor, color="#c44e52", linestyle="--", label=f"real vs real {floor:.3g}")
-        ax.legend()
+        n = (data["real_vs_real"].get("n") or {}).get("real_a")
+        ax.axhline(floor, color="#c44e52", linestyle="--",
+                   label=f"real vs real {floor:.3g}" + (f" (n = {n} a side)" if n else ""))
+    handles = ax.get_legend_handles_labels()[0]
+    if not has_ci.all():
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="#a9bcd9", label="no interval: too few images"))
+    if handles:
+        ax.legend(handles=handles, fontsize=8)
     ax.set_ylabel(f"FID ({data['extractor']['name']})")
     ax.set_title("Fidelity: synthetic vs real (lower is closer)")
     fig.tight_layout()
@@ -44,11 +62,42 @@ def fidelity_plot(data: dict, path: Path) -> Path:
 
 
 def utility_plot(utility: dict, path: Path) -> Path:
-    """Macro AUC with its 95% interval per training condition."""
+    """The data-limited curves (macro AUC against the share of real training images, real only
+    and with synthetic images under each protocol, 95% intervals shaded) beside the fixed
+    conditions' AUCs with their intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
     from synthdata.evaluation.report import utility_rows
 
+    curve = utility.get("curve") or []
+    fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(11 if curve else 7, 3.8), squeeze=False)
+    if curve:
+        ax = axes[0][0]
+        series = [("real only", "mixing", "real_only", "#555555", "o"),
+                  ("+ synthetic, mixing", "mixing", "with_synthetic", "#4c72b0", "s"),
+                  ("+ synthetic, pretrain", "pretrain", "with_synthetic", "#dd8452", "^")]
+        for name, protocol, condition, colour, marker in series:
+            pts = sorted((p for p in curve if p["protocol"] == protocol and p["condition"] == condition),
+                         key=lambda p: p["real_fraction"])
+            if not pts:
+                continue
+            x = np.array([p["real_fraction"] * 100 for p in pts])
+            y = np.array([np.nan if p["auc"] is None else p["auc"] for p in pts])
+            lo = np.array([np.nan if p["ci_low"] is None else p["ci_low"] for p in pts])
+            hi = np.array([np.nan if p["ci_high"] is None else p["ci_high"] for p in pts])
+            ax.plot(x, y, marker=marker, color=colour, label=name)
+            ax.fill_between(x, lo, hi, color=colour, alpha=0.15)
+        ax.set_xscale("log")
+        ax.set_xticks([5, 10, 25, 50, 100], ["5%", "10%", "25%", "50%", "100%"])
+        ax.set_xlabel("real training images (share of the real training split)")
+        ax.set_ylabel("macro AUC on real test (95% CI)")
+        ax.set_title("Data-limited utility")
+        ax.legend(fontsize=8)
+    ax = axes[0][-1]
     rows = utility_rows(utility)
-    fig, ax = _figure()
     x = np.arange(len(rows))
     auc = np.array([r["auc"] if r["auc"] is not None else np.nan for r in rows])
     lo = np.array([r["ci_low"] if r["ci_low"] is not None else np.nan for r in rows])
@@ -59,7 +108,7 @@ def utility_plot(utility: dict, path: Path) -> Path:
     ax.set_xticks(x, [r["trained on"] for r in rows], rotation=20, ha="right")
     ax.set_ylabel("macro AUC on real test (95% CI)")
     ax.set_ylim(0.0, 1.02)
-    ax.set_title("Utility: classifier trained on ... evaluated on held-out real images")
+    ax.set_title("Utility: trained on ..., tested on real")
     ax.legend()
     fig.tight_layout()
     return _save(fig, path)

@@ -47,6 +47,12 @@ class RealItem:
     file: str               # absolute path of the file holding it
     member: str | None = None
     sha256: str = ""        # content hash of that file (set by load_real_set)
+    attrs: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # other table columns
+                            # or the tar JSON's `vars` (subgroups: sex, age, view, ...)
+
+    def attributes(self) -> dict[str, str]:
+        """The item's attributes as a dict."""
+        return dict(self.attrs)
 
 
 @dataclass
@@ -104,7 +110,9 @@ def _table_items(table: Path) -> tuple[list[RealItem], list[str]]:
             skipped.append(f"{rel}: file not found")
             continue
         group = str(row[group_col]) if group_col else rel
-        items.append(RealItem(Path(rel).as_posix(), str(label), group, str(file)))
+        attrs = tuple((str(k), str(v)) for k, v in row.items()
+                      if k not in ("path", "label", group_col) and v is not None and str(v) != "nan")
+        items.append(RealItem(Path(rel).as_posix(), str(label), group, str(file), attrs=attrs))
     return items, skipped
 
 
@@ -125,11 +133,14 @@ def _tar_items(tars: list[Path], root: Path) -> tuple[list[RealItem], list[str]]
                     images.setdefault(key, member.name)
         for key, member in images.items():
             parts = samples.get(key, {})
-            label = None
+            label, attrs = None, ()
             if "json" in parts:
                 try:
                     meta = json.loads(parts["json"])
                     label = meta.get("label") if isinstance(meta, dict) else None
+                    found = meta.get("vars") if isinstance(meta, dict) else None
+                    if isinstance(found, dict):
+                        attrs = tuple((str(k), str(v)) for k, v in sorted(found.items()))
                 except json.JSONDecodeError:
                     label = None
             if label is None and "cls" in parts:
@@ -138,7 +149,7 @@ def _tar_items(tars: list[Path], root: Path) -> tuple[list[RealItem], list[str]]
                 skipped.append(f"{rel_tar}#{key}: no label (.json 'label' or .cls)")
                 continue
             items.append(RealItem(f"{rel_tar}#member={member}", str(label), f"{rel_tar}#{key}",
-                                  str(tar_path.resolve()), member))
+                                  str(tar_path.resolve()), member, attrs=attrs))
     return items, skipped
 
 

@@ -12,9 +12,11 @@ split:
 - `real_plus_synthetic`: the real training split plus the synthetic images.
 
 Each condition reports `auc` (macro one-vs-rest ROC AUC over the labels), `ci_low` and
-`ci_high` (95% percentile bootstrap over test images, `bootstrap` resamples, the same
-resamples for every condition so they compare paired), `per_label` (the same per label) and
-`n_train`. Everything is seeded: the same features and seed give identical numbers.
+`ci_high` (95% percentile bootstrap over the test set's *patients* when their groups are given,
+else its images; `bootstrap` resamples, the same resamples for every condition so they compare
+paired), `per_label` (the same per label) and `n_train`. Everything is seeded: the same
+features and seed give identical numbers. The data-limited curves and the pre-training
+protocol are `curves.py`.
 """
 
 from __future__ import annotations
@@ -92,12 +94,14 @@ def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     return out
 
 
-def _score(probs: np.ndarray, y_test: np.ndarray, labels: list[str], boot: np.ndarray) -> dict:
+def _score(probs: np.ndarray, y_test: np.ndarray, labels: list[str], weights: np.ndarray) -> dict:
+    from synthdata.evaluation.bootstrap import weighted_auc
+
     per_label, boot_aucs = {}, []
     for j, label in enumerate(labels):
         pos = (y_test == j)
         point = auc_matrix(probs[None, :, j], pos[None, :])[0]
-        b = auc_matrix(probs[boot, j], pos[boot])
+        b = weighted_auc(probs[:, j], pos, weights)
         boot_aucs.append(b)
         lo, hi = (np.nanpercentile(b, [2.5, 97.5]) if np.isfinite(b).any() else (np.nan, np.nan))
         per_label[label] = {"auc": _num(point), "ci_low": _num(lo), "ci_high": _num(hi)}
@@ -127,15 +131,18 @@ def _limited(y: np.ndarray, fraction: float, n_labels: int, rng: np.random.Gener
 
 def utility(x_real: np.ndarray, y_real: list[str], x_test: np.ndarray, y_test: list[str],
             x_synth: np.ndarray, y_synth: list[str], *, seed: int = 0,
-            bootstrap: int = BOOTSTRAP) -> dict:
-    """The protocol of the module docstring; labels are the real training labels' names."""
+            bootstrap: int = BOOTSTRAP, groups_test: list[str] | None = None) -> dict:
+    """The protocol of the module docstring; labels are the real training labels' names.
+    `groups_test`: the test images' patients (the bootstrap then resamples patients)."""
+    from synthdata.evaluation.bootstrap import bootstrap_weights
+
     labels = sorted(set(y_real) | set(y_test))
     index = {lab: i for i, lab in enumerate(labels)}
     yr = np.array([index[v] for v in y_real])
     yt = np.array([index[v] for v in y_test])
     ys = np.array([index[v] for v in y_synth])
     rng = np.random.default_rng(seed)
-    boot = rng.integers(0, len(yt), size=(bootstrap, len(yt)))
+    boot = bootstrap_weights(groups_test, len(yt), bootstrap, rng)
     n = len(labels)
 
     def run(x: np.ndarray, y: np.ndarray) -> dict:
@@ -152,5 +159,8 @@ def utility(x_real: np.ndarray, y_real: list[str], x_test: np.ndarray, y_test: l
     out["protocol"] = {"classifier": "StandardScaler + LogisticRegression(C=1, lbfgs)",
                        "features": "frozen (evaluation extractor)", "bootstrap": bootstrap,
                        "seed": seed, "labels": labels, "n_test": int(len(yt)),
+                       "resampled": "patients" if groups_test is not None else "images",
+                       "n_test_groups": int(len(set(groups_test))) if groups_test is not None
+                       else int(len(yt)),
                        "limited_fractions": [name for name, _ in LIMITED]}
     return out
