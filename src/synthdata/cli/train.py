@@ -44,14 +44,15 @@ def train(spec: Annotated[Optional[Path], typer.Argument(parser=local_path, help
 
 
 @app.command("train-extractor")
-def train_extractor(spec: Annotated[Path, typer.Argument(help="extractor spec YAML file")],
-                    out: Annotated[Optional[Path], typer.Option(help="output folder (default: the spec's)")] = None,
+def train_extractor(spec: Annotated[Path, typer.Argument(parser=local_path, help="extractor spec YAML file")],
+                    out: Annotated[Optional[Path], typer.Option(
+                        parser=local_path, help="output folder (default: the spec's)")] = None,
                     ) -> None:
     """Train a small domain image encoder on labelled images; write DIR/extractor/ (for
     `evaluate --features` and screening retrievers) and DIR/train.json."""
     from synthdata.training.extractor_spec import load_extractor_spec
 
-    with user_errors():
+    with user_errors(name="train-extractor"):
         loaded = load_extractor_spec(spec)
         quiet_environment()
         from synthdata.training.extractor import EXTRACTOR_DIR, train_extractor as run

@@ -57,9 +57,14 @@ def real_features_task(items: list[RealItem], chunk: int, extractor: str, device
 
 
 def dataset_tars(folder: DatasetFolder) -> tuple[list[Path], str]:
-    """The accepted shards, or the complete raw shards when screening has not run."""
-    accepted = folder.accepted_tars()
-    if accepted:
+    """What the dataset publishes: once screening ran (screening.parquet or shards/ exists)
+    the accepted shards only, never the rejected or review samples; before, the complete raw
+    shards."""
+    if folder.screening_file.is_file() or folder.shards_dir.is_dir():
+        accepted = folder.accepted_tars()
+        if not accepted:
+            raise OutputError(f"{folder.root}: screening accepted no sample, so there is nothing "
+                              "published to evaluate (see screening_report.json)")
         return accepted, "accepted"
     raw = [folder.raw_tar(s) for s in folder.complete_shards()]
     if not raw:
