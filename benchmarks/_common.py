@@ -48,7 +48,7 @@ SIZES = {
 def build_pipeline(size: str, folder: Path, dtype: str = "float32") -> Path:
     """A random-weight Stable-Diffusion-shaped pipeline saved as a model folder (cached)."""
     if size == "tiny":
-        from synthdata.generators.builtin import ensure_builtin
+        from synthdata.generation.generators.builtin import ensure_builtin
 
         return ensure_builtin("tiny")
     target = folder / f"{size}-{dtype}"
@@ -63,7 +63,7 @@ def build_pipeline(size: str, folder: Path, dtype: str = "float32") -> Path:
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from synthdata.generators.builtin import _byte_tokenizer
+    from synthdata.generation.generators.builtin import _byte_tokenizer
 
     cfg = SIZES[size]
     n = len(cfg["unet"])

@@ -55,11 +55,11 @@ generator: {{height: 64, width: 64}}
 
 def timed_plan(text: str) -> dict:
     from synthdata import plan
-    from synthdata.cohort import table as table_module
-    from synthdata.spec import load_spec_text
+    from synthdata.plan.cohort import table as table_module
+    from synthdata.plan.load import load_spec_text
 
     table_module._CACHE.clear()
-    import synthdata.cohort as cohort_module
+    import synthdata.plan.cohort as cohort_module
 
     cohort_module._CACHE.clear()
     t0 = time.perf_counter()

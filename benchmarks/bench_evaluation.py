@@ -85,7 +85,7 @@ def make_synthetic(out: Path, n: int, labels: list[str], real: Path, seed: int) 
     from synthdata.evaluation.realset import load_real_set, read_images
     from synthdata.folder import DatasetFolder, shard_name
     from synthdata.fsutil import write_json_atomic
-    from synthdata.shards import DeterministicTarWriter
+    from synthdata.folder.shards import DeterministicTarWriter
 
     folder = DatasetFolder(out)
     folder.shards_dir.mkdir(parents=True, exist_ok=True)

@@ -83,8 +83,8 @@ def unet_rate(pipe, batch: int, steps: int, height: int, rounds: int) -> float:
 
 
 def worker_rate(folder: Path, batch: int, steps: int, height: int, count: int, work: Path) -> dict:
-    from synthdata import worker
-    from synthdata.spec import load_spec_text
+    from synthdata.generation import worker
+    from synthdata.plan.load import load_spec_text
 
     spec = load_spec_text(f"""
 name: gpu

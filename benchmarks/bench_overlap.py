@@ -30,9 +30,10 @@ DRIVER = """
 import sys
 from synthdata.cli import quiet_environment
 quiet_environment()
-from synthdata import engines, worker
+from synthdata.generation import engines, worker
 from synthdata.flow import synthdata_run
-from synthdata.spec import load_spec, with_overrides
+from synthdata.spec import with_overrides
+from synthdata.plan.load import load_spec
 spec_path, out, preload = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 if preload:
     spec = with_overrides(load_spec(spec_path), out)
@@ -76,7 +77,7 @@ def preload_runs(model_size: str, repeats: int, images: int) -> dict:
 
 def tail(samples: int) -> dict:
     from synthdata.fsutil import sha256_file
-    from synthdata.shards import Sample, encode_png, write_tar
+    from synthdata.folder.shards import Sample, encode_png, write_tar
 
     rng = np.random.default_rng(0)
     png = encode_png(rng.integers(0, 256, (256, 256), dtype=np.uint8))

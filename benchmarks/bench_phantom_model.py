@@ -49,10 +49,10 @@ def model_from_checkpoint(checkpoint: Path, train_spec: Path, folder: Path) -> P
 
 def generate(spec_path: Path, model: str | None, guidance: float | None = None,
              steps: int | None = None) -> tuple[list[np.ndarray], list[str], float]:
-    from synthdata.generators.base import SampleRequest
-    from synthdata.generators.diffusers_gen import DiffusersGenerator
+    from synthdata.generation.generators.base import SampleRequest
+    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
     from synthdata.plan import derive_rows, plan_batches, total_count
-    from synthdata.spec import load_spec
+    from synthdata.plan.load import load_spec
 
     spec = load_spec(spec_path)
     gen_cfg = spec.generator if model is None else spec.generator.model_copy(update={"model": model})

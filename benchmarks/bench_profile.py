@@ -1,6 +1,6 @@
 """Profile the hot path: one shard task body (generation, PNG encoding, tar, rows, marker).
 
-Runs synthdata.worker.generate_shard under pyinstrument (pip install -e ".[bench]") after a
+Runs synthdata.generation.worker.generate_shard under pyinstrument (pip install -e ".[bench]") after a
 warm-up shard, and prints the call tree and the functions with the most self time.
 
     python benchmarks/bench_profile.py --count 32 --steps 10
@@ -26,8 +26,8 @@ def main() -> None:
     args = ap.parse_args()
     from pyinstrument import Profiler
 
-    from synthdata import worker
-    from synthdata.spec import load_spec_text
+    from synthdata.generation import worker
+    from synthdata.plan.load import load_spec_text
 
     spec = load_spec_text(f"""
 name: prof

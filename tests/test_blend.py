@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from synthdata.errors import SpecError
-from synthdata.generators.base import SampleRequest
-from synthdata.generators.blend import BlendPart, parse_blend
-from synthdata.generators.diffusers_gen import DiffusersGenerator
-from synthdata.spec import load_spec_text
+from synthdata.generation.generators.base import SampleRequest
+from synthdata.spec.blend import BlendPart, parse_blend
+from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
+from synthdata.plan.load import load_spec_text
 from synthdata.spec.models import Generator
 
 SPEC = """
@@ -66,7 +66,7 @@ def test_a_blend_dataset_records_its_parts_and_reproduces(tmp_path):
     import json
     import tarfile
 
-    from synthdata.reproduce import reproduce
+    from synthdata.dataset.reproduce import reproduce
     from tests.lineage.conftest import build_dataset
 
     spec = tmp_path / "blend.yaml"

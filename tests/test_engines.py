@@ -99,7 +99,7 @@ def test_dask_worker_killed_mid_shard_gives_a_complete_identical_dataset(demo_ru
 def test_dask_gpu_cluster_pins_one_device_per_worker():
     from distributed import Client
 
-    from synthdata.engines import pinned_dask_cluster
+    from synthdata.generation.engines import pinned_dask_cluster
 
     with pinned_dask_cluster(workers=3, gpu_ids=["5", "7"]) as cluster, Client(cluster) as client:
         seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
@@ -108,7 +108,7 @@ def test_dask_gpu_cluster_pins_one_device_per_worker():
 
 @pytest.fixture
 def oom_generator():
-    from synthdata.generators.diffusers_gen import DiffusersGenerator
+    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
 
     class TinyGPU(DiffusersGenerator):
         """The real tiny pipeline, with a device that holds at most `fits` images per call."""
@@ -131,13 +131,13 @@ def oom_generator():
 
 
 def test_cuda_oom_halves_the_call_and_records_the_size_replay_rebuilds(oom_generator, tmp_path):
-    from synthdata.fingerprint import model_fingerprint
-    from synthdata.generators.diffusers_gen import DiffusersGenerator
-    from synthdata.outputs import prepare
+    from synthdata.generation.fingerprint import model_fingerprint
+    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
+    from synthdata.dataset.prepare import prepare
     from synthdata.plan import shard_rows
-    from synthdata.spec import load_spec
+    from synthdata.plan.load import load_spec
     from synthdata.plan import plan_batches, replay_calls
-    from synthdata.shardgen import CallLimit, JobInfo, requests, write_shard
+    from synthdata.generation.shardgen import CallLimit, JobInfo, requests, write_shard
 
     demo = load_spec(DEMO_SPEC)  # 2 denoising steps: the calls matter here, not the images
     spec = demo.model_copy(update={"generator": demo.generator.model_copy(update={"steps": 2})})
@@ -178,8 +178,8 @@ def test_cuda_oom_halves_the_call_and_records_the_size_replay_rebuilds(oom_gener
 
 def test_replay_refuses_sizes_that_do_not_cut_a_call():
     from synthdata.plan import shard_rows
-    from synthdata.spec import load_spec
-    from synthdata.worker import plan_batches, replay_calls
+    from synthdata.plan.load import load_spec
+    from synthdata.generation.worker import plan_batches, replay_calls
 
     rows = shard_rows(load_spec(DEMO_SPEC), 0).to_pylist()
     first = next(plan_batches(rows))[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from synthdata.spec import load_spec
+from synthdata.plan.load import load_spec
 from synthdata.training import load_train_spec
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"

@@ -16,7 +16,7 @@ import pytest
 import webdataset as wds
 
 from synthdata.plan import label_counts
-from synthdata.spec import load_spec
+from synthdata.plan.load import load_spec
 from tests.conftest import DEMO_SPEC, REPO
 
 pytestmark = pytest.mark.e2e
@@ -146,7 +146,7 @@ def test_prefect_shows_the_run_by_dataset_name_with_shard_logs_and_progress(demo
 
 def test_every_failed_shard_is_reported_with_its_reason(prefect_server, tmp_path):
     from synthdata.flow import ShardFailure, generate_shards
-    from synthdata.worker import JobInfo, job_as_dict
+    from synthdata.generation.worker import JobInfo, job_as_dict
 
     spec = load_spec(DEMO_SPEC).model_dump(mode="json")
     spec["generator"]["model"] = str(tmp_path / "no-model-here")

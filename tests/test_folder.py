@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from synthdata import shards
+from synthdata.folder import shards
 from synthdata.errors import OutputError
 from synthdata.folder import FORMAT_VERSION, DatasetFolder, shard_of
 from synthdata.fsutil import exchange_paths, sha256_file

@@ -13,9 +13,9 @@ from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
 
 from synthdata.errors import ModelError
-from synthdata.generators.base import SampleRequest
-from synthdata.generators.builtin import build_tiny_pipeline
-from synthdata.generators.diffusers_gen import DiffusersGenerator
+from synthdata.generation.generators.base import SampleRequest
+from synthdata.generation.generators.builtin import build_tiny_pipeline
+from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
 from synthdata.spec.models import Generator
 
 PROMPT = "PA chest x-ray with <pneumonia> in the left lower lobe"

@@ -1,4 +1,4 @@
-"""The one commit protocol (`synthdata.journal`): stage, one record written last, apply, trash.
+"""The one commit protocol (`synthdata.folder.journal`): stage, one record written last, apply, trash.
 
 Faults are real: `SYNTHDATA_FAULT=<point>:enospc` makes the named step raise the OSError a full
 disk would (the crash-point suite, tests/crash, kills processes instead).
@@ -10,10 +10,10 @@ import json
 
 import pytest
 
-from synthdata import journal
+from synthdata.folder import journal
 from synthdata.errors import OutputError
 from synthdata.folder import DatasetFolder
-from synthdata.outputs import acquire_lock
+from synthdata.dataset.prepare import acquire_lock
 
 
 def _staged_change(root, op: str = "plan") -> tuple[DatasetFolder, journal.StagedFolder]:

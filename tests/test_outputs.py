@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 from synthdata.cli import app
 from synthdata.errors import OutputError
 from synthdata.folder import DatasetFolder
-from synthdata.outputs import GenerationIdentity, acquire_lock, check_generation_identity, prepare
-from synthdata.spec import load_spec, spec_hash
+from synthdata.dataset.prepare import GenerationIdentity, acquire_lock, check_generation_identity, prepare
+from synthdata.spec import spec_hash
+from synthdata.plan.load import load_spec
 from tests.conftest import DEMO_SPEC
 
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthdata import plan
-from synthdata.spec import load_spec, load_spec_text
+from synthdata.plan.load import load_spec, load_spec_text
 from tests.conftest import DEMO_SPEC
 
 SPEC = """

@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from synthdata.lineage import lineage
+from synthdata.dataset.lineage import lineage
 from synthdata.plan import attempt_seed
-from synthdata.reproduce import reproduce
+from synthdata.dataset.reproduce import reproduce
 from tests.conftest import DEMO_SPEC
 from tests.lineage.conftest import build_dataset
 
@@ -83,7 +83,7 @@ def test_a_checked_shard_is_byte_identical_when_made_again(qc_dataset, tmp_path)
 
 
 def test_samples_that_still_fail_are_kept_out_of_the_accepted_shards(tmp_path):
-    from synthdata.records import dataset_stats, manifest_table
+    from synthdata.dataset.records import dataset_stats, manifest_table
     from synthdata.screening import screen_dataset
     from synthdata.spec.models import Memorization
 
@@ -115,7 +115,7 @@ def test_top_up_regenerates_near_copies_of_real_images_so_counts_stay_exact(tmp_
     each shard with the screening matchers and regenerates those two, so screening afterwards
     accepts all 8 planned samples (without top_up it rejects the two)."""
     from synthdata.screening import screen_dataset
-    from synthdata.spec import load_spec
+    from synthdata.plan.load import load_spec
     from tests.lineage.conftest import planted_reference
 
     data = yaml.safe_load(DEMO_SPEC.read_text())
@@ -150,9 +150,9 @@ def test_top_up_regenerates_near_copies_of_real_images_so_counts_stay_exact(tmp_
     # The screening setup that decided the regeneration is the shards' identity: the marker
     # records it, and a resume after the reference changed is refused, naming it.
     from synthdata.errors import OutputError
-    from synthdata.fingerprint import model_fingerprint
+    from synthdata.generation.fingerprint import model_fingerprint
     from synthdata.flow import _prepare_screening_reference, expected_identity
-    from synthdata.outputs import prepare
+    from synthdata.dataset.prepare import prepare
 
     spec = load_spec(topped)
     setup = _prepare_screening_reference(spec)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from synthdata import shards
+from synthdata.folder import shards
 from synthdata.fsutil import sha256_file
 
 

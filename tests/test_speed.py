@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from synthdata.cli import app
 from synthdata.errors import OutputError
 from synthdata.folder import DatasetFolder
-from synthdata.outputs import GenerationIdentity, check_generation_identity
-from synthdata.reproduce import reproduce
+from synthdata.dataset.prepare import GenerationIdentity, check_generation_identity
+from synthdata.dataset.reproduce import reproduce
 from tests.conftest import DEMO_SPEC
 from tests.lineage.conftest import build_dataset
 

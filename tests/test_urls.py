@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from synthdata.cli import app
 from synthdata.errors import SpecError, SynthdataError
-from synthdata.spec import load_spec, load_spec_text, with_overrides
+from synthdata.spec import with_overrides
+from synthdata.plan.load import load_spec, load_spec_text
 from synthdata.spec.paths import is_url
 from tests.conftest import DEMO_SPEC
 

@@ -4,7 +4,7 @@ YAML spec -> deterministic plan -> Prefect-orchestrated diffusers generation ->
 WebDataset shards -> memorization screening -> manifest, lineage and DVC.
 """
 
-__version__ = "0.1.0"
+from synthdata.libraries import VERSION as __version__  # noqa: F401  (public)
 
 
 def __getattr__(name: str):

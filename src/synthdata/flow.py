@@ -17,24 +17,25 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from synthdata import (
+from synthdata.generation import (
     engines,
     worker,  # imported here, in the main thread, so diffusers never loads in a worker thread
 )
 from synthdata.errors import SynthdataError
-from synthdata.fingerprint import model_fingerprint
+from synthdata.generation.fingerprint import model_fingerprint
 from synthdata.folder import DatasetFolder
-from synthdata.generators import dtype_name
-from synthdata.outputs import (
+from synthdata.generation.generators import dtype_name
+from synthdata.dataset.prepare import (
     GenerationIdentity,
     acquire_lock,
     check_generation_identity,
-    classifier_fingerprints,
     prepare,
 )
+from synthdata.qc.identity import classifier_fingerprints
 from synthdata.privacy import unwrap, withhold
 from synthdata.progress import ShardProgress
-from synthdata.spec import Spec, load_spec, with_overrides
+from synthdata.spec import Spec, with_overrides
+from synthdata.plan.load import load_spec
 
 STEPS = ("generate", "screen", "record")
 
@@ -178,7 +179,7 @@ def screen_shard_task(job, shard: int) -> dict:
 def screen(root: Path, spec: Spec) -> dict:
     """Screening as one Prefect task per shard, then the dataset-wide step (near-duplicates, shards/)."""
     from synthdata.screening import finalize_screening, prepare_screening
-    from synthdata.training import resolve_from_training
+    from synthdata.generation.trained import resolve_from_training
 
     job = prepare_screening(root, resolve_from_training(spec.memorization, spec.generator))
     futures = [screen_shard_task.submit(job, s) for s in job.shards]
@@ -193,8 +194,8 @@ def record(folder: DatasetFolder, spec: Spec, spec_path: str, prepared, fp, exec
     artifacts, and DVC tracking when asked."""
     from prefect.runtime import flow_run
 
-    from synthdata import card, records
-    from synthdata.report import write_report
+    from synthdata.dataset import card, records
+    from synthdata.dataset.report import write_report
 
     records.write_run_record(
         folder.root, spec, spec_hash=prepared.spec_hash, plan_hash=prepared.plan_hash,
@@ -311,7 +312,7 @@ def _prepare_screening_reference(spec: Spec) -> str:
     Returns the setup's digest (`qc.memorization.setup_identity`)."""
     from synthdata.qc.memorization import setup_identity
     from synthdata.screening.matchers import prepare_matchers
-    from synthdata.training import resolve_from_training
+    from synthdata.generation.trained import resolve_from_training
 
     setup, _ = prepare_matchers(resolve_from_training(spec.memorization, spec.generator))
     return setup_identity(setup)

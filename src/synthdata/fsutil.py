@@ -123,3 +123,30 @@ def exchange_paths(a: str | Path, b: str | Path) -> bool:
     os.replace(a, b)
     os.replace(side, a)
     return False
+
+
+def find_dvc_root(path: str | Path) -> Path | None:
+    """The DVC repository enclosing `path` (a file or folder, existing or not), or None."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    try:
+        return Path(Repo.find_root(str(p if p.is_dir() else p.parent)))
+    except NotDvcRepoError:
+        return None
+
+
+def folder_sha256(folder: Path) -> str:
+    """Hash of every file's name and bytes in the folder, in sorted order (the fingerprint of a
+    local model or classifier folder)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

@@ -13,7 +13,7 @@ from synthdata.catalog import CatalogError, entries, entry_schema, get, rank
 from synthdata.catalog.store import SHIPPED, load_entry
 from synthdata.cli import app
 from synthdata.errors import SpecError
-from synthdata.spec import load_spec_text
+from synthdata.plan.load import load_spec_text
 
 SPEC = """\
 name: cat-demo
@@ -48,8 +48,8 @@ def test_shipped_catalogue_has_the_builtins_and_hub_models():
 
 
 def test_builtin_tiny_entry_loads_and_generates_through_the_real_generator():
-    from synthdata.generators.base import SampleRequest
-    from synthdata.generators.diffusers_gen import DiffusersGenerator
+    from synthdata.generation.generators.base import SampleRequest
+    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
 
     spec = _spec("catalog:builtin-tiny", steps=2)
     assert spec.generator.model == "builtin:tiny"

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from synthdata.cli import app
 from synthdata.errors import SpecError
-from synthdata.spec import load_spec_text
+from synthdata.plan.load import load_spec_text
 
 
 def problems(text: str) -> list:
@@ -69,7 +69,7 @@ def test_binning_errors_name_rows(tmp_path):
 
 def test_blank_cells_leave_rows_out_unless_a_missing_value_is_given(tmp_path):
     from synthdata import plan
-    from synthdata.cohort import cohort_index
+    from synthdata.plan.cohort import cohort_index
 
     table = edited_table(tmp_path, "00000034_001.png,No Finding,1,34,75,M,PA", "00000034_001.png,No Finding,1,34,75,M,")
     spec = load_spec_text(nih_spec_text(None, table=table))

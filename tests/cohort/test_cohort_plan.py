@@ -13,7 +13,8 @@ from cohort_helpers import NIH, nih_spec_text
 from scipy.stats import chisquare
 
 from synthdata import plan, privacy
-from synthdata.spec import load_spec_text, resolved_yaml, spec_hash
+from synthdata.spec import resolved_yaml, spec_hash
+from synthdata.plan.load import load_spec_text
 from tests.conftest import DEMO_SPEC
 
 TABLE = pd.read_csv(NIH, dtype=str, keep_default_na=False)
@@ -40,7 +41,7 @@ def mirror():
 
 def test_golden_demo_plan_and_spec_hash_unchanged():
     """Specs without a cohort plan byte-for-byte as before cohorts existed."""
-    from synthdata.spec import load_spec
+    from synthdata.plan.load import load_spec
 
     spec = load_spec(DEMO_SPEC)
     assert plan.plan_hash(spec) == "f7b2c5aa39f05371347de0e81c1eecb2457749ad08aa20547767dea5526c71ca"
@@ -178,7 +179,7 @@ def test_table_content_is_part_of_the_spec_hash(tmp_path):
 
 
 def test_table_path_is_taken_from_the_spec_files_folder(tmp_path):
-    from synthdata.spec import load_spec
+    from synthdata.plan.load import load_spec
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "t.csv").write_bytes(NIH.read_bytes())

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from synthdata.cohort.report import (
+from synthdata.dataset.cohort_summary import (
     cohort_report,
     cohort_section,
     decade,
@@ -74,7 +74,7 @@ def test_realized_counts_only_accepted_samples_once_screened(generated_cohort, t
 
     import pydicom
 
-    from synthdata import records
+    from synthdata.dataset import records
     from synthdata.screening import screen_dataset
     from synthdata.spec.models import Memorization
 

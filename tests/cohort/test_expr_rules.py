@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from synthdata import plan
-from synthdata.cohort import cohort_index, expr
-from synthdata.spec import load_spec_text
+from synthdata.plan.cohort import cohort_index, expr
+from synthdata.plan.load import load_spec_text
 
 ROWS = [  # Effusion, Pneumonia, Labels, Age, Sex
     ("1", "0", "Effusion|Infiltration", "34", "F"),

@@ -9,8 +9,8 @@ import pytest
 from cohort_helpers import INDIANA, REPO
 
 from synthdata import plan
-from synthdata.cohort.columns import clean_text
-from synthdata.spec import load_spec, load_spec_text
+from synthdata.plan.cohort.columns import clean_text
+from synthdata.plan.load import load_spec, load_spec_text
 from synthdata.spec.cohort import TextClean
 
 

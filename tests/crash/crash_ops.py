@@ -20,15 +20,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from synthdata import worker  # noqa: F401  (diffusers imported in the main thread, before forks)
+from synthdata.generation import worker  # noqa: F401  (diffusers imported in the main thread, before forks)
 from synthdata.cli import app
 from synthdata.folder import DatasetFolder
-from synthdata.snapshot import open_snapshot
+from synthdata.folder.snapshot import open_snapshot
 
 # What the children need, imported once by the forkserver (Python 3.11's forkserver does not
 # take the test's sys.path, so this module itself is imported by each child: it is light).
-HEAVY = ("synthdata.worker", "synthdata.cli", "synthdata.screening.pipeline", "synthdata.report",
-         "synthdata.versioning", "synthdata.snapshot", "typer.testing", "pyarrow.parquet")
+HEAVY = ("synthdata.generation.worker", "synthdata.cli", "synthdata.screening.pipeline", "synthdata.dataset.report",
+         "synthdata.versioning", "synthdata.folder.snapshot", "typer.testing", "pyarrow.parquet")
 # Not compared: lock files, wall-clock records (run.json, workers/), readers' pins.
 UNCOMPARED = (".synthdata.lock", ".screening.lock", "run.json", "workers/", ".pins/")
 # Files that name the folder they are in: compared with that path replaced.
@@ -49,11 +49,12 @@ def plan(out: str, spec: str) -> None:
 def generate(out: str, spec: str) -> None:
     """What a `synthdata generate` does for the shards still pending: lock (and recover),
     plan, then each pending shard's task body (`worker.generate_shard`), in shard order."""
-    from synthdata.fingerprint import model_fingerprint
+    from synthdata.generation.fingerprint import model_fingerprint
     from synthdata.flow import pending_shards
-    from synthdata.outputs import acquire_lock, prepare
-    from synthdata.spec import load_spec, with_overrides
-    from synthdata.worker import JobInfo, generate_shard, job_as_dict
+    from synthdata.dataset.prepare import acquire_lock, prepare
+    from synthdata.spec import with_overrides
+    from synthdata.plan.load import load_spec
+    from synthdata.generation.worker import JobInfo, generate_shard, job_as_dict
 
     loaded = with_overrides(load_spec(spec), out)
     lock = acquire_lock(out)
@@ -79,7 +80,7 @@ def report(out: str) -> None:
 
 def reset(out: str, name: str) -> None:
     """`python -m synthdata.versioning reset OUT NAME`."""
-    from synthdata.versioning import main
+    from synthdata.versioning.__main__ import main
 
     if main(["reset", out, name]) != 0:
         raise RuntimeError(f"reset {out} failed")

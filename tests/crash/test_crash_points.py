@@ -72,7 +72,7 @@ def _crash_with_reader(world, crash, out, point, op, *args) -> Reader:
     finally:
         reader.finish()
     assert not reader.problems, reader.problems[:3]
-    from synthdata.outputs import acquire_lock
+    from synthdata.dataset.prepare import acquire_lock
 
     acquire_lock(out).release()  # the next writer removes what the reader pinned meanwhile
     return reader

@@ -12,7 +12,7 @@ import sys
 import pytest
 from crash_ops import contents, unaccepted_published
 
-from synthdata.health import verify
+from synthdata.dataset.health import verify
 from tests.conftest import DEMO_SPEC, REPO
 
 pytestmark = pytest.mark.e2e

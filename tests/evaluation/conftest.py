@@ -24,10 +24,10 @@ def real_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_shards(tmp_path_factory) -> Path:
     """Shards 0 and 1 of specs/demo-tiny.yaml (32 images of the built-in tiny model), raw only."""
-    from synthdata.fingerprint import model_fingerprint
-    from synthdata.outputs import prepare
-    from synthdata.spec import load_spec
-    from synthdata.worker import JobInfo, generate_shard, job_as_dict
+    from synthdata.generation.fingerprint import model_fingerprint
+    from synthdata.dataset.prepare import prepare
+    from synthdata.plan.load import load_spec
+    from synthdata.generation.worker import JobInfo, generate_shard, job_as_dict
 
     out = tmp_path_factory.mktemp("eval-demo") / "demo-cxr"
     spec = load_spec(DEMO_SPEC)

@@ -15,7 +15,7 @@ from synthdata.evaluation.alignment import TextImageModel, alignment
 def tiny_clip(tmp_path_factory):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from synthdata.generators.builtin import _byte_tokenizer
+    from synthdata.generation.generators.builtin import _byte_tokenizer
 
     torch.manual_seed(0)
     cfg = CLIPConfig(

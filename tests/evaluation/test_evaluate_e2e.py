@@ -176,8 +176,8 @@ def test_models_add_registers_a_trained_folder_with_its_evaluation(evaluated, de
     import shutil
 
     from synthdata.catalog import get, rank
-    from synthdata.generators.builtin import ensure_builtin
-    from synthdata.spec import load_spec_text
+    from synthdata.generation.generators.builtin import ensure_builtin
+    from synthdata.plan.load import load_spec_text
 
     train = tmp_path / "train-out"
     shutil.copytree(ensure_builtin("tiny"), train / "model")

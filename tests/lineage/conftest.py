@@ -27,11 +27,11 @@ REJECTED = ("demo-cxr-000000003", "demo-cxr-000000020", "demo-cxr-000000021")
 
 def build_dataset(out: Path, spec_path: Path = DEMO_SPEC, shards: tuple[int, ...] = SHARDS) -> Path:
     """Plan a spec into `out` and generate `shards` with the real worker (no Prefect); run.json."""
-    from synthdata.fingerprint import model_fingerprint
-    from synthdata.outputs import prepare
-    from synthdata.records import write_run_record
-    from synthdata.spec import load_spec
-    from synthdata.worker import JobInfo, generate_shard, job_as_dict
+    from synthdata.generation.fingerprint import model_fingerprint
+    from synthdata.dataset.prepare import prepare
+    from synthdata.dataset.records import write_run_record
+    from synthdata.plan.load import load_spec
+    from synthdata.generation.worker import JobInfo, generate_shard, job_as_dict
 
     spec = load_spec(spec_path)
     prepared = prepare(out, spec)
@@ -89,8 +89,8 @@ def copy_dataset(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def screened_dataset(demo_dataset, tmp_path_factory) -> Path:
     """A copy of the demo dataset with screening results, accepted shards and records."""
-    from synthdata.card import write_card
-    from synthdata.records import write_manifest, write_stats
+    from synthdata.dataset.card import write_card
+    from synthdata.dataset.records import write_manifest, write_stats
 
     base = tmp_path_factory.mktemp("lineage-screened")
     root = copy_dataset(demo_dataset, base / "demo-cxr")
@@ -104,8 +104,8 @@ def screened_dataset(demo_dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_generator():
     """One loaded generator for the demo spec, shared by reproduce tests."""
-    from synthdata.generators.diffusers_gen import DiffusersGenerator
-    from synthdata.spec import load_spec
+    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
+    from synthdata.plan.load import load_spec
 
     gen = DiffusersGenerator(load_spec(DEMO_SPEC).generator, device="cpu")
     gen.load()

@@ -51,7 +51,7 @@ def project(tmp_path, prefect_server, monkeypatch) -> Path:
     specs/ that reads models/tiny and real/ (both named in params.yaml), a local remote."""
     from dvc.repo import Repo
 
-    from synthdata.generators.builtin import ensure_builtin
+    from synthdata.generation.generators.builtin import ensure_builtin
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)
     root = tmp_path / "project"

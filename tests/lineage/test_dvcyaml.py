@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synthdata.dvcyaml import (
+from synthdata.versioning.stages import (
     PipelineError,
     check_inputs,
     check_optional_outputs,
@@ -17,7 +17,7 @@ from synthdata.dvcyaml import (
     resolve,
     stamp,
 )
-from synthdata.spec import load_spec
+from synthdata.plan.load import load_spec
 from tests.lineage.conftest import DEMO_SPEC, REPO
 
 

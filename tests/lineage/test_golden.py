@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from synthdata.fsutil import sha256_file
-from synthdata.generators.base import ImageGenerator, SampleRequest
+from synthdata.generation.generators.base import ImageGenerator, SampleRequest
 from tests.lineage.conftest import DEMO_SPEC, REPO, build_dataset
 
 DEMO_PLAN_HASH = "f7b2c5aa39f05371347de0e81c1eecb2457749ad08aa20547767dea5526c71ca"
@@ -48,7 +48,8 @@ INTEGER_SHARD0_LAYOUT = "08ee077aeba139071b0d9573f4116469ca614cfb40c6f0dcc958e49
 
 def test_demo_plan_and_spec_hashes_are_pinned():
     from synthdata.plan import plan_hash
-    from synthdata.spec import load_spec, spec_hash
+    from synthdata.spec import spec_hash
+    from synthdata.plan.load import load_spec
 
     demo = load_spec(DEMO_SPEC)
     assert plan_hash(demo) == DEMO_PLAN_HASH
@@ -59,11 +60,11 @@ def test_demo_plan_and_spec_hashes_are_pinned():
 def test_builtin_tiny_is_the_same_model_with_any_cpu_kernels(tmp_path):
     """The fingerprint is pinned here, and a fresh build in another process running torch's
     portable (non-vectorized) kernels gives the same bytes: no float kernel touches the weights."""
-    from synthdata.fingerprint import model_fingerprint
+    from synthdata.generation.fingerprint import model_fingerprint
     from synthdata.spec.models import Generator
 
     assert model_fingerprint(Generator(model="builtin:tiny")).fingerprint == TINY_FINGERPRINT
-    code = ("import torch; from synthdata.fingerprint import model_fingerprint; "
+    code = ("import torch; from synthdata.generation.fingerprint import model_fingerprint; "
             "from synthdata.spec.models import Generator; "
             "print(torch.backends.cpu.get_cpu_capability(), "
             "model_fingerprint(Generator(model='builtin:tiny')).fingerprint)")
@@ -134,9 +135,9 @@ def layout_digest(tar_path) -> str:
 
 
 def _integer_shard(out):
-    from synthdata.outputs import prepare
-    from synthdata.shardgen import JobInfo, write_shard
-    from synthdata.spec import load_spec
+    from synthdata.dataset.prepare import prepare
+    from synthdata.generation.shardgen import JobInfo, write_shard
+    from synthdata.plan.load import load_spec
 
     spec = load_spec(DEMO_SPEC)
     prepared = prepare(out, spec)
@@ -172,7 +173,7 @@ def test_a_shard_from_integer_images_has_pinned_layout_and_repeats_byte_for_byte
 def test_png_layout_ignores_how_deflate_compressed_but_not_the_pixels():
     from PIL import Image
 
-    from synthdata.shards import encode_png
+    from synthdata.folder.shards import encode_png
 
     image = IntegerImages(16, 16).generate([SampleRequest("k", "p", "", 3, 10, 4.0)])[0]
     png = encode_png(image)

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from synthdata.lineage import LineageError, lineage, render_lineage
-from synthdata.records import screening_results
-from synthdata.reproduce import reproduce
-from synthdata.shards import DeterministicTarWriter, encode_png
+from synthdata.dataset.lineage import LineageError, lineage, render_lineage
+from synthdata.dataset.records import screening_results
+from synthdata.dataset.reproduce import reproduce
+from synthdata.folder.shards import DeterministicTarWriter, encode_png
 from tests.lineage.conftest import REJECTED, copy_dataset
 
 

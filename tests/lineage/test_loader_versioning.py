@@ -53,7 +53,7 @@ def test_loader_feeds_every_accepted_sample_once_per_epoch(screened_dataset):
 def test_the_loader_pins_one_screening_for_the_life_of_its_pipeline(screened_dataset, tmp_path):
     import gc
 
-    from synthdata.outputs import acquire_lock
+    from synthdata.dataset.prepare import acquire_lock
     from tests.lineage.conftest import planted_reference, screen_with_reference
 
     root = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
@@ -215,8 +215,8 @@ def test_reset_removes_only_what_synthdata_writes(screened_dataset, tmp_path):
 
 
 def test_reset_takes_the_run_lock_and_spares_pinned_generations(screened_dataset, tmp_path):
-    from synthdata.outputs import acquire_lock
-    from synthdata.snapshot import open_snapshot
+    from synthdata.dataset.prepare import acquire_lock
+    from synthdata.folder.snapshot import open_snapshot
 
     out = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
     lock = acquire_lock(out)  # a run in progress

@@ -28,10 +28,10 @@ def made_elsewhere(tmp_path_factory) -> Path:
     """A screened dataset made on 'the producer's machine' from a local model folder."""
     import pydicom
 
-    from synthdata.fingerprint import model_folder
-    from synthdata.report import write_report
+    from synthdata.generation.fingerprint import model_folder
+    from synthdata.dataset.report import write_report
     from synthdata.screening import screen_dataset
-    from synthdata.spec import load_spec
+    from synthdata.plan.load import load_spec
     from synthdata.spec.models import Generator
 
     producer = tmp_path_factory.mktemp("producer")

@@ -15,7 +15,7 @@ def test_artifacts_are_created_on_the_flow_run(prefect_server, screened_dataset)
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.context import get_run_context
 
-    from synthdata.card import publish_prefect_artifacts
+    from synthdata.dataset.card import publish_prefect_artifacts
 
     @flow(name="artifacts-test", persist_result=False)
     def publish(out: str) -> tuple[str, list[str]]:

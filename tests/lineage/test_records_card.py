@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from synthdata.errors import ModelError
-from synthdata.fingerprint import model_files, model_fingerprint
+from synthdata.generation.fingerprint import model_files, model_fingerprint
 from synthdata.spec.models import Generator
 from tests.lineage.conftest import REJECTED, SHARDS
 
@@ -85,7 +85,7 @@ def test_manifest_has_one_row_per_generated_sample_with_hashes_and_screening(scr
 
 
 def test_unscreened_manifest_and_stats(demo_dataset, tmp_path):
-    from synthdata.records import dataset_stats, manifest_table
+    from synthdata.dataset.records import dataset_stats, manifest_table
 
     table = manifest_table(demo_dataset).to_pylist()
     assert len(table) == 32 and all(r["decision"] is None and r["accepted"] is None for r in table)
@@ -95,7 +95,7 @@ def test_unscreened_manifest_and_stats(demo_dataset, tmp_path):
 
 
 def test_stats_are_deterministic_counts(screened_dataset):
-    from synthdata.records import write_stats
+    from synthdata.dataset.records import write_stats
 
     stats = json.loads((screened_dataset / "stats.json").read_text())
     assert stats["samples"] == {"planned": 48, "generated": 32, "accepted": 29}
@@ -124,7 +124,7 @@ def test_run_record_names_the_git_commit_of_the_spec(tmp_path):
     """run.json records the commit of the repository holding the spec (a real git repository)."""
     import subprocess
 
-    from synthdata.records import git_info
+    from synthdata.dataset.records import git_info
 
     repo = tmp_path / "project"
     (repo / "specs").mkdir(parents=True)
@@ -158,7 +158,7 @@ def test_dataset_card_front_matter_and_sections(screened_dataset):
 
 
 def test_prefect_artifacts_are_a_no_op_outside_a_flow(screened_dataset):
-    from synthdata.card import publish_prefect_artifacts
+    from synthdata.dataset.card import publish_prefect_artifacts
 
     assert publish_prefect_artifacts(screened_dataset) == []
 
@@ -170,7 +170,7 @@ def test_contact_sheets_never_draw_a_sample_screening_did_not_accept(screened_da
 
     from PIL import Image
 
-    from synthdata.report import contact_sheet, empty_sheet, write_contact_sheets
+    from synthdata.dataset.report import contact_sheet, empty_sheet, write_contact_sheets
     from tests.lineage.conftest import copy_dataset, screen_with_reference
 
     def pixels(image) -> bytes:
@@ -218,7 +218,7 @@ def test_screening_state_reads_the_references_and_older_tables(screened_dataset,
     metadata counts as screened only when it names a nearest real image."""
     import pyarrow as pa
 
-    from synthdata.records import NOT_RUN, NOT_SCREENED, SCREENED, screening_state
+    from synthdata.dataset.records import NOT_RUN, NOT_SCREENED, SCREENED, screening_state
     from tests.lineage.conftest import copy_dataset
 
     assert screening_state(screened_dataset) == SCREENED

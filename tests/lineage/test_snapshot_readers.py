@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from synthdata.folder import DatasetFolder
-from synthdata.outputs import acquire_lock
+from synthdata.dataset.prepare import acquire_lock
 from tests.lineage.conftest import copy_dataset, planted_reference, screen_with_reference
 
 
@@ -31,9 +31,9 @@ def test_a_folder_without_generations_is_read_from_its_view(screened_dataset, tm
     generations/: readers read the view under the shared lock; the next screening makes one."""
     import shutil
 
-    from synthdata.health import status, verify
+    from synthdata.dataset.health import status, verify
     from synthdata.loader import load
-    from synthdata.snapshot import open_snapshot
+    from synthdata.folder.snapshot import open_snapshot
 
     root = copy_dataset(screened_dataset, tmp_path / "demo-cxr")
     shutil.rmtree(root / "generations")

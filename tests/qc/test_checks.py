@@ -8,7 +8,7 @@ import pytest
 from synthdata.errors import SpecError
 from synthdata.qc import build_checks, run_checks
 from synthdata.qc.checks import blank, dynamic_range, near_duplicates, non_finite, saturated
-from synthdata.spec import load_spec_text
+from synthdata.plan.load import load_spec_text
 
 RNG = np.random.default_rng(0)
 NOISE = RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -16,7 +16,7 @@ import torch
 from synthdata.errors import ModelError, SpecError
 from synthdata.qc import build_checks, run_checks
 from synthdata.qc.classifier import QCError, classify, load_classifier
-from synthdata.spec import load_spec, load_spec_text
+from synthdata.plan.load import load_spec, load_spec_text
 
 
 class Brightness(torch.nn.Module):
@@ -155,9 +155,10 @@ def test_the_classifier_that_checked_a_shard_is_its_identity(scripted, tmp_path)
     """The marker records the classifier folder's fingerprint (the spec hash only sees its
     name); swapping the model behind the same path refuses a resume, naming the check."""
     from synthdata.errors import OutputError
-    from synthdata.fingerprint import model_fingerprint
+    from synthdata.generation.fingerprint import model_fingerprint
     from synthdata.flow import expected_identity
-    from synthdata.outputs import classifier_fingerprints, prepare
+    from synthdata.dataset.prepare import prepare
+    from synthdata.qc.identity import classifier_fingerprints
     from synthdata.spec import spec_hash
     from tests.lineage.conftest import build_dataset
 

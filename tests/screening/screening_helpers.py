@@ -19,7 +19,7 @@ from synthdata.fsutil import atomic_path
 from synthdata.privacy import pseudonymize
 from synthdata.screening.pipeline import REAL_KIND
 from synthdata.folder import DatasetFolder
-from synthdata.shards import Sample, encode_png, write_marker, write_tar
+from synthdata.folder.shards import Sample, encode_png, write_marker, write_tar
 
 PYDICOM_FILES = ["CT_small.dcm", "MR_small.dcm", "693_J2KI.dcm", "JPEG2000.dcm",
                  "examples_overlay.dcm", "image_dfl.dcm", "SC_rgb_rle_2frame.dcm",

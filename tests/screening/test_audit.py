@@ -17,7 +17,7 @@ from screening_helpers import phantom, real_images
 from typer.testing import CliRunner
 
 from synthdata.cli import app
-from synthdata.shards import encode_png
+from synthdata.folder.shards import encode_png
 
 
 @pytest.mark.e2e

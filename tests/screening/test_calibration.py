@@ -25,7 +25,7 @@ from synthdata.screening.decide import decide_all
 from synthdata.screening.matchers import prepare_matchers
 from synthdata.screening.reference import iter_reference
 from synthdata.screening.report import glance
-from synthdata.shards import encode_png
+from synthdata.folder.shards import encode_png
 from synthdata.spec.models import Memorization
 
 CLINICAL = ["RG1_UNCR.dcm", "RG3_UNCR.dcm", "MR2_UNCR.dcm", "693_UNCR.dcm", "US1_UNCR.dcm",

@@ -24,7 +24,7 @@ from synthdata.screening.reference import (
     iter_reference,
     scan_reference,
 )
-from synthdata.shards import encode_png
+from synthdata.folder.shards import encode_png
 
 
 def _prepare(paths: list[str], **options):

@@ -29,7 +29,7 @@ from synthdata.screening.decide import decide_all
 from synthdata.screening.embedders import get_embedder
 from synthdata.screening.matchers import prepare_matchers
 from synthdata.screening.reference import ReaderOptions, iter_reference
-from synthdata.shards import encode_png
+from synthdata.folder.shards import encode_png
 from synthdata.spec.models import Memorization
 
 OTHERS = ["CT_small.dcm", "MR_small.dcm", "examples_overlay.dcm", "image_dfl.dcm", "JPEG2000.dcm"]

@@ -187,7 +187,7 @@ def test_readers_never_see_a_mix_of_two_screenings(dataset, reference_dir):
     import threading
 
     from synthdata.folder import DatasetFolder
-    from synthdata.snapshot import open_snapshot
+    from synthdata.folder.snapshot import open_snapshot
 
     out, _ = dataset
     folder = DatasetFolder(out)
@@ -234,8 +234,8 @@ def test_readers_never_see_a_mix_of_two_screenings(dataset, reference_dir):
 
 def test_a_pinned_generation_outlives_a_rescreening_until_released(dataset, reference_dir):
     from synthdata.folder import DatasetFolder
-    from synthdata.outputs import acquire_lock
-    from synthdata.snapshot import open_snapshot
+    from synthdata.dataset.prepare import acquire_lock
+    from synthdata.folder.snapshot import open_snapshot
 
     out, _ = dataset
     folder = DatasetFolder(out)
@@ -259,14 +259,14 @@ def test_a_dead_readers_pin_holds_nothing(dataset, reference_dir):
     import sys
 
     from synthdata.folder import DatasetFolder
-    from synthdata.outputs import acquire_lock
+    from synthdata.dataset.prepare import acquire_lock
 
     out, _ = dataset
     folder = DatasetFolder(out)
     ref = [str(reference_dir / "dicom")]
     screen_dataset(out, Memorization(reference=ref, retrievers=["pixel"], threshold=0.99))
     old = folder.screening_generation()["generation"]
-    died = subprocess.run([sys.executable, "-c", "import os, sys; from synthdata.snapshot import "
+    died = subprocess.run([sys.executable, "-c", "import os, sys; from synthdata.folder.snapshot import "
                            "open_snapshot; s = open_snapshot(sys.argv[1]); os._exit(9)", str(out)],
                           check=False)
     assert died.returncode == 9 and list((folder.pins_dir / old).glob("*.pin")), "it left its pin"

@@ -22,7 +22,7 @@ from synthdata.screening.reference import (
     iter_reference,
     scan_reference,
 )
-from synthdata.shards import encode_png
+from synthdata.folder.shards import encode_png
 
 
 def test_ids_are_stable_sorted_and_name_frames_and_slices(reference_dir):

@@ -10,14 +10,14 @@ import pyarrow.parquet as pq
 
 from synthdata.screening import screen_dataset
 from synthdata.screening.shardio import embeddings_path, read_members
-from synthdata.spec import load_spec
+from synthdata.plan.load import load_spec
 from synthdata.spec.models import Memorization
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "demo-tiny.yaml"
 
 
 def test_screens_a_worker_shard(tmp_path, reference_dir):
-    from synthdata.worker import JobInfo, generate_shard, job_as_dict
+    from synthdata.generation.worker import JobInfo, generate_shard, job_as_dict
 
     spec = load_spec(SPEC)
     data = spec.model_dump(mode="json")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from synthdata.fingerprint import model_fingerprint, model_files
-from synthdata.generators.base import SampleRequest
-from synthdata.generators.builtin import PHANTOM_DIR, shipped_phantom
-from synthdata.generators.diffusers_gen import DiffusersGenerator
+from synthdata.generation.fingerprint import model_fingerprint, model_files
+from synthdata.generation.generators.base import SampleRequest
+from synthdata.generation.generators.builtin import PHANTOM_DIR, shipped_phantom
+from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
 from synthdata.phantoms import nearest_centroid_accuracy, thumbnails
 from synthdata.spec.models import Generator
 from synthdata.training import load_train_spec, training_chain, training_reference
@@ -41,7 +41,7 @@ def test_fingerprint_is_pinned_and_weights_are_safetensors():
 
 def test_every_shipped_file_is_package_data():
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
-        "synthdata.generators"]
+        "synthdata.generation.generators"]
     shipped = [f"model/{f}" for f in model_files(shipped_phantom())] + ["train.json"]
     for rel in shipped:
         assert any(fnmatch.fnmatch(f"phantom/{rel}", p) for p in patterns), rel
@@ -99,7 +99,7 @@ def test_from_training_and_the_training_chain_follow_the_generator():
     model.training (and the card's line) carry its chain; a model not trained here is refused."""
     import pytest
 
-    from synthdata.card import _training_lines
+    from synthdata.dataset.card import _training_lines
     from synthdata.errors import ModelError
     from synthdata.spec.models import Memorization
     from synthdata.training import generator_training, resolve_from_training

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthdata.spec import load_spec
+from synthdata.plan.load import load_spec
 from synthdata.training.data import collect_items
 from synthdata.training.spec import load_train_spec
 

@@ -15,10 +15,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from synthdata.errors import OutputError
-from synthdata.fingerprint import model_fingerprint
-from synthdata.generators.base import SampleRequest
-from synthdata.generators.diffusers_gen import DiffusersGenerator
-from synthdata.spec import load_spec_text
+from synthdata.generation.fingerprint import model_fingerprint
+from synthdata.generation.generators.base import SampleRequest
+from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
+from synthdata.plan.load import load_spec_text
 from synthdata.spec.models import Generator
 from synthdata.training import load_train_spec, run_training, training_chain, training_reference
 from tests.training.conftest import FULL_SPEC, write_spec
@@ -167,7 +167,7 @@ def test_a_resume_on_other_images_or_another_base_model_is_refused(tmp_path):
     is refused, naming it; restoring them resumes. A checkpoint without them (older) is refused."""
     import shutil
 
-    from synthdata.generators.builtin import ensure_builtin
+    from synthdata.generation.generators.builtin import ensure_builtin
 
     shutil.copytree(ensure_builtin("tiny"), tmp_path / "models" / "tiny")
     images = tmp_path / "images"

@@ -173,14 +173,15 @@ def _model_folder(train_dir: Path, train: dict) -> Path:
 
 
 def add(train_dir: str | Path, *, entry_id: str | None = None, evaluation: str | Path | None = None,
-        real_set_name: str | None = None, user: str | Path | None = None, **fields) -> Listed:
+        evaluation_data: dict | None = None, real_set_name: str | None = None,
+        user: str | Path | None = None, **fields) -> Listed:
     """Register a `synthdata train` output (DIR/train.json + its pipeline folder) in the user
-    catalogue; with `evaluation`, a dataset folder it generated that `synthdata evaluate` scored.
+    catalogue; with `evaluation`, a dataset folder it generated that `synthdata evaluate` scored,
+    and `evaluation_data`, that folder's evaluation.json as read by the caller (the evaluation
+    package sits above the catalogue).
 
     `fields` fill descriptive fields (modality, specialty, body_part, license, resolution, ...).
     """
-    from synthdata.evaluation.report import read_evaluation
-
     tdir = Path(train_dir).resolve()
     try:
         train = json.loads((tdir / "train.json").read_text())
@@ -191,7 +192,7 @@ def add(train_dir: str | Path, *, entry_id: str | None = None, evaluation: str |
     entry_id = entry_id or str(train.get("name") or tdir.name)
     evaluations = []
     if evaluation is not None:
-        data = read_evaluation(evaluation)
+        data = evaluation_data
         if data is None:
             raise CatalogError(f"{evaluation}: no evaluation/evaluation.json; run `synthdata "
                                f"evaluate {evaluation} --real ...` first")

@@ -54,7 +54,7 @@ def quiet_environment() -> None:
 
 def _print_version(value: bool) -> None:
     if value:
-        from synthdata import __version__
+        from synthdata.libraries import VERSION as __version__
 
         typer.echo(f"synthdata {__version__}")
         raise typer.Exit(0)

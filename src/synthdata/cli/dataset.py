@@ -29,7 +29,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 def validate(spec: SpecArg) -> None:
     """Check a spec; exit 0 when valid, 2 with every problem listed when not. Warnings (a spec
     without a real reference will not be screened against real images) go to stderr."""
-    from synthdata.spec import load_spec, spec_warnings
+    from synthdata.spec import spec_warnings
+    from synthdata.plan.load import load_spec
 
     with user_errors():
         loaded = load_spec(spec)
@@ -51,9 +52,10 @@ def schema() -> None:
 @app.command()
 def plan(spec: SpecArg, out: OutOpt = None) -> None:
     """Write the deterministic plan (spec.yaml, plan.parquet, plan.json) and print the label table."""
-    from synthdata.outputs import acquire_lock, prepare
+    from synthdata.dataset.prepare import acquire_lock, prepare
     from synthdata.plan import label_counts
-    from synthdata.spec import load_spec, with_overrides
+    from synthdata.spec import with_overrides
+    from synthdata.plan.load import load_spec
 
     with user_errors(name="plan"):
         loaded = load_spec(spec)
@@ -70,8 +72,8 @@ def plan(spec: SpecArg, out: OutOpt = None) -> None:
 
 def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | None, dvc: bool | None,
          stop_after: str, replace_stale: bool = False) -> dict:
-    from synthdata.outputs import check_identity
-    from synthdata.spec import load_spec
+    from synthdata.dataset.prepare import check_identity
+    from synthdata.plan.load import load_spec
 
     with user_errors(flows=True, name="run" if stop_after == "record" else stop_after):
         loaded = load_spec(spec)
@@ -95,7 +97,7 @@ def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | Non
 def _preload(spec) -> None:
     """Local engine: start loading the model into this process's worker slots while Prefect's
     server starts and the plan is written (the shard tasks then find it loaded)."""
-    from synthdata import engines, worker
+    from synthdata.generation import engines, worker
     from synthdata.folder import DatasetFolder
 
     folder = DatasetFolder(spec.output_dir())
@@ -121,7 +123,7 @@ def run(spec: SpecArg, out: OutOpt = None,
 
 def _screening_line(out_dir, decisions: dict) -> str:
     """Decision counts, led by a loud warning when nothing was compared with real images."""
-    from synthdata import records
+    from synthdata.dataset import records
 
     state = records.screening_state(out_dir)
     if state == records.SCREENED:
@@ -172,11 +174,11 @@ def screen(out: DirArg,
         else:
             console.print_json(json.dumps(found))
         return
-    from synthdata.lineage import folder_spec
-    from synthdata.outputs import acquire_lock, record_spec
-    from synthdata.report import write_report
+    from synthdata.dataset.lineage import folder_spec
+    from synthdata.dataset.prepare import acquire_lock, record_spec
+    from synthdata.dataset.report import write_report
     from synthdata.screening import screen_dataset
-    from synthdata.training import resolve_from_training
+    from synthdata.generation.trained import resolve_from_training
 
     with user_errors(name="screen"):
         root = out
@@ -195,7 +197,7 @@ def screen(out: DirArg,
         finally:
             lock.release()
     info = summary.to_dict()
-    from synthdata import records
+    from synthdata.dataset import records
 
     shown = _screening_line(root, info["decisions"])
     if records.screening_state(root) == records.SCREENED:
@@ -207,8 +209,8 @@ def screen(out: DirArg,
 def report(out: DirArg) -> None:
     """Write manifest, stats, dataset card and contact sheets; print the label table."""
     from synthdata.folder import DatasetFolder
-    from synthdata.outputs import acquire_lock
-    from synthdata.report import write_report
+    from synthdata.dataset.prepare import acquire_lock
+    from synthdata.dataset.report import write_report
 
     with user_errors(name="report"):
         DatasetFolder(out).require()
@@ -229,7 +231,7 @@ def report(out: DirArg) -> None:
 @app.command()
 def status(out: DirArg, as_json: JsonOpt = False) -> None:
     """What is planned, generated, screened and recorded, and what a rerun would do."""
-    from synthdata import health
+    from synthdata.dataset import health
 
     with user_errors():
         info = health.status(out)
@@ -251,7 +253,7 @@ def status(out: DirArg, as_json: JsonOpt = False) -> None:
 @app.command()
 def verify(out: DirArg, as_json: JsonOpt = False) -> None:
     """Re-hash every raw and accepted tar against the records; exit 1 on any mismatch."""
-    from synthdata import health
+    from synthdata.dataset import health
 
     with user_errors():
         result = health.verify(out)
@@ -272,7 +274,7 @@ def verify(out: DirArg, as_json: JsonOpt = False) -> None:
 def lineage(out: DirArg, key: Annotated[str, typer.Argument(help="sample key")],
             as_json: JsonOpt = False) -> None:
     """Where one sample came from: spec, plan row, model fingerprint, seed, batch, shard, screening."""
-    from synthdata import lineage as lin
+    from synthdata.dataset import lineage as lin
 
     with user_errors():
         info = lin.lineage(out, key)
@@ -288,7 +290,7 @@ def reproduce(out: DirArg,
               sample: Annotated[Optional[int], typer.Option(min=1, help="reproduce N random samples")] = None,
               seed: Annotated[int, typer.Option(help="seed of --sample's draw")] = 0) -> None:
     """Regenerate samples by replaying their pipeline calls; exit 0 only when all are identical."""
-    from synthdata import reproduce as rep
+    from synthdata.dataset import reproduce as rep
 
     if (key is None) == (sample is None):
         err_console.print("[bold red]error:[/] give either a sample KEY or --sample N")

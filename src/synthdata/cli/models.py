@@ -109,9 +109,11 @@ def add(train_dir: Annotated[Path, typer.Argument(parser=local_path, help="outpu
         catalog: CatalogOpt = None) -> None:
     """Register a trained model (and its evaluation figures) in the user catalogue."""
     from synthdata.catalog import add as add_entry
+    from synthdata.dataset.evaluation_section import read_evaluation
 
     with user_errors():
         item = add_entry(train_dir, entry_id=entry_id, evaluation=evaluation,
+                         evaluation_data=read_evaluation(evaluation) if evaluation else None,
                          real_set_name=real_set_name, user=catalog, modality=modality,
                          specialty=specialty, body_part=body_part, license=license,
                          resolution=resolution)

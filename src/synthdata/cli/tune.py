@@ -37,8 +37,8 @@ def tune(spec: Annotated[Path, typer.Argument(parser=local_path, help="spec YAML
          device: Annotated[Optional[str], typer.Option(help="device (default: the spec's)")] = None,
          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Measure img/s and memory per batch size and speed knob; suggest settings (writes nothing)."""
-    from synthdata.spec import load_spec
-    from synthdata.tune import tune as run_tune
+    from synthdata.plan.load import load_spec
+    from synthdata.generation.tune import tune as run_tune
 
     with user_errors():
         loaded = load_spec(spec)

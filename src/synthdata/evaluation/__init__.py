@@ -7,6 +7,6 @@ classifier protocol), `report` (evaluation.json's shape, card section, artifacts
 `flow` (the `synthdata-evaluate` Prefect flow the CLI runs).
 """
 
-from synthdata.evaluation.report import evaluation_section, read_evaluation
+from synthdata.dataset.evaluation_section import evaluation_section, read_evaluation
 
 __all__ = ["evaluation_section", "read_evaluation"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthdata.errors import SynthdataError
-from synthdata.evaluation.report import read_evaluation
+from synthdata.dataset.evaluation_section import read_evaluation
 
 
 class CompareError(SynthdataError):

@@ -24,7 +24,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from synthdata.errors import OutputError
 from synthdata.evaluation import diversity as div
 from synthdata.evaluation import features as feat
-from synthdata.evaluation import metrics, plots, report
+from synthdata.dataset import evaluation_section as evaluation_json
+from synthdata.evaluation import metrics, plots
+from synthdata.evaluation.artifacts import publish_artifacts
 from synthdata.evaluation.curves import DRAWS, FRACTIONS, PROTOCOLS, linear_trainer, utility_curve
 from synthdata.evaluation.extractors import default_extractors
 from synthdata.evaluation.fidelity import fidelity_block
@@ -250,7 +252,7 @@ def synthdata_evaluate(out_dir: str, real: str, features: list[str] | None = Non
     (the CNN on a GPU, else the probe) for the data-limited curves; `curve_draws`: real
     subsets drawn per fraction below 100%.
     """
-    from synthdata.outputs import acquire_lock
+    from synthdata.dataset.prepare import acquire_lock
 
     folder = DatasetFolder(out_dir).require()
     lock = acquire_lock(folder.root)
@@ -270,7 +272,7 @@ def _evaluate(folder: DatasetFolder, real_ref: str, opt: Options) -> dict:
     real = _real_set(real_ref)
     test = _real_set(opt.test) if (opt.utility and opt.test) else None
     timings["list_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    data: dict = {"format_version": report.FORMAT_VERSION, "seed": opt.seed, "shards": which,
+    data: dict = {"format_version": evaluation_json.FORMAT_VERSION, "seed": opt.seed, "shards": which,
                   "k": metrics.PRDC_K}
     blocks: dict[str, dict] = {}
     first: tuple[Synthetic, np.ndarray, object] | None = None
@@ -286,7 +288,7 @@ def _evaluate(folder: DatasetFolder, real_ref: str, opt: Options) -> dict:
         timings[f"metrics_{name}_s"], clock = time.perf_counter() - clock, time.perf_counter()
     synth, real_x, extractor = first
     main = blocks[opt.extractors[0]]
-    data.update({k: main[k] for k in ("extractor", *report.HEADLINE, *report.STATISTICS,
+    data.update({k: main[k] for k in ("extractor", *evaluation_json.HEADLINE, *evaluation_json.STATISTICS,
                                       "per_label", "real_vs_real") if k in main})
     data["kid_subsets"] = main.get("kid_subsets")
     if main.get("notes"):
@@ -331,7 +333,7 @@ def _evaluate(folder: DatasetFolder, real_ref: str, opt: Options) -> dict:
         timings["utility_s"], clock = time.perf_counter() - clock, time.perf_counter()
     _write(folder, data, nn_synth, nn_real, opt.card)
     timings["write_s"] = time.perf_counter() - clock
-    return {"out_dir": str(folder.root), "evaluation": str(report.evaluation_file(folder)),
+    return {"out_dir": str(folder.root), "evaluation": str(evaluation_json.evaluation_file(folder)),
             "fid": data["fid"], "real_vs_real_fid": data["real_vs_real"]["fid"],
             "samples": data["samples"]["synthetic"], "timings": timings}
 
@@ -341,17 +343,17 @@ def _write(folder: DatasetFolder, data: dict, nn_synth: np.ndarray, nn_real: np.
     """evaluation.json, plots, the card (when there is one) and Prefect artifacts."""
     out = folder.evaluation_dir
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(report.evaluation_file(folder), data)
+    write_json_atomic(evaluation_json.evaluation_file(folder), data)
     plots.fidelity_plot(data, out / "fidelity.png")
     plots.nn_plot(nn_synth, nn_real, out / "nn_similarity.png")
     if "utility" in data:
         plots.utility_plot(data["utility"], out / "utility.png")
     if card and folder.card_file.is_file():
-        from synthdata.card import write_card
+        from synthdata.dataset.card import write_card
 
         write_card(folder.root)
     import yaml
 
     spec = yaml.safe_load(folder.spec_file.read_text()) if folder.spec_file.is_file() else {}
     name = (spec or {}).get("name") or folder.root.name
-    report.publish_artifacts(data, str(name))
+    publish_artifacts(data, str(name))

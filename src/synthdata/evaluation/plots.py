@@ -70,7 +70,7 @@ def utility_plot(utility: dict, path: Path) -> Path:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from synthdata.evaluation.report import utility_rows
+    from synthdata.dataset.evaluation_section import utility_rows
 
     curve = utility.get("curve") or []
     fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(11 if curve else 7, 3.8), squeeze=False)

@@ -204,7 +204,7 @@ def load_real_set(ref: str | Path) -> RealSet:
     elif (table := next((root / n for n in TABLE_NAMES if (root / n).is_file()), None)):
         layout, (items, skipped) = "table", _table_items(table)
     elif DatasetFolder(root).is_dataset():
-        from synthdata.snapshot import hold
+        from synthdata.folder.snapshot import hold
 
         tars = hold(root).accepted_tars()  # one screening generation, pinned until exit
         if not tars:

@@ -22,7 +22,6 @@ transformers with safetensors only, `local_files_only` and no remote code.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,9 +32,9 @@ from PIL import Image
 
 from synthdata.errors import ModelError, SynthdataError
 from synthdata.qc.checks import CheckResult, gray, row_vars
+from synthdata.spec.qc import CLASSIFIER_CONFIG as CONFIG
+from synthdata.spec.qc import read_classifier_config as read_config
 
-CONFIG = "classifier.json"
-NORMALIZE = ("unit", "standardize", "imagenet", "xrv")
 _IMAGENET = (np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]))
 _CACHE: dict[tuple, LocalClassifier] = {}
 _LOCK = threading.Lock()
@@ -58,34 +57,12 @@ class Output:
     offset: float = 0.0
 
 
-def read_config(folder: str | Path) -> dict:
-    """classifier.json of a folder, checked (ModelError naming the file and field)."""
-    path = Path(folder) / CONFIG
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: missing; a classifier folder needs {CONFIG} naming its outputs") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("outputs"), dict) or not cfg["outputs"]:
-        raise ModelError(f"{path}: expected an object with a non-empty `outputs` mapping")
-    if cfg.get("normalize", "unit") not in NORMALIZE:
-        raise ModelError(f"{path}: normalize must be one of {', '.join(NORMALIZE)}")
-    for name, out in cfg["outputs"].items():
-        if not isinstance(out, dict) or out.get("type") not in ("categorical", "numeric"):
-            raise ModelError(f"{path}: outputs.{name}.type must be 'categorical' or 'numeric'")
-        if out["type"] == "categorical" and not (out.get("classes") == "id2label"
-                                                 or (isinstance(out.get("classes"), list) and out["classes"])):
-            raise ModelError(f"{path}: outputs.{name}.classes must be a list of class names or 'id2label'")
-    return cfg
-
-
 class LocalClassifier:
     """A classifier folder loaded once per process and device; `predict` gives attribute values."""
 
     def __init__(self, folder: str | Path, device: str = "auto"):
         from synthdata.screening.embedders import resolve_device
-        from synthdata.screening.local_model import _folder_sha256
+        from synthdata.fsutil import folder_sha256
 
         self.folder = Path(folder).resolve()
         self.config = read_config(self.folder)
@@ -93,7 +70,7 @@ class LocalClassifier:
         self.input_size = int(self.config.get("input_size", 224))
         self.channels = int(self.config.get("channels", 3))
         self.normalize = self.config.get("normalize", "unit")
-        self.fingerprint = _folder_sha256(self.folder)
+        self.fingerprint = folder_sha256(self.folder)
         self.format = self.config.get("format") or (
             "transformers" if (self.folder / "config.json").is_file() else "torchscript")
         self._lock = threading.Lock()

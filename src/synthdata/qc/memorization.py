@@ -10,7 +10,7 @@ image it resembled is named by pseudonym only.
 What decided the regeneration is part of the shard's identity: `setup_identity` digests the
 screening setup (matchers and their fingerprints, the prepared references' content keys, the
 calibrated thresholds, review band, k); the check carries it as `params["setup"]`, every
-shard marker records it, and a resume under another setup is refused (`synthdata.outputs`).
+shard marker records it, and a resume under another setup is refused (`synthdata.dataset.prepare`).
 """
 
 from __future__ import annotations
@@ -39,17 +39,17 @@ def setup_identity(setup) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def memorization_check(memorization, generator):
-    """A group check (`qc.Check`) screening images against the spec's real reference."""
+def memorization_check(memorization):
+    """A group check (`qc.Check`) screening images against the spec's real reference
+    (`memorization` with `from-training` already resolved: `generation.trained`)."""
     from synthdata import privacy
     from synthdata.qc import Check
     from synthdata.screening.decide import ACCEPT, decide_all
     from synthdata.screening.matchers import prepare_matchers
     from synthdata.screening.pipeline import REAL_KIND
-    from synthdata.shardgen import to_uint8
-    from synthdata.training import resolve_from_training
+    from synthdata.folder.shards import to_uint8
 
-    setup, _ = prepare_matchers(resolve_from_training(memorization, generator))
+    setup, _ = prepare_matchers(memorization)
     screener = setup.screener()
     thresholds = dict(setup.thresholds)
 

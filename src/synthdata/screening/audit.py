@@ -78,7 +78,7 @@ def _dataset_tars(folder: Path) -> list[Path] | None:
     else its complete raw ones; None for a folder that is not a dataset."""
     from synthdata.folder import DatasetFolder
 
-    from synthdata.snapshot import hold
+    from synthdata.folder.snapshot import hold
 
     ds = DatasetFolder(folder)
     if not ds.is_dataset():

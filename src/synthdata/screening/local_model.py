@@ -21,28 +21,17 @@ Model outputs of shape (n, d) are used as they are, (n, d, h, w) are averaged ov
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
 
 from synthdata.errors import ModelError
+from synthdata.fsutil import folder_sha256
 from synthdata.screening.embedders import D4, ROT4, TorchEmbedder
 
 FORMATS = ("pt2", "torchscript", "transformers")
 VIEWS = {"identity": (("identity",), False), "rot4": (ROT4, False),
          "rot4+invert": (ROT4, True), "d4": (D4, False), "d4+invert": (D4, True)}
-
-
-def _folder_sha256(folder: Path) -> str:
-    """Hash of every file's name and bytes in the folder, in sorted order."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def detect_format(folder: Path) -> tuple[str, Path]:
@@ -89,7 +78,7 @@ class LocalModelEmbedder(TorchEmbedder):
             raise ModelError(f"{cfg_path}: views must be one of {', '.join(VIEWS)}")
         self.views = views
         self.symmetries, self.inverted_views = VIEWS[views]
-        self._sha = _folder_sha256(self.folder)
+        self._sha = folder_sha256(self.folder)
         self._model = self._load()
         self.dim = self._probe_dim()
 

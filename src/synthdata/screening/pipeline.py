@@ -11,11 +11,11 @@ record the raw tar's sha256 and the staged accepted tar's sha256 (or "none" when
 accepted), and are reused only when both still match. Real ids never reach the
 folder: `nearest_real_id`, `nearest_real_ids` and `nearest_group` are pseudonyms
 (`synthdata.privacy`; the map back stays in the private cache, `synthdata screen --reveal`).
-`finalize_screening` then commits through the one commit protocol (`synthdata.journal`): the
+`finalize_screening` then commits through the one commit protocol (`synthdata.folder.journal`): the
 accepted tars and tables become an immutable generation folder, `DIR/generations/<id>/`
-(`synthdata.generations.build`), the commit record naming it is written last, and the
+(`synthdata.folder.generations.build`), the commit record naming it is written last, and the
 generation is published as `DIR/shards/` and the tables (`generations.finish_screening`).
-Readers pin one generation (`synthdata.snapshot`), so they see the old screening or the new
+Readers pin one generation (`synthdata.folder.snapshot`), so they see the old screening or the new
 one, never a mix, and never lose their files mid-read. Re-screening with another threshold
 reuses the embeddings stored beside the raw shards: it costs a search, and no image is
 generated or decoded again. Raw shards are only read. Real pixels are never written under DIR:
@@ -35,7 +35,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthdata import generations, journal, privacy
+from synthdata.folder import generations, journal
+
+from synthdata import privacy
 from synthdata.faults import fault
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path, sha256_file, write_json_atomic
@@ -52,7 +54,7 @@ from synthdata.screening.decide import (
 )
 from synthdata.screening.match import MatchResult
 from synthdata.screening.matchers import MatcherSetup, prepare_matchers
-from synthdata.shards import shard_name
+from synthdata.folder.shards import shard_name
 from synthdata.spec.models import Memorization
 
 NO_REFERENCE = "not screened against real images: no memorization.reference"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass

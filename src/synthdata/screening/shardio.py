@@ -23,7 +23,7 @@ from PIL import Image
 
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path
-from synthdata.shards import DeterministicTarWriter
+from synthdata.folder.shards import DeterministicTarWriter
 
 def complete_shards(out_dir: str | Path) -> list[int]:
     """Numbers of the raw shards that are complete (`DatasetFolder.shard_state`), sorted."""

@@ -22,12 +22,11 @@ from synthdata.spec.paths import (
     url_problems,
 )
 from synthdata.spec.qc import CHECK_TAGS, qc_path_fields
-from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
+from synthdata.spec.yamlio import FieldPath, read_yaml
 
 __all__ = ["Spec", "NON_DATA_SECTIONS", "data_sections", "dataset_dict", "dotted", "json_schema",
-           "line_of", "load_spec",
-           "parse_spec", "problems_of", "resolved_yaml", "spec_hash", "spec_warnings", "template_slots",
-           "with_overrides"]
+           "line_of", "problems_of", "resolved_yaml", "spec_hash", "spec_warnings", "template_slots",
+           "validate_spec", "with_overrides"]
 
 
 EXTRA_PATH_FIELDS.extend(f for f in (cohort_path_fields, qc_path_fields) if f not in EXTRA_PATH_FIELDS)
@@ -83,24 +82,20 @@ def dotted(path: FieldPath) -> str:
     return _dotted(path)
 
 
-def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: str = "<spec>",
-               *, base_dir: str | Path | None = None, check_files: bool = True) -> Spec:
-    """Validate already-parsed YAML data into a Spec (structure, cross-field checks, then the
-    cohort table, whose sha256 is filled in).
+def validate_spec(data: object, lines: dict[FieldPath, int] | None = None, source: str = "<spec>",
+                  *, base_dir: str | Path | None = None, check_files: bool = True) -> Spec:
+    """Validate already-parsed YAML data of the spec language into a Spec (URLs refused,
+    structure, cross-field checks, named files), or raise SpecError naming every problem.
 
     With `base_dir`, relative file paths are resolved against it and recorded absolute
-    (`spec.paths`). `check_files=False` skips the checks that named files exist and the
-    cohort table (a recorded spec already holds its sha256).
+    (`spec.paths`). `check_files=False` skips the checks that named files exist. What the spec
+    names outside itself (a `catalog:` model, the cohort table) is resolved by
+    `synthdata.plan.load`, which everything that runs or audits a dataset uses.
     """
     lines = lines or {}
     if not isinstance(data, dict):
         raise SpecError([Problem(source, "expected a YAML mapping at the top level "
                                  f"(name, count, labels, ...), got {type(data).__name__}", line=1)])
-    gen = data.get("generator")
-    if isinstance(gen, dict) and str(gen.get("model", "")).startswith("catalog:"):
-        from synthdata.catalog.expand import expand_catalog
-
-        data = expand_catalog(data, source, _line_for(lines, ("generator", "model")))
     urls = url_problems(location_fields(data))
     if urls:  # before anything reads or resolves them as local paths
         raise SpecError([Problem(source, msg, line=_line_for(lines, path), field=_dotted(path))
@@ -112,25 +107,10 @@ def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: 
     except ValidationError as exc:
         raise SpecError(_pydantic_problems(exc, source, lines)) from None
     found = check_spec(spec, check_files)
-    if not found and spec.cohort is not None and check_files:
-        from synthdata.cohort import check_cohort
-
-        spec, found = check_cohort(spec)  # reads the table; fills in cohort.sha256
-    problems = [Problem(source, msg, line=_line_for(lines, path), field=_dotted(path))
-                for path, msg in found]
-    if problems:
-        raise SpecError(problems)
+    if found:
+        raise SpecError([Problem(source, msg, line=_line_for(lines, path), field=_dotted(path))
+                         for path, msg in found])
     return spec
-
-
-def load_spec(path: str | Path, *, check_files: bool = True) -> Spec:
-    """Read and validate a spec file; relative paths in it resolve against its folder.
-
-    Raises SpecError; never writes anything. `check_files=False` reads a spec structurally,
-    without requiring the model, adapters or reference data to exist (auditing a copy).
-    """
-    data, lines = read_yaml(path)
-    return parse_spec(data, lines, str(path), base_dir=Path(path).parent, check_files=check_files)
 
 
 def spec_warnings(path: str | Path, spec: Spec) -> list[Problem]:
@@ -142,12 +122,6 @@ def spec_warnings(path: str | Path, spec: Spec) -> list[Problem]:
         line = next((lines[field[:n]] for n in range(len(field), 0, -1) if field[:n] in lines), None)
         out.append(Problem(str(path), msg, line=line, field=_dotted(field)))
     return out
-
-
-def load_spec_text(text: str, source: str = "<spec>", *, base_dir: str | Path | None = None) -> Spec:
-    """Validate spec YAML given as text (relative paths against `base_dir` when given)."""
-    data, lines = parse_yaml(text, source)
-    return parse_spec(data, lines, source, base_dir=base_dir)
 
 
 def with_overrides(spec: Spec, out_dir: str | Path | None = None, engine: str | None = None,

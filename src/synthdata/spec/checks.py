@@ -65,7 +65,7 @@ def _check_builtin(spec: Spec) -> list[tuple[FieldPath, str]]:
     model = spec.generator.model
     if not model.startswith("builtin:"):
         return []
-    from synthdata.generators import BUILTIN_MODELS
+    from synthdata.spec.models import BUILTIN_MODELS
 
     if model.removeprefix("builtin:") in BUILTIN_MODELS:
         return []
@@ -79,7 +79,7 @@ def _check_no_cohort(spec: Spec) -> list[tuple[FieldPath, str]]:
 
 
 def _check_cohort(spec: Spec) -> list[tuple[FieldPath, str]]:
-    """Cohort checks that need no table (the table's own are in synthdata.cohort)."""
+    """Cohort checks that need no table (the table's own are in synthdata.plan.cohort)."""
     cohort = spec.cohort
     out: list[tuple[FieldPath, str]] = []
     columns = set(cohort.columns)
@@ -151,7 +151,7 @@ def _check_qc(spec: Spec, check_files: bool = True) -> list[tuple[FieldPath, str
 
 def _check_classifier_config(check, path: FieldPath) -> list[tuple[FieldPath, str]]:
     from synthdata.errors import ModelError
-    from synthdata.qc.classifier import read_config
+    from synthdata.spec.qc import read_classifier_config as read_config
 
     try:
         outputs = read_config(check.model)["outputs"]
@@ -191,10 +191,10 @@ def _check_templates(spec: Spec) -> list[tuple[FieldPath, str]]:
 
 
 def _check_blend(template: str, variables: dict) -> list[str]:
-    """Problems of a blend template (generators/blend.py) for the values its weight slots take."""
+    """Problems of a blend template (spec/blend.py) for the values its weight slots take."""
     import itertools
 
-    from synthdata.generators.blend import is_blend, parse_blend, template_weight_slots
+    from synthdata.spec.blend import is_blend, parse_blend, template_weight_slots
     from synthdata.spec.models import IntRange
 
     if not is_blend(template):

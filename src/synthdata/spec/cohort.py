@@ -1,7 +1,7 @@
 """The spec's `cohort:` section: a table of real metadata that drives labels and variables.
 
 Only the schema lives here; reading the table, evaluating label expressions and drawing rows
-are `synthdata.cohort`'s job.
+are `synthdata.plan.cohort`'s job.
 """
 
 from __future__ import annotations

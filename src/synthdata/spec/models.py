@@ -17,6 +17,8 @@ from synthdata.spec.qc import QC
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
+# The `builtin:NAME` models (synthdata.generation.generators.builtin builds them).
+BUILTIN_MODELS = ("tiny", "phantom")
 SCHEDULERS = ("ddim", "ddpm", "pndm", "dpm++", "euler", "euler_a", "heun", "unipc")
 
 

@@ -5,12 +5,18 @@ Only the schema lives here; the checks themselves are `synthdata.qc`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from synthdata.errors import ModelError
 from synthdata.spec.base import StrictModel
+
+CLASSIFIER_CONFIG = "classifier.json"
+CLASSIFIER_NORMALIZE = ("unit", "standardize", "imagenet", "xrv")
 
 
 class BlankCheck(StrictModel):
@@ -106,3 +112,26 @@ def qc_path_fields(data: dict) -> Iterator[tuple[tuple[str | int, ...], str]]:
     for i, check in enumerate(checks if isinstance(checks, list) else []):
         if isinstance(check, dict) and isinstance(check.get("model"), str) and check["model"]:
             yield ("qc", "checks", i, "model"), check["model"]
+
+
+def read_classifier_config(folder: str | Path) -> dict:
+    """classifier.json of a QC classifier folder (the folder's contract with the spec and with
+    `synthdata.qc.classifier`), checked: ModelError naming the file and field."""
+    path = Path(folder) / CLASSIFIER_CONFIG
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing; a classifier folder needs {CLASSIFIER_CONFIG} naming its outputs") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("outputs"), dict) or not cfg["outputs"]:
+        raise ModelError(f"{path}: expected an object with a non-empty `outputs` mapping")
+    if cfg.get("normalize", "unit") not in CLASSIFIER_NORMALIZE:
+        raise ModelError(f"{path}: normalize must be one of {', '.join(CLASSIFIER_NORMALIZE)}")
+    for name, out in cfg["outputs"].items():
+        if not isinstance(out, dict) or out.get("type") not in ("categorical", "numeric"):
+            raise ModelError(f"{path}: outputs.{name}.type must be 'categorical' or 'numeric'")
+        if out["type"] == "categorical" and not (out.get("classes") == "id2label"
+                                                 or (isinstance(out.get("classes"), list) and out["classes"])):
+            raise ModelError(f"{path}: outputs.{name}.classes must be a list of class names or 'id2label'")
+    return cfg

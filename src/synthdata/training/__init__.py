@@ -5,15 +5,21 @@
 
 Modules: `spec` (the train spec), `data` (sources, captions, fingerprints), `methods` (full,
 LoRA, textual inversion), `loop` (seeded steps, checkpoints, resume), `checkpoints`, `export`
-(what a run writes), `records` (train.json, loss plot, training_chain/training_reference),
+(what a run writes), `trainrecord` (writes train.json and the loss plot; reading them back is
+`synthdata.generation.trained`),
 `run` (one run as plain functions), `flow` (the `synthdata-train` Prefect flow).
 Import-light: heavy modules load on first use.
 """
 
 from __future__ import annotations
 
-from synthdata.training.records import (generator_training, read_train_record, resolve_from_training,
-                                        training_chain, training_reference)
+from synthdata.generation.trained import (  # re-exported: what users of training read back
+    generator_training,
+    read_train_record,
+    resolve_from_training,
+    training_chain,
+    training_reference,
+)
 from synthdata.training.spec import TrainSpec, load_train_spec, train_json_schema
 
 __all__ = ["TrainSpec", "generator_training", "load_train_spec", "read_train_record",

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from synthdata.errors import SynthdataError
+from synthdata.phantoms.cache import cached_set
 from synthdata.spec.checks import template_slots
 from synthdata.training.spec import Data, PhantomSource
 
@@ -57,23 +58,8 @@ class Item:
 
 
 def phantom_set(source: PhantomSource) -> Path:
-    """The folder of a phantom source, written once into the cache (keyed by its parameters)."""
-    import filelock
-
-    from synthdata.fsutil import cache_root
-    from synthdata.phantoms import LABELS, write_phantoms
-    from synthdata.phantoms.writer import PHANTOM_VERSION
-
-    labels = tuple(source.labels) if source.labels else LABELS
-    key = json.dumps([PHANTOM_VERSION, source.count, source.seed, source.size, labels])
-    folder = cache_root() / "phantoms" / hashlib.sha256(key.encode()).hexdigest()[:16]
-    if (folder / "metadata.csv").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(folder) + ".lock"):
-        if not (folder / "metadata.csv").is_file():
-            write_phantoms(folder, count=source.count, seed=source.seed, size=source.size, labels=labels)
-    return folder
+    """The folder of a phantom source, written once into the cache (`phantoms.cache`)."""
+    return cached_set(source.count, source.seed, source.size, source.labels)
 
 
 def _caption_maker(data: Data, columns: list[str], where: str) -> Callable[[dict], str]:

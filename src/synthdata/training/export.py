@@ -92,7 +92,7 @@ def save_outputs(trainer, root: Path) -> dict:
     for kind, rel in written.items():
         path = root / rel
         if path.is_dir():
-            from synthdata.fingerprint import FINGERPRINT_VERSION, model_files
+            from synthdata.generation.fingerprint import FINGERPRINT_VERSION, model_files
 
             files = {f: sha256_file(path / f) for f in model_files(path)}
             out[kind] = {"path": rel, "files": files, "bytes": sum((path / f).stat().st_size for f in files),

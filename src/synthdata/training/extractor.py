@@ -224,7 +224,7 @@ def _source(spec: ExtractorSpec, kind: str, real_set) -> dict:
 
 def _prepare(root: Path, spec: ExtractorSpec, spec_hash: str) -> dict | None:
     """Refuse a foreign folder; return the record of a finished run of this spec."""
-    from synthdata.training.records import TRAIN_JSON
+    from synthdata.training.trainrecord import TRAIN_JSON
 
     spec_file = root / SPEC_FILE
     if spec_file.is_file():
@@ -248,7 +248,7 @@ def _write(root: Path, encoder, spec: ExtractorSpec, record: dict, seconds: floa
     import shutil
 
     from synthdata.screening.local_model import LocalModelEmbedder
-    from synthdata.training.records import write_train_record
+    from synthdata.training.trainrecord import write_train_record
 
     stage = root / f".{EXTRACTOR_DIR}.tmp"
     shutil.rmtree(stage, ignore_errors=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from synthdata.outputs import acquire_lock
+from synthdata.dataset.prepare import acquire_lock
 from synthdata.training import loop  # noqa: F401  (diffusers classes imported in the main thread)
 from synthdata.training.run import run_segment, run_training
 from synthdata.training.spec import TrainSpec, load_train_spec

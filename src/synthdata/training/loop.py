@@ -65,7 +65,7 @@ def resolve_precision(requested: str, device: str) -> str:
 
 def load_base(spec: TrainSpec, device: str) -> DiffusionPipeline:
     """The base pipeline in float32 (safetensors only, no remote code, offline when asked)."""
-    from synthdata.fingerprint import model_folder
+    from synthdata.generation.fingerprint import model_folder
     from synthdata.spec.models import Generator
 
     folder = model_folder(Generator(model=spec.base, revision=spec.revision))
@@ -86,7 +86,7 @@ def load_base(spec: TrainSpec, device: str) -> DiffusionPipeline:
 
 def input_fingerprints(spec: TrainSpec, items: list[Item]) -> tuple[str, str, str]:
     """(images, captions, base model) fingerprints: what a checkpoint was trained on."""
-    from synthdata.fingerprint import model_fingerprint
+    from synthdata.generation.fingerprint import model_fingerprint
     from synthdata.spec.models import Generator
     from synthdata.training.data import captions_fingerprint, data_fingerprint
 

@@ -21,7 +21,7 @@ import yaml
 
 from synthdata.errors import OutputError
 from synthdata.fsutil import write_text_atomic
-from synthdata.training.records import TRAIN_JSON, write_train_record
+from synthdata.training.trainrecord import TRAIN_JSON, write_train_record
 from synthdata.training.spec import TrainSpec, train_spec_hash
 
 SPEC_FILE = "train-spec.yaml"
@@ -109,8 +109,8 @@ def run_training(spec: TrainSpec, root: str | Path, *, stop_after: int | None = 
 
 def finish(trainer, root: Path, seconds: float, ran: int) -> dict:
     """Write the outputs and train.json (+ loss.png); return the record."""
-    from synthdata.fingerprint import model_fingerprint
-    from synthdata.records import library_versions
+    from synthdata.generation.fingerprint import model_fingerprint
+    from synthdata.libraries import library_versions
     from synthdata.spec.models import Generator
     from synthdata.training.data import source_record
     from synthdata.training.export import save_outputs

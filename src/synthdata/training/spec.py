@@ -264,7 +264,7 @@ def check_train_spec(spec: TrainSpec) -> list[tuple[FieldPath, str]]:
 def _check_base(spec: TrainSpec) -> list[tuple[FieldPath, str]]:
     base = spec.base
     if base.startswith("builtin:"):
-        from synthdata.generators import BUILTIN_MODELS
+        from synthdata.spec.models import BUILTIN_MODELS
 
         if base.removeprefix("builtin:") not in BUILTIN_MODELS:
             return [(("base",), f"unknown built-in model {base!r}; known: "
