@@ -54,7 +54,7 @@ generator: {{height: 64, width: 64}}
 
 
 def timed_plan(text: str) -> dict:
-    from synthdata import plan
+    from synthdata.plan import rows as plan
     from synthdata.plan.cohort import table as table_module
     from synthdata.plan.load import load_spec_text
 

@@ -91,7 +91,7 @@ def raw_search(names: list[str], entries: dict[str, str], reference: Path) -> di
     """Per embedder, a raw FAISS flat index of the real images (one row each, display)."""
     import faiss
 
-    from synthdata.screening.embedders import get_embedder
+    from synthdata.screening.embedder_factory import get_embedder
     from synthdata.screening.reference import iter_reference
 
     reals = [im.pixels for im in iter_reference([str(reference)])]

@@ -163,7 +163,7 @@ def main() -> None:
     ap.add_argument("--save", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from synthdata.training import training_chain, training_reference
+    from synthdata.generation.trained import training_chain, training_reference
 
     result: dict = {"benchmark": "memorized", "machine": machine(), "near_copy_rule": (
         f"r16(sample, nearest training image T) > max r16(P, T) over {POOL_COUNT} independent phantoms P "

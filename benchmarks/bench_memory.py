@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 PLAN = """
 import time, sys
 from synthdata.plan.load import load_spec_text
-from synthdata.plan import write_plan
+from synthdata.plan.rows import write_plan
 spec = load_spec_text(open(sys.argv[1]).read())
 t = time.perf_counter()
 h = write_plan(spec, sys.argv[2])

@@ -51,7 +51,7 @@ def generate(spec_path: Path, model: str | None, guidance: float | None = None,
              steps: int | None = None) -> tuple[list[np.ndarray], list[str], float]:
     from synthdata.generation.generators.base import SampleRequest
     from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
-    from synthdata.plan import derive_rows, plan_batches, total_count
+    from synthdata.plan.rows import derive_rows, plan_batches, total_count
     from synthdata.plan.load import load_spec
 
     spec = load_spec(spec_path)

@@ -22,7 +22,8 @@ import numpy as np
 from _common import emit
 
 from synthdata.screening import index as ix
-from synthdata.screening.embedders import get_embedder, l2_normalise
+from synthdata.screening.embedders import l2_normalise
+from synthdata.screening.embedder_factory import get_embedder
 
 
 def clustered(n_ref: int, n_query: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

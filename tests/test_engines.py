@@ -134,9 +134,9 @@ def test_cuda_oom_halves_the_call_and_records_the_size_replay_rebuilds(oom_gener
     from synthdata.generation.fingerprint import model_fingerprint
     from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
     from synthdata.dataset.prepare import prepare
-    from synthdata.plan import shard_rows
+    from synthdata.plan.rows import shard_rows
     from synthdata.plan.load import load_spec
-    from synthdata.plan import plan_batches, replay_calls
+    from synthdata.plan.rows import plan_batches, replay_calls
     from synthdata.generation.shardgen import CallLimit, JobInfo, requests, write_shard
 
     demo = load_spec(DEMO_SPEC)  # 2 denoising steps: the calls matter here, not the images
@@ -177,7 +177,7 @@ def test_cuda_oom_halves_the_call_and_records_the_size_replay_rebuilds(oom_gener
 
 
 def test_replay_refuses_sizes_that_do_not_cut_a_call():
-    from synthdata.plan import shard_rows
+    from synthdata.plan.rows import shard_rows
     from synthdata.plan.load import load_spec
     from synthdata.generation.worker import plan_batches, replay_calls
 

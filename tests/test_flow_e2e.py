@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import webdataset as wds
 
-from synthdata.plan import label_counts
+from synthdata.plan.rows import label_counts
 from synthdata.plan.load import load_spec
 from tests.conftest import DEMO_SPEC, REPO
 

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from synthdata import plan
+from synthdata.plan import rows as plan
 from synthdata.plan.load import load_spec, load_spec_text
 from tests.conftest import DEMO_SPEC
 

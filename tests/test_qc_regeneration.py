@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from synthdata.dataset.lineage import lineage
-from synthdata.plan import attempt_seed
+from synthdata.plan.rows import attempt_seed
 from synthdata.dataset.reproduce import reproduce
 from tests.conftest import DEMO_SPEC
 from tests.lineage.conftest import build_dataset
@@ -84,7 +84,7 @@ def test_a_checked_shard_is_byte_identical_when_made_again(qc_dataset, tmp_path)
 
 def test_samples_that_still_fail_are_kept_out_of_the_accepted_shards(tmp_path):
     from synthdata.dataset.records import dataset_stats, manifest_table
-    from synthdata.screening import screen_dataset
+    from synthdata.screening.pipeline import screen_dataset
     from synthdata.spec.models import Memorization
 
     data = yaml.safe_load(DEMO_SPEC.read_text())
@@ -114,7 +114,7 @@ def test_top_up_regenerates_near_copies_of_real_images_so_counts_stay_exact(tmp_
     """qc.top_up: two generated images are planted in the real reference; the worker screens
     each shard with the screening matchers and regenerates those two, so screening afterwards
     accepts all 8 planned samples (without top_up it rejects the two)."""
-    from synthdata.screening import screen_dataset
+    from synthdata.screening.pipeline import screen_dataset
     from synthdata.plan.load import load_spec
     from tests.lineage.conftest import planted_reference
 

@@ -40,3 +40,8 @@ class OutputError(SynthdataError):
 
 class ModelError(SynthdataError):
     """A model, embedding or LoRA file that cannot be loaded safely."""
+
+
+class ReferenceSetError(SynthdataError):
+    """A real reference that cannot be used at all: a configured path that does not exist, or
+    no readable image in it (memorization screening)."""

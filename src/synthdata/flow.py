@@ -36,6 +36,12 @@ from synthdata.privacy import unwrap, withhold
 from synthdata.progress import ShardProgress
 from synthdata.spec import Spec, with_overrides
 from synthdata.plan.load import load_spec
+from synthdata.dataset import card, records
+from synthdata.dataset.report import write_report
+from synthdata.generation.trained import resolve_from_training
+from synthdata.plan.rows import total_count
+from synthdata.qc.memorization import setup_identity
+from synthdata.versioning import track_outputs
 
 STEPS = ("generate", "screen", "record")
 
@@ -171,15 +177,14 @@ def check_generated(folder: DatasetFolder, shard_count: int, plan_hash: str,
       task_run_name="screen-shard-{shard}")
 def screen_shard_task(job, shard: int) -> dict:
     """Embed (or reuse embeddings of) one raw shard, search the reference, decide."""
-    from synthdata.screening import screen_shard
+    from synthdata.screening.pipeline import screen_shard  # deferred: loads faiss, scipy
 
     return screen_shard(job, shard)
 
 
 def screen(root: Path, spec: Spec) -> dict:
     """Screening as one Prefect task per shard, then the dataset-wide step (near-duplicates, shards/)."""
-    from synthdata.screening import finalize_screening, prepare_screening
-    from synthdata.generation.trained import resolve_from_training
+    from synthdata.screening.pipeline import finalize_screening, prepare_screening  # deferred: loads faiss, scipy
 
     job = prepare_screening(root, resolve_from_training(spec.memorization, spec.generator))
     futures = [screen_shard_task.submit(job, s) for s in job.shards]
@@ -194,9 +199,6 @@ def record(folder: DatasetFolder, spec: Spec, spec_path: str, prepared, fp, exec
     artifacts, and DVC tracking when asked."""
     from prefect.runtime import flow_run
 
-    from synthdata.dataset import card, records
-    from synthdata.dataset.report import write_report
-
     records.write_run_record(
         folder.root, spec, spec_hash=prepared.spec_hash, plan_hash=prepared.plan_hash,
         model_fingerprint=fp, engine=execution.engine, workers=execution.workers,
@@ -208,8 +210,6 @@ def record(folder: DatasetFolder, spec: Spec, spec_path: str, prepared, fp, exec
     write_report(folder.root)
     card.publish_prefect_artifacts(folder.root)
     if spec.output.dvc:
-        from synthdata.versioning import track_outputs
-
         track_outputs(folder.root, push=True)
 
 
@@ -310,9 +310,7 @@ def _prepare_screening_reference(spec: Spec) -> str:
     """Build (or find in the cache) the reference index and calibration: before generation for
     `qc.top_up` (the workers then read it instead of racing to build it), else beside it.
     Returns the setup's digest (`qc.memorization.setup_identity`)."""
-    from synthdata.qc.memorization import setup_identity
-    from synthdata.screening.matchers import prepare_matchers
-    from synthdata.generation.trained import resolve_from_training
+    from synthdata.screening.matchers import prepare_matchers  # deferred: loads faiss, scipy
 
     setup, _ = prepare_matchers(resolve_from_training(spec.memorization, spec.generator))
     return setup_identity(setup)
@@ -320,7 +318,6 @@ def _prepare_screening_reference(spec: Spec) -> str:
 
 def shard_sizes(spec: Spec, shard_count: int) -> dict[int, int]:
     """Number of samples in each shard (the last one may be short)."""
-    from synthdata.plan import total_count
 
     n, size = total_count(spec), spec.shards.size
     return {s: min(size, n - s * size) for s in range(shard_count)}

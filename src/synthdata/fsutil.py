@@ -6,10 +6,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from synthdata.errors import OutputError
+from synthdata.errors import OutputError, SynthdataError
 
 
 def cache_root() -> Path:
@@ -150,3 +151,24 @@ def folder_sha256(folder: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+
+
+def is_url(value: object) -> bool:
+    """True for a `scheme://...` string (two or more scheme letters: `C://` stays a path)."""
+    return isinstance(value, str) and _URL.match(value.strip()) is not None
+
+
+def url_message(value: str) -> str:
+    """What to say about a URL given where a local path is expected."""
+    scheme = _URL.match(value.strip()).group(1)
+    return (f"{value!r} is a URL ({scheme}://); expected a local path (object storage and other "
+            "URLs are not supported yet: copy or mount the data locally and give its path)")
+
+
+def refuse_url(value: str | Path | None, where: str) -> None:
+    """Raise a SynthdataError (exit 2) naming `where` (an option or field) when `value` is a URL."""
+    if is_url(value):
+        raise SynthdataError(f"{where}: {url_message(str(value))}")

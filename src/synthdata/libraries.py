@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata
 
-VERSION = "0.1.0"
 
 LIBRARIES = ("synthdata", "torch", "diffusers", "transformers", "accelerate", "safetensors", "peft",
              "prefect", "webdataset", "faiss-cpu", "faiss-gpu", "numpy", "pyarrow", "pandas",

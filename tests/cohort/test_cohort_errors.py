@@ -68,7 +68,7 @@ def test_binning_errors_name_rows(tmp_path):
 
 
 def test_blank_cells_leave_rows_out_unless_a_missing_value_is_given(tmp_path):
-    from synthdata import plan
+    from synthdata.plan import rows as plan
     from synthdata.plan.cohort import cohort_index
 
     table = edited_table(tmp_path, "00000034_001.png,No Finding,1,34,75,M,PA", "00000034_001.png,No Finding,1,34,75,M,")

@@ -53,7 +53,7 @@ def test_requested_cells_follow_the_table_and_stratification(generated_cohort):
     male = (table["Patient Gender"] == "M").mean()
     requested_male = sum(v for c, v in cells.items() if c[1] == "male") / 600
     assert abs(requested_male - male) < 0.01, "stratified by sex: the table's share, to rounding"
-    from synthdata import plan
+    from synthdata.plan import rows as plan
 
     rows = plan.derive_rows(big, 0, 600).to_pandas()
     planned = Counter((r.label, json.loads(r.vars)["sex"], decade(json.loads(r.vars)["age"]))
@@ -75,7 +75,7 @@ def test_realized_counts_only_accepted_samples_once_screened(generated_cohort, t
     import pydicom
 
     from synthdata.dataset import records
-    from synthdata.screening import screen_dataset
+    from synthdata.screening.pipeline import screen_dataset
     from synthdata.spec.models import Memorization
 
     _, out = generated_cohort

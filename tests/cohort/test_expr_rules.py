@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthdata import plan
+from synthdata.plan import rows as plan
 from synthdata.plan.cohort import cohort_index, expr
 from synthdata.plan.load import load_spec_text
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from cohort_helpers import INDIANA, REPO
 
-from synthdata import plan
+from synthdata.plan import rows as plan
 from synthdata.plan.cohort.columns import clean_text
 from synthdata.plan.load import load_spec, load_spec_text
 from synthdata.spec.cohort import TextClean

@@ -9,7 +9,7 @@ import tarfile
 import numpy as np
 from PIL import Image
 
-from synthdata import plan
+from synthdata.plan import rows as plan
 from synthdata.qc import build_checks, run_checks
 
 

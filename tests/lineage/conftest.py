@@ -73,7 +73,7 @@ def planted_reference(root: Path, folder: Path, planted: tuple[str, ...] = REJEC
 
 def screen_with_reference(root: Path, reference: Path, threshold: float = 0.9):
     """Screen a dataset folder with the real screening code (pixel embedder, fixed threshold)."""
-    from synthdata.screening import screen_dataset
+    from synthdata.screening.pipeline import screen_dataset
     from synthdata.spec.models import Memorization
 
     return screen_dataset(root, Memorization(reference=[str(reference)], embedder="pixel",

@@ -47,7 +47,7 @@ INTEGER_SHARD0_LAYOUT = "08ee077aeba139071b0d9573f4116469ca614cfb40c6f0dcc958e49
 
 
 def test_demo_plan_and_spec_hashes_are_pinned():
-    from synthdata.plan import plan_hash
+    from synthdata.plan.rows import plan_hash
     from synthdata.spec import spec_hash
     from synthdata.plan.load import load_spec
 

@@ -30,7 +30,7 @@ def made_elsewhere(tmp_path_factory) -> Path:
 
     from synthdata.generation.fingerprint import model_folder
     from synthdata.dataset.report import write_report
-    from synthdata.screening import screen_dataset
+    from synthdata.screening.pipeline import screen_dataset
     from synthdata.plan.load import load_spec
     from synthdata.spec.models import Generator
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageEnhance
 
 from synthdata.fsutil import atomic_path
 from synthdata.privacy import pseudonymize
-from synthdata.screening.pipeline import REAL_KIND
+from synthdata.screening.kinds import REAL_KIND
 from synthdata.folder import DatasetFolder
 from synthdata.folder.shards import Sample, encode_png, write_marker, write_tar
 

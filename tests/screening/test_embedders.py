@@ -12,7 +12,8 @@ import torch
 from screening_helpers import phantom
 
 from synthdata.errors import ModelError
-from synthdata.screening.embedders import PixelEmbedder, get_embedder, preprocess
+from synthdata.screening.embedders import PixelEmbedder, preprocess
+from synthdata.screening.embedder_factory import get_embedder
 
 
 def test_pixel_embedder_unit_vectors_and_invariances():

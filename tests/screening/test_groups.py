@@ -16,7 +16,7 @@ from screening_helpers import phantom
 
 from synthdata.phantoms import write_phantoms
 from synthdata.screening.cache import prepare_reference
-from synthdata.screening.embedders import get_embedder
+from synthdata.screening.embedder_factory import get_embedder
 from synthdata.screening.groups import group_of, path_group
 from synthdata.screening.reference import (
     ReaderOptions,

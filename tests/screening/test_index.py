@@ -11,7 +11,8 @@ from screening_helpers import pydicom_dir
 
 from synthdata.screening import index as ix
 from synthdata.screening.cache import prepare_reference, screening_cache
-from synthdata.screening.embedders import get_embedder, l2_normalise
+from synthdata.screening.embedders import l2_normalise
+from synthdata.screening.embedder_factory import get_embedder
 from synthdata.screening.reference import ReaderOptions
 
 

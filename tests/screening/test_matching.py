@@ -26,7 +26,7 @@ from synthdata.screening import edits
 from synthdata.screening.cache import prepare_reference, screening_cache
 from synthdata.screening.calibrate import CalibrationError
 from synthdata.screening.decide import decide_all
-from synthdata.screening.embedders import get_embedder
+from synthdata.screening.embedder_factory import get_embedder
 from synthdata.screening.matchers import prepare_matchers
 from synthdata.screening.reference import ReaderOptions, iter_reference
 from synthdata.folder.shards import encode_png

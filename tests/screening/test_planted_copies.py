@@ -25,7 +25,7 @@ from screening_helpers import (
 )
 
 from synthdata.privacy import reveal
-from synthdata.screening import screen_dataset
+from synthdata.screening.pipeline import screen_dataset
 from synthdata.spec.models import Memorization
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from synthdata.screening import screen_dataset
+from synthdata.screening.pipeline import screen_dataset
 from synthdata.screening.shardio import embeddings_path, read_members
 from synthdata.plan.load import load_spec
 from synthdata.spec.models import Memorization

@@ -18,7 +18,8 @@ from synthdata.generation.generators.builtin import PHANTOM_DIR, shipped_phantom
 from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
 from synthdata.phantoms import nearest_centroid_accuracy, thumbnails
 from synthdata.spec.models import Generator
-from synthdata.training import load_train_spec, training_chain, training_reference
+from synthdata.training import load_train_spec
+from synthdata.generation.trained import training_chain, training_reference
 from synthdata.training.spec import train_spec_hash
 from tests.conftest import REPO
 
@@ -102,7 +103,7 @@ def test_from_training_and_the_training_chain_follow_the_generator():
     from synthdata.dataset.card import _training_lines
     from synthdata.errors import ModelError
     from synthdata.spec.models import Memorization
-    from synthdata.training import generator_training, resolve_from_training
+    from synthdata.generation.trained import generator_training, resolve_from_training
 
     phantom = Generator(model="builtin:phantom")
     resolved = resolve_from_training(Memorization(reference=["from-training"]), phantom)

@@ -19,8 +19,8 @@ from synthdata.cli import app
 from synthdata.evaluation.extractors import builtin_path, default_extractors, is_phantom_set
 from synthdata.evaluation.features import describe, get_extractor
 from synthdata.fsutil import sha256_file
-from synthdata.screening.embedders import get_embedder
-from synthdata.training import training_chain
+from synthdata.screening.embedder_factory import get_embedder
+from synthdata.generation.trained import training_chain
 from synthdata.training.extractor_spec import extractor_spec_hash, load_extractor_spec
 from tests.conftest import REPO
 

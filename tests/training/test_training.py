@@ -20,7 +20,8 @@ from synthdata.generation.generators.base import SampleRequest
 from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
 from synthdata.plan.load import load_spec_text
 from synthdata.spec.models import Generator
-from synthdata.training import load_train_spec, run_training, training_chain, training_reference
+from synthdata.training import load_train_spec, run_training
+from synthdata.generation.trained import training_chain, training_reference
 from tests.training.conftest import FULL_SPEC, write_spec
 
 PROMPT = "PA chest x-ray with <finding>, left"

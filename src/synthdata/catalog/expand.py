@@ -12,6 +12,7 @@ an unpinned hub id would make the dataset depend on whatever the hub serves that
 
 from __future__ import annotations
 
+from synthdata.catalog.store import CatalogError, get
 from synthdata.errors import Problem, SpecError
 
 PREFIX = "catalog:"
@@ -26,7 +27,6 @@ def expand_catalog(data: object, source: str = "<spec>", line: int | None = None
     model = gen.get("model")
     if not isinstance(model, str) or not model.startswith(PREFIX):
         return data
-    from synthdata.catalog.store import CatalogError, get
 
     def problem(message: str) -> SpecError:
         return SpecError([Problem(source, message, line=line, field="generator.model")])

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from synthdata.errors import SpecError, SynthdataError
+from synthdata.version import VERSION as __version__
+from synthdata.fsutil import is_url, url_message
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Synthetic medical-image datasets from a YAML spec.")
@@ -54,8 +56,6 @@ def quiet_environment() -> None:
 
 def _print_version(value: bool) -> None:
     if value:
-        from synthdata.libraries import VERSION as __version__
-
         typer.echo(f"synthdata {__version__}")
         raise typer.Exit(0)
 
@@ -77,7 +77,7 @@ def user_errors(flows: bool = False, name: str = "synthdata") -> Iterator[None]:
     named after `name`). Pass `flows=True` around Prefect flows: their logs then reach the run
     log too, and the console shows their warnings but not their errors and tracebacks.
     """
-    from synthdata.cli import runlog
+    from synthdata.cli import runlog  # deferred: loaded when the verb runs (a fast --help)
 
     log = runlog.start(name, flows)
     try:
@@ -113,7 +113,6 @@ def local_path(value: str | Path) -> Path:
 
 def local_location(value: str | Path) -> str:
     """`local_path` for options kept as text (a folder, a table or a tar pattern)."""
-    from synthdata.spec.paths import is_url, url_message
 
     if is_url(str(value)):
         raise typer.BadParameter(url_message(str(value)))

@@ -94,8 +94,8 @@ def audit(synthetic: Annotated[list[Path], typer.Argument(
     """
     from pydantic import ValidationError
 
-    from synthdata.screening.audit import fails, run_audit
-    from synthdata.spec.models import Memorization
+    from synthdata.screening.audit import fails, run_audit  # deferred: loads faiss, prefect, pyarrow, scipy
+    from synthdata.spec.models import Memorization  # deferred: loaded when the verb runs (a fast --help)
 
     fields: dict = {"reference": [str(p) for p in reference], "threshold": _threshold(threshold),
                     "group_column": group_column, "group_pattern": group_pattern, "k": k,
@@ -108,7 +108,7 @@ def audit(synthetic: Annotated[list[Path], typer.Argument(
         try:
             cfg = Memorization(**fields)
         except ValidationError as exc:
-            from synthdata.errors import SynthdataError
+            from synthdata.errors import SynthdataError  # deferred: loaded when the verb runs (a fast --help)
 
             raise SynthdataError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                            for e in exc.errors())) from None

@@ -29,12 +29,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 def validate(spec: SpecArg) -> None:
     """Check a spec; exit 0 when valid, 2 with every problem listed when not. Warnings (a spec
     without a real reference will not be screened against real images) go to stderr."""
-    from synthdata.spec import spec_warnings
-    from synthdata.plan.load import load_spec
+    from synthdata.spec import spec_warnings  # deferred: loaded when the verb runs (a fast --help)
+    from synthdata.plan.load import load_spec  # deferred: loaded when the verb runs (a fast --help)
 
     with user_errors():
         loaded = load_spec(spec)
-    from synthdata.plan import label_counts
+    from synthdata.plan.rows import label_counts  # deferred: loads pyarrow
 
     console.print(f"[green]ok[/] {spec}: {loaded.name}, {sum(label_counts(loaded).values())} samples")
     for warning in spec_warnings(spec, loaded):
@@ -44,7 +44,7 @@ def validate(spec: SpecArg) -> None:
 @app.command()
 def schema() -> None:
     """Print the spec's JSON Schema (for editors)."""
-    from synthdata.spec import json_schema
+    from synthdata.spec import json_schema  # deferred: loaded when the verb runs (a fast --help)
 
     typer.echo(json.dumps(json_schema(), indent=2))
 
@@ -52,10 +52,10 @@ def schema() -> None:
 @app.command()
 def plan(spec: SpecArg, out: OutOpt = None) -> None:
     """Write the deterministic plan (spec.yaml, plan.parquet, plan.json) and print the label table."""
-    from synthdata.dataset.prepare import acquire_lock, prepare
-    from synthdata.plan import label_counts
-    from synthdata.spec import with_overrides
-    from synthdata.plan.load import load_spec
+    from synthdata.dataset.prepare import acquire_lock, prepare  # deferred: loads pyarrow
+    from synthdata.plan.rows import label_counts  # deferred: loads pyarrow
+    from synthdata.spec import with_overrides  # deferred: loaded when the verb runs (a fast --help)
+    from synthdata.plan.load import load_spec  # deferred: loaded when the verb runs (a fast --help)
 
     with user_errors(name="plan"):
         loaded = load_spec(spec)
@@ -72,8 +72,8 @@ def plan(spec: SpecArg, out: OutOpt = None) -> None:
 
 def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | None, dvc: bool | None,
          stop_after: str, replace_stale: bool = False) -> dict:
-    from synthdata.dataset.prepare import check_identity
-    from synthdata.plan.load import load_spec
+    from synthdata.dataset.prepare import check_identity  # deferred: loads pyarrow
+    from synthdata.plan.load import load_spec  # deferred: loaded when the verb runs (a fast --help)
 
     with user_errors(flows=True, name="run" if stop_after == "record" else stop_after):
         loaded = load_spec(spec)
@@ -81,12 +81,12 @@ def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | Non
         if root.exists():
             check_identity(root, loaded)
         quiet_environment()
-        from synthdata.flow import synthdata_run
-        from synthdata.spec import with_overrides
+        from synthdata.flow import synthdata_run  # deferred: loads diffusers, prefect, pyarrow, torch, transformers
+        from synthdata.spec import with_overrides  # deferred: loaded when the verb runs (a fast --help)
 
         _preload(with_overrides(loaded, None, engine.value if engine else None, workers))
 
-        from synthdata.privacy import withhold_path
+        from synthdata.privacy import withhold_path  # deferred: loaded when the verb runs (a fast --help)
 
         # Prefect records flow parameters on its server: it sees the file names, not the paths
         return synthdata_run(withhold_path(spec), out_dir=withhold_path(out),
@@ -97,8 +97,8 @@ def _run(spec: Path, out: Path | None, engine: Engine | None, workers: int | Non
 def _preload(spec) -> None:
     """Local engine: start loading the model into this process's worker slots while Prefect's
     server starts and the plan is written (the shard tasks then find it loaded)."""
-    from synthdata.generation import engines, worker
-    from synthdata.folder import DatasetFolder
+    from synthdata.generation import engines, worker  # deferred: loads diffusers, pyarrow, torch, transformers
+    from synthdata.folder import DatasetFolder  # deferred: loaded when the verb runs (a fast --help)
 
     folder = DatasetFolder(spec.output_dir())
     if folder.is_dataset() and len(folder.complete_shards()) >= int(folder.plan_info()["shards"]):
@@ -123,7 +123,7 @@ def run(spec: SpecArg, out: OutOpt = None,
 
 def _screening_line(out_dir, decisions: dict) -> str:
     """Decision counts, led by a loud warning when nothing was compared with real images."""
-    from synthdata.dataset import records
+    from synthdata.dataset import records  # deferred: loads pyarrow
 
     state = records.screening_state(out_dir)
     if state == records.SCREENED:
@@ -165,7 +165,7 @@ def screen(out: DirArg,
     screened; DIR may also be a `synthdata audit` output folder).
     """
     if reveal is not None:
-        from synthdata.screening.reveal import reveal_sample
+        from synthdata.screening.reveal import reveal_sample  # deferred: loads pyarrow
 
         with user_errors():
             found = reveal_sample(out, reveal)
@@ -174,11 +174,11 @@ def screen(out: DirArg,
         else:
             console.print_json(json.dumps(found))
         return
-    from synthdata.dataset.lineage import folder_spec
-    from synthdata.dataset.prepare import acquire_lock, record_spec
-    from synthdata.dataset.report import write_report
-    from synthdata.screening import screen_dataset
-    from synthdata.generation.trained import resolve_from_training
+    from synthdata.dataset.lineage import folder_spec  # deferred: loads pyarrow
+    from synthdata.dataset.prepare import acquire_lock, record_spec  # deferred: loads pyarrow
+    from synthdata.dataset.report import write_report  # deferred: loads pyarrow
+    from synthdata.screening.pipeline import screen_dataset  # deferred: loads faiss, pyarrow, scipy
+    from synthdata.generation.trained import resolve_from_training  # deferred: loaded when the verb runs (a fast --help)
 
     with user_errors(name="screen"):
         root = out
@@ -189,7 +189,7 @@ def screen(out: DirArg,
         lock = acquire_lock(root)
         try:
             summary = screen_dataset(root, resolve_from_training(spec.memorization, spec.generator))
-            from synthdata.folder import DatasetFolder
+            from synthdata.folder import DatasetFolder  # deferred: loaded when the verb runs (a fast --help)
 
             record_spec(DatasetFolder(root), spec)
             if report:
@@ -197,7 +197,7 @@ def screen(out: DirArg,
         finally:
             lock.release()
     info = summary.to_dict()
-    from synthdata.dataset import records
+    from synthdata.dataset import records  # deferred: loads pyarrow
 
     shown = _screening_line(root, info["decisions"])
     if records.screening_state(root) == records.SCREENED:
@@ -208,9 +208,9 @@ def screen(out: DirArg,
 @app.command()
 def report(out: DirArg) -> None:
     """Write manifest, stats, dataset card and contact sheets; print the label table."""
-    from synthdata.folder import DatasetFolder
-    from synthdata.dataset.prepare import acquire_lock
-    from synthdata.dataset.report import write_report
+    from synthdata.folder import DatasetFolder  # deferred: loaded when the verb runs (a fast --help)
+    from synthdata.dataset.prepare import acquire_lock  # deferred: loads pyarrow
+    from synthdata.dataset.report import write_report  # deferred: loads pyarrow
 
     with user_errors(name="report"):
         DatasetFolder(out).require()
@@ -231,7 +231,7 @@ def report(out: DirArg) -> None:
 @app.command()
 def status(out: DirArg, as_json: JsonOpt = False) -> None:
     """What is planned, generated, screened and recorded, and what a rerun would do."""
-    from synthdata.dataset import health
+    from synthdata.dataset import health  # deferred: loads pyarrow
 
     with user_errors():
         info = health.status(out)
@@ -253,7 +253,7 @@ def status(out: DirArg, as_json: JsonOpt = False) -> None:
 @app.command()
 def verify(out: DirArg, as_json: JsonOpt = False) -> None:
     """Re-hash every raw and accepted tar against the records; exit 1 on any mismatch."""
-    from synthdata.dataset import health
+    from synthdata.dataset import health  # deferred: loads pyarrow
 
     with user_errors():
         result = health.verify(out)
@@ -274,7 +274,7 @@ def verify(out: DirArg, as_json: JsonOpt = False) -> None:
 def lineage(out: DirArg, key: Annotated[str, typer.Argument(help="sample key")],
             as_json: JsonOpt = False) -> None:
     """Where one sample came from: spec, plan row, model fingerprint, seed, batch, shard, screening."""
-    from synthdata.dataset import lineage as lin
+    from synthdata.dataset import lineage as lin  # deferred: loads pyarrow
 
     with user_errors():
         info = lin.lineage(out, key)
@@ -290,7 +290,7 @@ def reproduce(out: DirArg,
               sample: Annotated[Optional[int], typer.Option(min=1, help="reproduce N random samples")] = None,
               seed: Annotated[int, typer.Option(help="seed of --sample's draw")] = 0) -> None:
     """Regenerate samples by replaying their pipeline calls; exit 0 only when all are identical."""
-    from synthdata.dataset import reproduce as rep
+    from synthdata.dataset import reproduce as rep  # deferred: loads pyarrow
 
     if (key is None) == (sample is None):
         err_console.print("[bold red]error:[/] give either a sample KEY or --sample N")

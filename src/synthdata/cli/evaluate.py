@@ -75,8 +75,8 @@ def evaluate(
     with user_errors(flows=True, name="evaluate"):
         if utility_classifier not in ("auto", "linear", "cnn"):
             raise typer.BadParameter("--utility-classifier must be auto, linear or cnn")
-        from synthdata.evaluation.flow import check_inputs
-        from synthdata.evaluation.flow import evaluate as run_evaluation
+        from synthdata.evaluation.flow import check_inputs  # deferred: loads prefect, pyarrow
+        from synthdata.evaluation.flow import evaluate as run_evaluation  # deferred: loads prefect, pyarrow
 
         for folder in out:   # every input checked before the first flow starts
             check_inputs(folder, real, test if utility else None)
@@ -87,7 +87,7 @@ def evaluate(
                    for folder in out]
         table = None
         if len(out) > 1:
-            from synthdata.evaluation.compare import compare
+            from synthdata.evaluation.compare import compare  # deferred: loaded when the verb runs (a fast --help)
 
             table = compare(out)
     for folder, result in zip(out, results):
@@ -98,7 +98,7 @@ def evaluate(
     if table is not None:
         _print_comparison(table)
         if compare_out is not None:
-            from synthdata.fsutil import write_json_atomic
+            from synthdata.fsutil import write_json_atomic  # deferred: loaded when the verb runs (a fast --help)
 
             write_json_atomic(compare_out, json.loads(json.dumps(table)))
             console.print(f"ranking -> {compare_out}")

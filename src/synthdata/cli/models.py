@@ -21,7 +21,7 @@ CatalogOpt = Annotated[Optional[Path], typer.Option("--catalog", parser=local_pa
 @models_app.command("list")
 def list_models(catalog: CatalogOpt = None) -> None:
     """Every catalogue entry: id, source, modality, body part, resolution, gated, figures."""
-    from synthdata.catalog import entries
+    from synthdata.catalog import entries  # deferred: loaded when the verb runs (a fast --help)
 
     with user_errors():
         listed = entries(catalog)
@@ -50,7 +50,7 @@ def show(entry_id: Annotated[str, typer.Argument(help="catalogue id")],
     """One entry in full (YAML, or JSON with --json)."""
     import yaml
 
-    from synthdata.catalog import get
+    from synthdata.catalog import get  # deferred: loaded when the verb runs (a fast --help)
 
     with user_errors():
         item = get(entry_id, catalog)
@@ -71,7 +71,7 @@ def rank(metric: Annotated[str, typer.Argument(help="fid, kid, precision, recall
          catalog: CatalogOpt = None) -> None:
     """Entries ranked by a measured figure, best first (lower first for fid/kid), with the
     figure's 95% interval where it was recorded and whether it separates a row from the next."""
-    from synthdata.catalog import rank as rank_entries
+    from synthdata.catalog import rank as rank_entries  # deferred: loaded when the verb runs (a fast --help)
 
     with user_errors():
         ranked = rank_entries(metric, extractor=extractor, real_set=real_set, user=catalog)
@@ -108,8 +108,8 @@ def add(train_dir: Annotated[Path, typer.Argument(parser=local_path, help="outpu
         resolution: Annotated[Optional[int], typer.Option()] = None,
         catalog: CatalogOpt = None) -> None:
     """Register a trained model (and its evaluation figures) in the user catalogue."""
-    from synthdata.catalog import add as add_entry
-    from synthdata.dataset.evaluation_section import read_evaluation
+    from synthdata.catalog import add as add_entry  # deferred: loaded when the verb runs (a fast --help)
+    from synthdata.dataset.evaluation_section import read_evaluation  # deferred: loaded when the verb runs (a fast --help)
 
     with user_errors():
         item = add_entry(train_dir, entry_id=entry_id, evaluation=evaluation,

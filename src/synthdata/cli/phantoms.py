@@ -25,7 +25,7 @@ def phantoms(out: Annotated[Path, typer.Argument(parser=local_path, help="output
 
     from rich.progress import Progress
 
-    from synthdata.phantoms import LABELS, write_phantoms
+    from synthdata.phantoms import LABELS, write_phantoms  # deferred: loaded when the verb runs (a fast --help)
 
     chosen = tuple(x.strip() for x in labels.split(",")) if labels else LABELS
     with user_errors(), Progress(console=console, transient=True) as bar:

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from synthdata.fsutil import cache_root
 
 KEEP = 50
 _ADVICE = {
@@ -44,7 +45,6 @@ _ERRNO_TEXT = re.compile(r"\[Errno (\d+)\]")
 
 def log_dir() -> Path:
     """Where run logs are kept: $SYNTHDATA_CACHE/logs."""
-    from synthdata.fsutil import cache_root
 
     return cache_root() / "logs"
 

@@ -19,18 +19,18 @@ def train(spec: Annotated[Optional[Path], typer.Argument(parser=local_path, help
           ) -> None:
     """Train (full / LoRA / textual inversion) as a Prefect flow; rerun to resume from a checkpoint."""
     if schema:
-        from synthdata.training.spec import train_json_schema
+        from synthdata.training.spec import train_json_schema  # deferred: loaded when the verb runs (a fast --help)
 
         typer.echo(json.dumps(train_json_schema(), indent=2))
         return
-    from synthdata.training.spec import load_train_spec
+    from synthdata.training.spec import load_train_spec  # deferred: loaded when the verb runs (a fast --help)
 
     with user_errors(flows=True, name="train"):
         if spec is None:
             raise SynthdataError("give a train spec (synthdata train TRAIN.yaml) or --schema")
         loaded = load_train_spec(spec)
         quiet_environment()
-        from synthdata.training.flow import synthdata_train
+        from synthdata.training.flow import synthdata_train  # deferred: loads diffusers, prefect, pyarrow, torch, transformers
 
         result = synthdata_train(str(spec), out_dir=str(out) if out else None)
     root = Path(out or loaded.output_dir())
@@ -50,12 +50,12 @@ def train_extractor(spec: Annotated[Path, typer.Argument(parser=local_path, help
                     ) -> None:
     """Train a small domain image encoder on labelled images; write DIR/extractor/ (for
     `evaluate --features` and screening retrievers) and DIR/train.json."""
-    from synthdata.training.extractor_spec import load_extractor_spec
+    from synthdata.training.extractor_spec import load_extractor_spec  # deferred: loaded when the verb runs (a fast --help)
 
     with user_errors(name="train-extractor"):
         loaded = load_extractor_spec(spec)
         quiet_environment()
-        from synthdata.training.extractor import EXTRACTOR_DIR, train_extractor as run
+        from synthdata.training.extractor import EXTRACTOR_DIR, train_extractor as run  # deferred: loaded when the verb runs (a fast --help)
 
         root = Path(out or loaded.output_dir())
         record = run(loaded, root)

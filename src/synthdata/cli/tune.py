@@ -14,7 +14,7 @@ from synthdata.cli.app import app, console, local_path, user_errors
 
 def _knobs(values: list[str]) -> list[dict]:
     """'attention=flash' / 'channels_last' / 'compile=default' -> [{}, {knob: value}, ...]."""
-    from synthdata.spec.models import Speed
+    from synthdata.spec.models import Speed  # deferred: loaded when the verb runs (a fast --help)
 
     sets: list[dict] = [{}]
     for text in values:
@@ -37,8 +37,8 @@ def tune(spec: Annotated[Path, typer.Argument(parser=local_path, help="spec YAML
          device: Annotated[Optional[str], typer.Option(help="device (default: the spec's)")] = None,
          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Measure img/s and memory per batch size and speed knob; suggest settings (writes nothing)."""
-    from synthdata.plan.load import load_spec
-    from synthdata.generation.tune import tune as run_tune
+    from synthdata.plan.load import load_spec  # deferred: loaded when the verb runs (a fast --help)
+    from synthdata.generation.tune import tune as run_tune  # deferred: loads diffusers, torch, transformers
 
     with user_errors():
         loaded = load_spec(spec)

@@ -20,6 +20,8 @@ from synthdata.dataset import records
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_text_atomic
 from synthdata.privacy import public_path
+from synthdata.dataset.cohort_summary import cohort_section
+from synthdata.dataset.evaluation_section import evaluation_section
 
 SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
                 (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
@@ -262,8 +264,6 @@ def _limitations(spec: dict, state: str) -> list[str]:
 
 def _extra_sections(root: Path) -> list[str]:
     """Sections other packages contribute when the folder has their files (cohort, evaluation)."""
-    from synthdata.dataset.cohort_summary import cohort_section
-    from synthdata.dataset.evaluation_section import evaluation_section
 
     return cohort_section(root) + evaluation_section(root)
 

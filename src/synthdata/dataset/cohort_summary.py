@@ -23,6 +23,9 @@ from PIL import Image, ImageDraw, ImageFont
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_json_atomic
 from synthdata.spec.models import Spec
+from synthdata.fsutil import atomic_path
+from synthdata.plan.rows import label_counts
+from synthdata.plan.cohort import cohort_index
 
 AGE_DIM = "age_decade"
 
@@ -62,8 +65,6 @@ def _cell(label: str, values: dict, dims: dict[str, str]) -> tuple[str, ...]:
 def requested_cells(spec: Spec) -> dict[tuple[str, ...], float]:
     """Expected samples per cell: each (label, stratum) group's samples spread over the cells
     in proportion to the group's rows (the draw uses every row of a group once per cycle)."""
-    from synthdata.plan.cohort import cohort_index
-    from synthdata.plan import label_counts
 
     index = cohort_index(spec)
     dims = dimensions(spec)
@@ -83,8 +84,6 @@ def requested_cells(spec: Spec) -> dict[tuple[str, ...], float]:
 
 def write_cohort_summary(spec: Spec, folder: str | Path | DatasetFolder) -> Path:
     """DIR/cohort.json: table summary, label rows and counts, the requested distribution."""
-    from synthdata.plan.cohort import cohort_index
-    from synthdata.plan import label_counts
 
     folder = folder if isinstance(folder, DatasetFolder) else DatasetFolder(folder)
     index = cohort_index(spec)
@@ -177,7 +176,6 @@ def write_cohort_report(folder: str | Path | DatasetFolder) -> dict:
 def draw_cohort_plot(path: str | Path, report: dict, width: int = 960, row_height: int = 190) -> None:
     """One panel per label: requested (grey outline) vs planned (light blue) and realized (dark
     blue) counts of each cell, the cells being sex x age decade (x strata)."""
-    from synthdata.fsutil import atomic_path
 
     labels = list(report["labels"])
     img = Image.new("RGB", (width, 40 + row_height * max(1, len(labels)) + 30), "white")

@@ -31,6 +31,7 @@ from synthdata.dataset import records
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import sha256_file
 from synthdata.folder.snapshot import Snapshot, open_snapshot
+from synthdata.folder.generations import retained
 
 
 def _screening_meta(folder: DatasetFolder) -> dict:
@@ -54,7 +55,6 @@ def status(out_dir: str | Path) -> dict:
 
 
 def _status(folder: Snapshot) -> dict:
-    from synthdata.folder.generations import retained
 
     info = folder.plan_info()
     shards = int(info["shards"])
@@ -194,7 +194,7 @@ def _verify_tables(folder: DatasetFolder, result: Verification, raw_pngs: dict[s
         result.problems.append(f"{folder.SCREENING} and {folder.SHARDS}/ come from different screenings")
     if folder.screening_file.is_file():
         table = pq.read_table(folder.screening_file, columns=["key", "decision"]).to_pydict()
-        from synthdata.screening.pipeline import PUBLISHED  # accept, and not-screened (no reference)
+        from synthdata.screening.pipeline import PUBLISHED  # deferred: loads faiss (accept, not-screened)
 
         says = {k for k, d in zip(table["key"], table["decision"]) if d in PUBLISHED}
         if folder.shards_dir.is_dir() and says != accepted:

@@ -24,6 +24,10 @@ from synthdata.errors import SynthdataError
 from synthdata.folder import DatasetFolder
 from synthdata.spec import Spec
 from synthdata.plan.load import load_spec
+from synthdata.folder.snapshot import open_snapshot
+from synthdata.plan.rows import attempt_seed, replay_calls
+from synthdata.plan.rows import derive_rows
+from synthdata.spec import spec_hash
 
 
 class LineageError(SynthdataError):
@@ -84,7 +88,6 @@ PSEUDONYM_COLUMNS = ("source_row", "source_patient")
 
 def _derived_row(spec: Spec, index: int) -> tuple[dict | None, str]:
     """The plan row derived afresh from the spec (None when its cohort table is not here)."""
-    from synthdata.plan import derive_rows
 
     if spec.cohort is not None and not Path(spec.cohort.table).is_file():
         return None, f"cohort table {spec.cohort.table} is not on this machine; the row is read from plan.parquet"
@@ -114,7 +117,6 @@ def _call_of(out_dir: Path, spec: Spec, shard: int, key: str) -> list[dict]:
     sizes). A later attempt (a regeneration after QC): the call recorded with the sample, at
     that attempt's seeds (`plan.attempt_seed`).
     """
-    from synthdata.plan import attempt_seed, replay_calls
 
     rows = _plan_rows(out_dir, shard)
     recorded = _recorded_row(out_dir, shard, key) or {}
@@ -162,7 +164,6 @@ def worker_record(out_dir: str | Path, shard: int) -> dict | None:
 def lineage(out_dir: str | Path, key: str) -> dict:
     """The whole chain of one sample, as JSON-able data (see module docstring), read from one
     pinned screening generation (`synthdata.folder.snapshot`)."""
-    from synthdata.folder.snapshot import open_snapshot
 
     with open_snapshot(out_dir) as snap:
         return _lineage(snap, key)
@@ -172,7 +173,6 @@ def _lineage(folder: DatasetFolder, key: str) -> dict:
     root = folder.root
     spec = folder_spec(root)
     index = _index_of(key, spec)
-    from synthdata.spec import spec_hash
 
     count = int(folder.plan_info()["count"])
     if index >= count:

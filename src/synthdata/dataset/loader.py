@@ -53,6 +53,9 @@ import webdataset as wds
 import yaml
 
 from synthdata.folder import DatasetFolder as _Folder
+from synthdata.folder import shard_of
+from synthdata.folder.snapshot import open_snapshot
+from synthdata.fsutil import find_dvc_root
 
 SPLITS = (_Folder.SHARDS, _Folder.RAW)
 
@@ -156,7 +159,6 @@ class _Source:
 
 def _dvc_fallback(path: Path) -> tuple[str, str] | None:
     """(repo root, path relative to it) when `path` lies in a DVC repository that tracks it."""
-    from synthdata.fsutil import find_dvc_root
 
     root = find_dvc_root(path)
     if root is None:
@@ -177,7 +179,6 @@ def _spec_near(tar: str, src: _Source) -> str | None:
 
 def _shard_tars(folder: str, src: _Source) -> list[str]:
     """The shard tars of a dataset's raw/ or shards/ folder (only shard-NNNNNN.tar)."""
-    from synthdata.folder import shard_of
 
     if not src.isdir(folder):
         return []
@@ -189,7 +190,6 @@ def _accepted(p: str, src: _Source):
     if src.fs is not None:
         folder = f"{p}/{_Folder.SHARDS}"
         return _shard_tars(folder, src), None
-    from synthdata.folder.snapshot import open_snapshot
 
     snap = open_snapshot(p)
     if not snap.screened:

@@ -22,11 +22,12 @@ import filelock
 import yaml
 
 from synthdata.folder import generations, journal
-from synthdata import plan as planning
+from synthdata.plan import rows as planning
 from synthdata.errors import OutputError
 from synthdata.folder import FORMAT_VERSION, DatasetFolder
 from synthdata.fsutil import write_json_atomic, write_text_atomic
 from synthdata.spec import Spec, data_sections, resolved_dict, resolved_yaml, spec_hash
+from synthdata.dataset.cohort_summary import write_cohort_summary
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,6 @@ def _commit_plan(folder: DatasetFolder, spec: Spec, s_hash: str) -> str:
                                   (folder.PLAN, folder.COHORT, folder.SPEC, folder.PLAN_INFO))
     written = planning.write_plan(spec, staged.plan_file)
     if spec.cohort is not None:
-        from synthdata.dataset.cohort_summary import write_cohort_summary
-
         write_cohort_summary(spec, staged)
     write_text_atomic(staged.spec_file, resolved_yaml(spec))
     counts = planning.label_counts(spec)

@@ -34,6 +34,9 @@ from synthdata.folder import DatasetFolder
 from synthdata.libraries import library_versions
 from synthdata.fsutil import atomic_path, write_json_atomic
 from synthdata.spec import Spec, resolved_dict
+from synthdata import privacy
+from synthdata.generation.fingerprint import scheduler_config
+from synthdata.generation.trained import generator_training
 
 
 MANIFEST_SCHEMA = pa.schema([
@@ -279,11 +282,10 @@ def git_info(path: str | Path) -> dict | None:
 
 
 def _scheduler_record(spec: Spec) -> dict:
-    from synthdata.generation.fingerprint import scheduler_config
 
     base = scheduler_config(spec.generator)
     record = {"name": spec.generator.scheduler, "model_default": base}
-    from synthdata.generation.generators.diffusers_gen import SCHEDULER_CLASSES
+    from synthdata.generation.generators.diffusers_gen import SCHEDULER_CLASSES  # deferred: loads diffusers, torch, transformers
 
     cls = SCHEDULER_CLASSES[spec.generator.scheduler]
     record["class"] = cls.__name__
@@ -325,7 +327,6 @@ def write_run_record(out_dir: str | Path, spec: Spec, *, spec_hash: str, plan_ha
         model.update(fingerprint=details["fingerprint"], folder=details["folder"], files=details["files"],
                      textual_inversion=details["textual_inversion"], lora=details["lora"],
                      commit=details.get("commit"), license=model_card_license(details["folder"]))
-        from synthdata.generation.trained import generator_training
 
         # what `synthdata train` made this model (and adapters) from: the lineage chain
         model["training"] = generator_training(spec.generator)
@@ -361,7 +362,6 @@ def _public_record(record: dict, out_dir: str | Path) -> dict:
     """run.json as published: real-data locations (memorization.reference) by pseudonym, every
     other absolute local path relative to the dataset folder or by its last component
     (`privacy.public_paths`). DIR/spec.yaml keeps the machine's paths for `screen`/`reproduce`."""
-    from synthdata import privacy
 
     mem = (record.get("spec") or {}).get("memorization") or {}
     refs = [r for r in mem.get("reference") or [] if isinstance(r, str) and Path(r).is_absolute()]

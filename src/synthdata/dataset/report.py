@@ -31,6 +31,7 @@ from synthdata.faults import fault
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path, write_json_atomic
 from synthdata.folder.snapshot import open_snapshot
+from synthdata.dataset.cohort_summary import write_cohort_report
 
 # What a report writes besides the card, in the order the commit moves them into place.
 ENTRIES = (DatasetFolder.MANIFEST, DatasetFolder.STATS, DatasetFolder.COHORT_REPORT,
@@ -123,8 +124,6 @@ def write_report(out_dir: str | Path) -> dict:
         stats = records.dataset_stats(folder.root, table)
         write_json_atomic(staged.stats_file, stats)
         if folder.cohort_file.is_file():
-            from synthdata.dataset.cohort_summary import write_cohort_report
-
             write_cohort_report(staged)
         staged.report_dir.mkdir()  # report/ is replaced as a whole, even by an empty one
         write_contact_sheets(snap, dest=staged)

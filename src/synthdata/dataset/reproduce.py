@@ -25,6 +25,10 @@ from synthdata.errors import ModelError
 from synthdata.folder import DatasetFolder
 from synthdata.dataset.lineage import LineageError, _call_of, _index_of, folder_spec, read_member, worker_record
 from synthdata.spec import Spec
+from synthdata.folder.shards import encode_png
+from synthdata.generation.fingerprint import model_fingerprint
+from synthdata.generation.generators.base import SampleRequest
+from synthdata.spec.models import Speed
 
 
 @dataclass
@@ -59,14 +63,12 @@ class ReproduceResult:
 
 def recorded_speed(out_dir: str | Path, shard: int):
     """The execution.speed knobs a shard was generated with (its marker), to replay them."""
-    from synthdata.spec.models import Speed
 
     return Speed.model_validate((DatasetFolder(out_dir).marker(shard) or {}).get("speed") or {})
 
 
 def require_model(spec: Spec) -> None:
     """ModelError naming what is missing when the generating model or an adapter is not here."""
-    from synthdata.generation.fingerprint import model_fingerprint
 
     try:
         model_fingerprint(spec.generator)
@@ -89,7 +91,7 @@ def sample_keys(out_dir: str | Path, n: int, seed: int = 0) -> list[str]:
 
 def reproduce_many(out_dir: str | Path, keys: list[str]) -> list[ReproduceResult]:
     """reproduce() for several keys with one loaded model (the recorded device and threads)."""
-    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
+    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator  # deferred: loads diffusers, torch, transformers
 
     spec = folder_spec(out_dir)
     require_model(spec)
@@ -128,9 +130,7 @@ def reproduce(out_dir: str | Path, key: str, *, device: str | None = None, threa
     """
     import torch
 
-    from synthdata.generation.generators.base import SampleRequest
-    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
-    from synthdata.folder.shards import encode_png
+    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator  # deferred: loads diffusers, torch, transformers
 
     start = time.perf_counter()
     root = Path(out_dir)
@@ -157,8 +157,6 @@ def reproduce(out_dir: str | Path, key: str, *, device: str | None = None, threa
     call = _call_of(root, spec, shard, key)
     model_ok = None
     if check_model:
-        from synthdata.generation.fingerprint import model_fingerprint
-
         meta = json.loads(read_member(raw_tar, f"{key}.json") or b"{}")
         recorded_fp = (meta.get("model") or {}).get("fingerprint")
         model_ok = None if not recorded_fp else model_fingerprint(spec.generator).fingerprint == recorded_fp

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from synthdata.errors import ModelError
+from synthdata.screening.embedders import resolve_device
 
 BATCH = 32
 
@@ -25,8 +26,6 @@ class TextImageModel:
     """A local contrastive image-text model and its processor."""
 
     def __init__(self, folder: str | Path, device: str = "auto"):
-        from synthdata.screening.embedders import resolve_device
-
         self.folder = Path(folder).resolve()
         self.device = resolve_device(device)
         try:

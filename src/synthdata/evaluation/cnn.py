@@ -17,6 +17,7 @@ draw; on a GPU cuDNN is put in deterministic mode.
 from __future__ import annotations
 
 import numpy as np
+from synthdata.screening.embedders import preprocess
 
 IMAGE_SIZE = 64
 HIDDEN = (16, 32, 64, 128)
@@ -28,7 +29,6 @@ SHIFT = 4
 
 def preprocess_images(images, size: int = IMAGE_SIZE) -> np.ndarray:
     """(n, 1, size, size) float32 arrays with the evaluation's shared preprocessing."""
-    from synthdata.screening.embedders import preprocess
 
     return np.stack([preprocess(img, size) for img in images])[:, None].astype(np.float32)
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from synthdata.evaluation.bootstrap import bootstrap_weights, percentile_interval, weighted_auc
+from synthdata.evaluation.probe import probabilities
 
 FRACTIONS = (0.05, 0.10, 0.25, 0.50, 1.00)
 PROTOCOLS = ("mixing", "pretrain")
@@ -34,7 +35,6 @@ Trainer = Callable[..., np.ndarray]
 
 def linear_trainer(x_train, y_train, x_test, n_labels, pretrain=None, mix=None) -> np.ndarray:
     """The CPU protocol: the linear probe on frozen features (`probe.py`)."""
-    from synthdata.evaluation.probe import probabilities
 
     if mix is not None:
         x_train = np.concatenate([x_train, mix[0]])

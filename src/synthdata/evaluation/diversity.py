@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from synthdata.evaluation.metrics import nn_similarity, summary
+from synthdata.screening.embedders import to_gray
 
 MAX_PAIRS = 500
 STANDARD_WINDOW = 11
@@ -35,7 +36,6 @@ def msssim_window(side: int) -> int | None:
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
-    from synthdata.screening.embedders import to_gray
 
     return to_gray(image)
 

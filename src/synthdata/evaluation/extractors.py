@@ -39,7 +39,7 @@ def builtin_path(name: str) -> Path:
 
 
 def resolve(name: str) -> str:
-    """What `screening.embedders.get_embedder` loads for an extractor name."""
+    """What `screening.embedder_factory.get_embedder` loads for an extractor name."""
     return str(builtin_path(name)) if name.startswith("builtin:") else name
 
 

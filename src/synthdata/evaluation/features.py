@@ -29,8 +29,11 @@ import numpy as np
 
 from synthdata.evaluation.realset import RealItem, read_images
 from synthdata.fsutil import atomic_path, cache_root, sha256_file
-from synthdata.screening.embedders import Embedder, get_embedder
+from synthdata.screening.embedders import Embedder
+from synthdata.screening.embedder_factory import get_embedder
 from synthdata.screening.shardio import decode_png, read_members
+from synthdata.evaluation.extractors import resolve
+from synthdata.privacy import private_dir
 
 DEFAULT_EXTRACTOR = "efficientnet-lite0"
 FEATURES_VERSION = 2   # 2: shard caches also hold each sample's variables (subgroups)
@@ -41,7 +44,6 @@ def get_extractor(name: str = DEFAULT_EXTRACTOR, *, device: str = "auto",
                   base_dir: str | Path | None = None) -> Embedder:
     """The extractor called `name` (a built-in such as `builtin:phantom-encoder`, or a local
     model folder), loaded once per process."""
-    from synthdata.evaluation.extractors import resolve
 
     return get_embedder(resolve(name), device=device, base_dir=base_dir)
 
@@ -143,7 +145,6 @@ def _chunk_hash(items: list[RealItem]) -> str:
 
 def real_cache_path(items: list[RealItem], key: str) -> Path:
     """$SYNTHDATA_CACHE/private/evaluation/<key16>/<chunk hash>.npz (folder made 0700)."""
-    from synthdata.privacy import private_dir
 
     return private_dir("evaluation", key[:16]) / f"{_chunk_hash(items)}.npz"
 

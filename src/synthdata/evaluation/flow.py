@@ -37,6 +37,12 @@ from synthdata.evaluation.utility import utility as run_utility
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_json_atomic
 from synthdata.screening.shardio import decode_png
+from synthdata.dataset.card import write_card
+from synthdata.dataset.prepare import acquire_lock
+from synthdata.evaluation.alignment import TextImageModel, alignment
+from synthdata.evaluation.cnn import CnnTrainer, preprocess_images
+from synthdata.evaluation.realset import read_images
+from synthdata.screening.embedders import resolve_device
 
 TEST_FRACTION = 0.3
 # Feature tasks at once: two let one shard's decoding overlap another's model forward; more
@@ -166,14 +172,11 @@ def _curve_trainer(classifier: str, device: str, seed: int, x_tr, x_te, synth: S
                    train_items: list[RealItem], test_items: list[RealItem]):
     """(trainer, (train, test, synthetic) inputs): frozen features for the linear probe, or
     preprocessed images for the CNN (`--utility-classifier`; auto = CNN on a GPU)."""
-    from synthdata.screening.embedders import resolve_device
 
     dev = resolve_device(device)
     use_cnn = classifier == "cnn" or (classifier == "auto" and dev.startswith("cuda"))
     if not use_cnn:
         return linear_trainer, (x_tr, x_te, synth.features)
-    from synthdata.evaluation.cnn import CnnTrainer, preprocess_images
-    from synthdata.evaluation.realset import read_images
 
     images = synth.images(list(range(len(synth.labels))))
     return (CnnTrainer(device=dev, seed=seed),
@@ -252,7 +255,6 @@ def synthdata_evaluate(out_dir: str, real: str, features: list[str] | None = Non
     (the CNN on a GPU, else the probe) for the data-limited curves; `curve_draws`: real
     subsets drawn per fraction below 100%.
     """
-    from synthdata.dataset.prepare import acquire_lock
 
     folder = DatasetFolder(out_dir).require()
     lock = acquire_lock(folder.root)
@@ -317,8 +319,6 @@ def _evaluate(folder: DatasetFolder, real_ref: str, opt: Options) -> dict:
                               "real": {**metrics.summary(nn_real), "n": len(nn_real)}}}
     timings["diversity_s"], clock = time.perf_counter() - clock, time.perf_counter()
     if opt.alignment:
-        from synthdata.evaluation.alignment import TextImageModel, alignment
-
         model = TextImageModel(opt.alignment, device=opt.device)
         images = synth.images(list(range(len(synth.labels))))
         data["alignment"] = alignment(model, [images[i] for i in range(len(synth.labels))],
@@ -349,8 +349,6 @@ def _write(folder: DatasetFolder, data: dict, nn_synth: np.ndarray, nn_real: np.
     if "utility" in data:
         plots.utility_plot(data["utility"], out / "utility.png")
     if card and folder.card_file.is_file():
-        from synthdata.dataset.card import write_card
-
         write_card(folder.root)
     import yaml
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from synthdata.fsutil import atomic_path
+from synthdata.dataset.evaluation_section import utility_rows
 
 
 def _save(fig, path: Path) -> Path:
@@ -69,8 +70,6 @@ def utility_plot(utility: dict, path: Path) -> Path:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-
-    from synthdata.dataset.evaluation_section import utility_rows
 
     curve = utility.get("curve") or []
     fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(11 if curve else 7, 3.8), squeeze=False)

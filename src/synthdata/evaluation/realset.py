@@ -27,6 +27,9 @@ import numpy as np
 
 from synthdata.errors import SynthdataError
 from synthdata.screening import decoders
+from synthdata.folder import DatasetFolder
+from synthdata.folder.snapshot import hold
+from synthdata.fsutil import sha256_file
 
 IMAGE_SUFFIXES = decoders.RASTER_SUFFIXES + decoders.DICOM_SUFFIXES
 TABLE_NAMES = ("metadata.csv", "metadata.parquet", "labels.csv", "labels.parquet")
@@ -168,8 +171,6 @@ def _hash_files(items: list[RealItem]) -> list[RealItem]:
     """The items with the content hash of their files filled in."""
     from dataclasses import replace
 
-    from synthdata.fsutil import sha256_file
-
     digests: dict[str, str] = {}
     out = []
     for item in items:
@@ -189,7 +190,6 @@ def items_fingerprint(items: list[RealItem]) -> str:
 
 def load_real_set(ref: str | Path) -> RealSet:
     """List a real labelled set (see the module docstring for the layouts it accepts)."""
-    from synthdata.folder import DatasetFolder
 
     root = Path(ref)
     if not root.exists():
@@ -204,8 +204,6 @@ def load_real_set(ref: str | Path) -> RealSet:
     elif (table := next((root / n for n in TABLE_NAMES if (root / n).is_file()), None)):
         layout, (items, skipped) = "table", _table_items(table)
     elif DatasetFolder(root).is_dataset():
-        from synthdata.folder.snapshot import hold
-
         tars = hold(root).accepted_tars()  # one screening generation, pinned until exit
         if not tars:
             raise RealSetError(f"--real {ref}: a dataset folder without accepted shards")

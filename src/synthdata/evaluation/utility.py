@@ -26,6 +26,8 @@ import re
 import numpy as np
 
 from synthdata.errors import SynthdataError
+from synthdata.evaluation.bootstrap import bootstrap_weights
+from synthdata.evaluation.bootstrap import weighted_auc
 
 LIMITED = (("10%", 0.10), ("25%", 0.25))
 BOOTSTRAP = 1000
@@ -95,7 +97,6 @@ def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
 
 
 def _score(probs: np.ndarray, y_test: np.ndarray, labels: list[str], weights: np.ndarray) -> dict:
-    from synthdata.evaluation.bootstrap import weighted_auc
 
     per_label, boot_aucs = {}, []
     for j, label in enumerate(labels):
@@ -134,7 +135,6 @@ def utility(x_real: np.ndarray, y_real: list[str], x_test: np.ndarray, y_test: l
             bootstrap: int = BOOTSTRAP, groups_test: list[str] | None = None) -> dict:
     """The protocol of the module docstring; labels are the real training labels' names.
     `groups_test`: the test images' patients (the bootstrap then resamples patients)."""
-    from synthdata.evaluation.bootstrap import bootstrap_weights
 
     labels = sorted(set(y_real) | set(y_test))
     index = {lab: i for i, lab in enumerate(labels)}

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthdata.errors import OutputError
+from synthdata.fsutil import sha256_file
 
 FORMAT_VERSION = 2
 # Formats this synthdata can read (lineage, status, verify, report) and can add to (run, screen).
@@ -376,7 +377,6 @@ class DatasetFolder(metaclass=_FolderType):
         Complete: its marker exists (for this plan, when `plan_hash` is given), its tar and rows
         exist, and the tar has the recorded size; with `verify`, also the recorded sha256.
         """
-        from synthdata.fsutil import sha256_file
 
         marker = self.marker(shard)
         if marker is None:

@@ -95,7 +95,7 @@ def model_folder(cfg: GeneratorConfig) -> Path:
     """The folder a generator config loads from: built-in cache, local folder or hub snapshot."""
     model = cfg.model
     if model.startswith("builtin:"):
-        from synthdata.generation.generators.builtin import ensure_builtin
+        from synthdata.generation.generators.builtin import ensure_builtin  # deferred: loads diffusers, torch, transformers
 
         try:
             return ensure_builtin(model.removeprefix("builtin:"))

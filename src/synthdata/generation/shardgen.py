@@ -32,14 +32,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from synthdata import plan as planning
+from synthdata.plan import rows as planning
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path
 from synthdata.generation.generators.base import ImageGenerator, SampleRequest
 from synthdata.qc.identity import checks_identity
-from synthdata.plan import plan_batches
+from synthdata.plan.rows import plan_batches
 from synthdata.folder.shards import Sample, clear_shard, encode_png, to_uint8, write_marker, write_tar
 from synthdata.spec import Spec
+from synthdata.qc import SampleQC, run_checks
+from synthdata.spec.blend import parse_blend
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +128,6 @@ def generate_call(gen: ImageGenerator, call: list[dict],
 
 def _blend_record(prompt: str) -> dict:
     """{"blend": [{prompt, weight}, ...]} for a blend prompt, else nothing (KEY.json unchanged)."""
-    from synthdata.spec.blend import parse_blend
 
     parts = parse_blend(prompt)
     return {"blend": [{"prompt": p.prompt, "weight": p.weight} for p in parts]} if parts else {}
@@ -213,7 +214,6 @@ def _check_round(checks: list, rows: list[dict], todo: list[dict],
                  images: dict[str, np.ndarray]) -> dict:
     """QC results of the `todo` samples: per-image checks on them alone, group checks over the
     whole shard's current images (a regenerated sample may duplicate one that passed)."""
-    from synthdata.qc import SampleQC, run_checks
 
     keys = [r["key"] for r in todo]
     per_image = [c for c in checks if c.name not in GROUP_CHECKS]

@@ -21,6 +21,7 @@ from synthdata.generation.generators.base import SampleRequest
 from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
 from synthdata.spec import Spec
 from synthdata.spec.models import Speed
+from synthdata.generation import engines
 
 CPU_KNOBS = ({"attention": "math"}, {"channels_last": True}, {"fuse_qkv": True})
 GPU_KNOBS = ({"attention": "flash"}, {"attention": "efficient"}, {"attention": "cudnn"},
@@ -42,7 +43,7 @@ class TuneRow:
 
 
 def _requests(spec: Spec, n: int) -> list[SampleRequest]:
-    from synthdata.plan import derive_rows
+    from synthdata.plan.rows import derive_rows  # deferred: loads pyarrow
 
     rows = derive_rows(spec, 0, n).to_pylist()
     steps = spec.generator.steps
@@ -69,7 +70,6 @@ def tune(spec: Spec, batches: list[int], knob_sets: list[dict] | None = None, im
 
     On a CPU, torch's threads are pinned to the spec's per-worker thread count for the
     measurement, as a run's workers pin them, so the rates compare with `synthdata run`."""
-    from synthdata.generation import engines
 
     device = device or spec.generator.device
     probe = DiffusersGenerator(spec.generator, device=device)

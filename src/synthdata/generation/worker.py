@@ -34,7 +34,7 @@ from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_json_atomic
 from synthdata.generation.generators.base import ImageGenerator
 from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
-from synthdata.plan import plan_batches, replay_calls  # noqa: F401  (re-exported for callers)
+from synthdata.plan.rows import plan_batches, replay_calls  # noqa: F401  (re-exported for callers)
 from synthdata.generation.shardgen import (  # noqa: F401  (re-exported for callers)
     CallLimit,
     JobInfo,
@@ -45,6 +45,9 @@ from synthdata.generation.shardgen import (  # noqa: F401  (re-exported for call
 )
 from synthdata.privacy import public_path
 from synthdata.spec import Spec
+from synthdata.generation.trained import resolve_from_training
+from synthdata.qc import build_checks
+from synthdata.qc.memorization import memorization_check
 
 log = logging.getLogger(__name__)
 
@@ -253,16 +256,12 @@ def qc_checks(spec: Spec, slot: int, gen: ImageGenerator) -> list:
     top_up = spec.screens_while_generating()
     if spec.qc is None or not (spec.qc.checks or top_up):
         return []
-    from synthdata.qc import build_checks
 
     key = (slot, spec.qc.model_dump_json(), spec.memorization.model_dump_json() if top_up else "")
     with _LOCK:
         if key not in _CHECKS:
             checks = build_checks(spec.qc, gen.describe()["device"])
             if top_up:
-                from synthdata.generation.trained import resolve_from_training
-                from synthdata.qc.memorization import memorization_check
-
                 checks.append(memorization_check(resolve_from_training(spec.memorization,
                                                                        spec.generator)))
             _CHECKS[key] = checks

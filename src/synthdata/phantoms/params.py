@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthdata.plan import mix
+from synthdata.plan.seeds import mix
 
 LABELS = ("normal", "effusion", "consolidation", "nodule", "cardiomegaly")
 SIZES = ("small", "moderate", "large")

@@ -150,7 +150,7 @@ def write_phantoms(out: str | Path, count: int, seed: int, size: int = 128, dico
     _prepare(out, _identity(seed, count, size, labels, dicom))
     (out / "images").mkdir(exist_ok=True)
     if dicom:
-        from synthdata.phantoms.dicom import dicom_bytes, study_uid
+        from synthdata.phantoms.dicom import dicom_bytes, study_uid  # deferred: loads pydicom
 
         (out / "dicom").mkdir(exist_ok=True)
     rows = []

@@ -4,7 +4,7 @@
 images, rows)` runs them over a group of generated samples (a batch or a shard: the
 near-duplicate check compares samples within the group) and says, per sample, whether it
 passed and why not. Everything is a function of the images and plan rows, so the generation
-worker can regenerate failures with `synthdata.plan.attempt_seed(spec_seed, index, attempt)`
+worker can regenerate failures with `synthdata.plan.rows.attempt_seed(spec_seed, index, attempt)`
 and record every attempt. See docs/qc.md.
 """
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from synthdata.screening.embedder_factory import get_embedder
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,6 @@ def near_duplicates(images: Sequence[np.ndarray], rows: Sequence[Mapping], *, th
     plan index) of the same label in the same group: the batch (`scope: batch`, by the rows'
     `batch`) or everything passed in (`scope: shard`). The earliest of a set of duplicates passes.
     """
-    from synthdata.screening.embedders import get_embedder
 
     if len(images) != len(rows):
         raise ValueError(f"{len(images)} images but {len(rows)} rows")

@@ -34,6 +34,8 @@ from synthdata.errors import ModelError, SynthdataError
 from synthdata.qc.checks import CheckResult, gray, row_vars
 from synthdata.spec.qc import CLASSIFIER_CONFIG as CONFIG
 from synthdata.spec.qc import read_classifier_config as read_config
+from synthdata.fsutil import folder_sha256
+from synthdata.screening.embedders import resolve_device
 
 _IMAGENET = (np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]))
 _CACHE: dict[tuple, LocalClassifier] = {}
@@ -61,9 +63,6 @@ class LocalClassifier:
     """A classifier folder loaded once per process and device; `predict` gives attribute values."""
 
     def __init__(self, folder: str | Path, device: str = "auto"):
-        from synthdata.screening.embedders import resolve_device
-        from synthdata.fsutil import folder_sha256
-
         self.folder = Path(folder).resolve()
         self.config = read_config(self.folder)
         self.device = resolve_device(device)

@@ -22,13 +22,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from synthdata.qc.checks import CheckResult
+from synthdata import privacy
+from synthdata.folder.shards import to_uint8
+from synthdata.qc import Check
+from synthdata.screening.kinds import REAL_KIND
 
 CHECK = "memorization"
 
 
 def setup_identity(setup) -> str:
     """sha256 of what decides which samples top-up regenerates (a `MatcherSetup`)."""
-    from synthdata.screening.align import AlignedMatcher
+    from synthdata.screening.align import AlignedMatcher  # deferred: loads scipy
 
     blob = json.dumps({"deciding": list(setup.deciding),
                        "fingerprints": sorted([n, f] for n, f in setup.fingerprints),
@@ -42,12 +46,8 @@ def setup_identity(setup) -> str:
 def memorization_check(memorization):
     """A group check (`qc.Check`) screening images against the spec's real reference
     (`memorization` with `from-training` already resolved: `generation.trained`)."""
-    from synthdata import privacy
-    from synthdata.qc import Check
-    from synthdata.screening.decide import ACCEPT, decide_all
-    from synthdata.screening.matchers import prepare_matchers
-    from synthdata.screening.pipeline import REAL_KIND
-    from synthdata.folder.shards import to_uint8
+    from synthdata.screening.decide import ACCEPT, decide_all  # deferred: loads faiss
+    from synthdata.screening.matchers import prepare_matchers  # deferred: loads faiss, scipy
 
     setup, _ = prepare_matchers(memorization)
     screener = setup.screener()

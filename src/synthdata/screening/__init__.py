@@ -14,25 +14,3 @@ review / reject, fail closed, near-duplicates),
 `shardio` (raw shards in, embeddings and accepted shards out), `report`, `pipeline` (what
 the flow and `synthdata screen` call) and `audit` (any images, `synthdata audit`).
 """
-
-from synthdata.screening.embedders import Embedder, get_embedder
-from synthdata.screening.pipeline import (
-    ScreeningJob,
-    ScreeningSummary,
-    embed_shard,
-    finalize_screening,
-    prepare_screening,
-    screen_dataset,
-    screen_shard,
-)
-from synthdata.screening.reference import (
-    ReferenceSetError,
-    iter_reference,
-    scan_reference,
-)
-from synthdata.screening.shardio import embeddings_path, save_shard_embeddings
-
-__all__ = ["Embedder", "ReferenceSetError", "ScreeningJob", "ScreeningSummary", "embed_shard",
-           "embeddings_path", "finalize_screening", "get_embedder", "iter_reference",
-           "prepare_screening", "save_shard_embeddings", "scan_reference", "screen_dataset",
-           "screen_shard"]

@@ -40,10 +40,10 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 import scipy.fft as sfft
-from PIL import Image
 from scipy import ndimage
 
 from synthdata.screening import registration
+from synthdata.screening.thumbnails import band, thumbnail
 from synthdata.screening.embedders import D4, d4_all, to_gray
 
 SIZE = registration.SIZE
@@ -60,45 +60,6 @@ ORIENTATIONS = 4     # registration starts from the best placements of this many
 OUTSIDE = 74         # a start with the real image inside the sample: the sample spans this
 BOXED = 4            # orientations tried laying the real content box onto the content view
 FRAMED = 0.6         # share of a content box side that is content for a pasted-picture view
-
-
-@lru_cache(maxsize=64)
-def _blur_matrix(n: int, sigma: float) -> np.ndarray:
-    """n x n matrix of a Gaussian blur with mirrored borders (apply as B @ X @ B.T)."""
-    radius = max(1, int(3 * sigma + 0.5))
-    k = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma * sigma))
-    k /= k.sum()
-    m = np.zeros((n, n), dtype=np.float64)
-    for i in range(n):
-        for t, w in zip(range(-radius, radius + 1), k):
-            j = i + t
-            while j < 0 or j >= n:  # mirror about the edge samples
-                j = -j if j < 0 else 2 * (n - 1) - j
-            m[i, j] += w
-    return m.astype(np.float32)
-
-
-def band(thumb: np.ndarray) -> np.ndarray:
-    """Difference of Gaussians (sigma BAND[0] minus sigma BAND[1]) of square thumbnails
-    (..., n, n), with mirrored borders."""
-    n = thumb.shape[-1]
-    a, b = _blur_matrix(n, BAND[0]), _blur_matrix(n, BAND[1])
-    x = np.asarray(thumb, dtype=np.float32)
-    return a @ x @ a.T - b @ x @ b.T
-
-
-def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
-    """Gray float32 size x size thumbnail (bilinear, antialiased; aspect ratio not kept)."""
-    img = np.asarray(image)
-    if img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] in (3, 4):
-        pil = Image.fromarray(img[:, :, :3]).convert("L")  # ITU-R 601 luma, in C
-    elif img.dtype == np.uint8 and (img.ndim == 2 or img.shape[2] == 1):
-        pil = Image.fromarray(img.reshape(img.shape[:2]))
-    else:
-        pil = Image.fromarray(to_gray(img))
-    if pil.size != (size, size):
-        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(pil, dtype=np.float32)
 
 
 def content_box(image: np.ndarray, bounded: bool = True) -> tuple[int, int, int, int] | None:

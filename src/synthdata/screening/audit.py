@@ -49,6 +49,8 @@ from synthdata.screening.decide import DECISIONS, REVIEW, decide_all
 from synthdata.screening.matchers import MatcherSetup, prepare_matchers
 from synthdata.screening.pipeline import pseudonymous_rows, similarity_column
 from synthdata.spec.models import Memorization
+from synthdata.folder import DatasetFolder
+from synthdata.folder.snapshot import hold
 
 AUDIT = "audit.parquet"
 AUDIT_REPORT = "audit_report.json"
@@ -76,9 +78,6 @@ class Item:
 def _dataset_tars(folder: Path) -> list[Path] | None:
     """A synthdata dataset folder's accepted shard tars once screening ran (what it publishes),
     else its complete raw ones; None for a folder that is not a dataset."""
-    from synthdata.folder import DatasetFolder
-
-    from synthdata.folder.snapshot import hold
 
     ds = DatasetFolder(folder)
     if not ds.is_dataset():

@@ -43,6 +43,7 @@ import filelock
 import numpy as np
 
 from synthdata.fsutil import atomic_path, cache_root, sha256_file
+from synthdata.screening.kinds import SKIPPED_KIND
 from synthdata.screening import calibrate
 from synthdata.screening import index as ix
 from synthdata.screening.groups import MetadataGroups, check_group_column
@@ -57,6 +58,7 @@ from synthdata.screening.reference import (
     reference_groups,
     scan_reference,
 )
+from synthdata import privacy
 
 CACHE_VERSION = 2
 
@@ -382,8 +384,6 @@ def prepare_references(paths: list[str], stores: Sequence[Store], *, options: Re
 def _unreadable_message(skipped: list) -> str:
     """Why a reference has no readable images, naming files by pseudonym only: the error may
     end in Prefect's state and logs, and reference file names can carry patient identifiers."""
-    from synthdata import privacy
-    from synthdata.screening.report import SKIPPED_KIND
 
     names = privacy.remember(sorted({s.id for s in skipped[:5]}), SKIPPED_KIND)
     reasons = "; ".join(f"{names[s.id]}: {s.reason.replace(s.id, names[s.id])}" for s in skipped[:5])

@@ -35,9 +35,12 @@ import numpy as np
 from scipy import stats
 
 from synthdata.errors import SynthdataError
+from synthdata.screening.kinds import REAL_KIND
+from synthdata.screening import duplicates as dup
 from synthdata.screening import edits
 from synthdata.screening import index as ix
 from synthdata.screening.reference import RealImage
+from synthdata import privacy
 
 MIN_IMAGES = 10
 MIN_GROUPS = 3
@@ -220,7 +223,6 @@ def run(screener, sample: Sequence[RealImage], deciding: Sequence[str], *, copie
     [...], "pairs": n}}, "sample": {...}, "duplicates": {...}} (plain data: cached as JSON,
     so settling other thresholds on it costs nothing).
     """
-    from synthdata.screening import duplicates as dup
 
     first = deciding[0]
     made, _, _ = synthesize(sample, copies, seed)
@@ -289,8 +291,6 @@ def settle(scores: dict, configured: float | str, *, target_recall: float, max_f
 
 
 def _duplicates_message(pairs: list) -> str:
-    from synthdata import privacy
-    from synthdata.screening.pipeline import REAL_KIND
 
     names = privacy.remember(sorted({x for p in pairs for x in (p.a, p.b)}), REAL_KIND)
     shown = ", ".join(f"{names[p.a]} ~ {names[p.b]} ({p.how}, {p.score:.4f})"

@@ -33,6 +33,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthdata.errors import ReferenceSetError
+
 PATIENT_COLUMNS = ("patientid", "patient", "subjectid", "subject", "participantid",
                    "participant", "mrn", "patientnumber")
 PATH_PATTERNS = (r"(?:^|/)(patient\d{4,})(?:/|$)",          # CheXpert
@@ -170,7 +172,6 @@ def metadata_groups(tables: list[Path], images: list[Path], roots: list[Path],
 
 def check_group_column(groups: list[str], column: str | None) -> None:
     """A configured group column that names no image's patient is a configuration error."""
-    from synthdata.screening.reference import ReferenceSetError
 
     if column is not None and not any(g.startswith(("column:", "metadata:")) for g in groups):
         raise ReferenceSetError(

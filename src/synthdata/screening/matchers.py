@@ -37,7 +37,8 @@ from synthdata.screening.cache import (
     save_json,
     screening_cache,
 )
-from synthdata.screening.embedders import Embedder, get_embedder
+from synthdata.screening.embedders import Embedder
+from synthdata.screening.embedder_factory import get_embedder
 from synthdata.screening.match import Screener
 from synthdata.screening.reference import (
     ReaderOptions,
@@ -46,6 +47,7 @@ from synthdata.screening.reference import (
     scan_reference,
 )
 from synthdata.spec.models import Memorization
+from synthdata.spec.checks import memorization_problems
 
 CALIBRATION_VERSION = 2
 CALIBRATION_SEED = 20261123
@@ -215,7 +217,6 @@ def prepare_matchers(cfg: Memorization, *, threshold: float | None = None,
     `threshold` overrides every configured one (`synthdata screen --threshold`).
     Without a reference nothing is searched: the setup has no handles.
     """
-    from synthdata.spec.checks import memorization_problems
 
     problems = memorization_problems(cfg)
     if problems:

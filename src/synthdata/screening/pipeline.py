@@ -41,6 +41,7 @@ from synthdata import privacy
 from synthdata.faults import fault
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path, sha256_file, write_json_atomic
+from synthdata.screening.kinds import GROUP_KIND, REAL_KIND
 from synthdata.screening import report, shardio
 from synthdata.screening import index as ix
 from synthdata.screening.align import AlignedMatcher
@@ -56,11 +57,11 @@ from synthdata.screening.match import MatchResult
 from synthdata.screening.matchers import MatcherSetup, prepare_matchers
 from synthdata.folder.shards import shard_name
 from synthdata.spec.models import Memorization
+from synthdata.screening.embedder_factory import get_embedder
 
 NO_REFERENCE = "not screened against real images: no memorization.reference"
 # Decisions whose samples go to the accepted shards (what consumers read).
 PUBLISHED = (ACCEPT, NOT_SCREENED)
-REAL_KIND, GROUP_KIND = "real-image", "patient-group"
 
 
 def similarity_column(name: str) -> str:
@@ -311,7 +312,6 @@ def near_duplicate_threshold(job: ScreeningJob) -> tuple[str | None, float]:
     name = job.setup.embedders[0][0]
     if name in job.setup.deciding:
         return name, job.setup.threshold(name)
-    from synthdata.screening.embedders import get_embedder
 
     entry = job.setup.embedders[0][1]
     return name, get_embedder(entry, device=job.setup.device, base_dir=job.setup.base_dir

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthdata.errors import SynthdataError
+from synthdata.errors import ReferenceSetError, SynthdataError  # noqa: F401  (ReferenceSetError: re-exported)
 from synthdata.screening import decoders
 from synthdata.screening import groups as grouping
 
@@ -40,10 +40,6 @@ READER_VERSION = 2
 PARQUET_IMAGE_COLUMNS = ("image", "img", "png", "jpg", "jpeg", "dcm", "dicom", "bytes")
 
 SkipFn = Callable[[str, str], None]
-
-
-class ReferenceSetError(SynthdataError):
-    """A reference that cannot be used at all (a configured path that does not exist)."""
 
 
 @dataclass(frozen=True)

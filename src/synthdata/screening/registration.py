@@ -23,10 +23,9 @@ thumbnail onto the sample's view thumbnail (`align.QUERY_SIZE`).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import hashlib
 from collections import OrderedDict
+from functools import lru_cache
 
 import numpy as np
 import scipy.fft as sfft
@@ -34,6 +33,7 @@ from PIL import Image
 from scipy import ndimage
 
 from synthdata.screening.embedders import D4, d4, d4_all
+from synthdata.screening.thumbnails import BAND, band, thumbnail
 
 SIZE = 64
 # The schedule: (thumbnail side, Gauss-Newton iterations, start points kept per candidate
@@ -42,7 +42,6 @@ SCHEDULE = ((16, 2, 2), (16, 2, 1), (32, 2, 1))
 MIN_OVERLAP = 0.5             # share of the real image's content the sample must cover
 FLAT = 2.0                    # grey levels: a pixel whose 3 x 3 neighbourhood spans less is flat
 MAX_ZOOM = 8.0                # a placement zooming more than this (either way) is rejected
-BAND = (1.0, 4.0)
 SIGMAS = (0.0, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # pre-blurs of a view before sampling (antialias)
 
 
@@ -102,8 +101,6 @@ def shifts(view: np.ndarray, refs: np.ndarray, top: int, level: int = 32, reach:
     correlation at `level` (shifts up to `reach` of the side): the `top` orientations with the
     strongest peaks, (C, top) indices into D4, and their offsets (oy, ox) in thumbnail
     pixels, (C, top, 2) (negative for a copy shifted up or left)."""
-    from synthdata.screening.align import band, thumbnail
-
     tmpl = d4_all(band(thumbnail(view, level)))
     real = band(np.stack([thumbnail(r, level) for r in refs]))
     pad = 2 * level

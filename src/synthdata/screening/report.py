@@ -27,6 +27,7 @@ import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
 
 from synthdata import privacy
+from synthdata.screening.kinds import GROUP_KIND, REAL_KIND, SKIPPED_KIND
 from synthdata.screening import calibrate
 from synthdata.screening.decide import ACCEPT, DECISIONS
 
@@ -36,13 +37,11 @@ SUMMARY_KEYS = ("method", "status", "threshold", "target_recall", "min_recall", 
                 "false_positive_estimate", "false_positive_interval", "max_fp", "copies",
                 "trials", "trials_real", "trials_hard_negatives", "pairs", "coarse",
                 "review_from", "warning", "failed", "note")
-SKIPPED_KIND = "reference-file"
 
 
 def public_context(context: dict) -> dict:
     """The matchers' context with reference ids pseudonymized (skipped files, metadata
     tables, near-duplicate pairs and their groups)."""
-    from synthdata.screening.pipeline import GROUP_KIND, REAL_KIND
 
     out = dict(context)
     ref = context.get("reference")

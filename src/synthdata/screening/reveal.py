@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from synthdata import privacy
 from synthdata.errors import SynthdataError
+from synthdata.folder import DatasetFolder
 
 PSEUDONYM_COLUMNS = ("nearest_real_id", "nearest_group", "nearest_real_ids")
 
@@ -23,8 +24,7 @@ class RevealError(SynthdataError):
 
 
 def _table(folder: Path) -> tuple[Path, str]:
-    from synthdata.folder import DatasetFolder
-    from synthdata.screening.audit import AUDIT
+    from synthdata.screening.audit import AUDIT  # deferred: loads faiss, prefect, scipy
 
     screening = DatasetFolder(folder).screening_file
     if screening.is_file():

@@ -6,7 +6,10 @@ import re
 import string
 from pathlib import Path
 
-from synthdata.spec.models import Categorical, Memorization, Spec
+from synthdata.spec.models import BUILTIN_MODELS, Categorical, IntRange, Memorization, Spec
+from synthdata.spec.qc import read_classifier_config
+from synthdata.errors import ModelError
+from synthdata.spec.blend import is_blend, parse_blend, template_weight_slots
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FieldPath = tuple[str | int, ...]
@@ -65,7 +68,6 @@ def _check_builtin(spec: Spec) -> list[tuple[FieldPath, str]]:
     model = spec.generator.model
     if not model.startswith("builtin:"):
         return []
-    from synthdata.spec.models import BUILTIN_MODELS
 
     if model.removeprefix("builtin:") in BUILTIN_MODELS:
         return []
@@ -150,11 +152,9 @@ def _check_qc(spec: Spec, check_files: bool = True) -> list[tuple[FieldPath, str
 
 
 def _check_classifier_config(check, path: FieldPath) -> list[tuple[FieldPath, str]]:
-    from synthdata.errors import ModelError
-    from synthdata.spec.qc import read_classifier_config as read_config
 
     try:
-        outputs = read_config(check.model)["outputs"]
+        outputs = read_classifier_config(check.model)["outputs"]
     except ModelError as exc:
         return [(path + ("model",), str(exc))]
     if check.attribute not in outputs:
@@ -194,8 +194,6 @@ def _check_blend(template: str, variables: dict) -> list[str]:
     """Problems of a blend template (spec/blend.py) for the values its weight slots take."""
     import itertools
 
-    from synthdata.spec.blend import is_blend, parse_blend, template_weight_slots
-    from synthdata.spec.models import IntRange
 
     if not is_blend(template):
         return []

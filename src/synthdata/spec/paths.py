@@ -22,36 +22,13 @@ bytes.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from synthdata.spec.checks import SPECIAL_REFERENCES, is_local_model
+from synthdata.fsutil import is_url, refuse_url, url_message  # noqa: F401  (the spec's URL rule)
 
 PathRef = tuple[tuple[str | int, ...], str]  # (field path, value)
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
-
-
-def is_url(value: object) -> bool:
-    """True for a `scheme://...` string (two or more scheme letters: `C://` stays a path)."""
-    return isinstance(value, str) and _URL.match(value.strip()) is not None
-
-
-def url_message(value: str) -> str:
-    """What to say about a URL given where a local path is expected."""
-    scheme = _URL.match(value.strip()).group(1)
-    return (f"{value!r} is a URL ({scheme}://); expected a local path (object storage and other "
-            "URLs are not supported yet: copy or mount the data locally and give its path)")
-
-
-def refuse_url(value: str | Path | None, where: str) -> None:
-    """Raise a SynthdataError (exit 2) naming `where` (an option or field) when `value` is a URL."""
-    if is_url(value):
-        from synthdata.errors import SynthdataError
-
-        raise SynthdataError(f"{where}: {url_message(str(value))}")
-
-
 def url_problems(fields: Iterable[tuple[tuple[str | int, ...], object]]) -> list[tuple[tuple, str]]:
     """(field path, message) for every field whose value is a URL."""
     return [(path, url_message(value)) for path, value in fields if is_url(value)]

@@ -1,7 +1,10 @@
 """Adapting a diffusers text-to-image model to images with captions (`synthdata train`).
 
-    from synthdata.training import load_train_spec, run_training, training_chain, training_reference
+    from synthdata.training import load_train_spec, run_training
     record = run_training(load_train_spec("specs/train-demo.yaml"), "models/demo")
+
+What a trained model was made from is read back by `synthdata.generation.trained`
+(`training_chain`, `training_reference`, `resolve_from_training`).
 
 Modules: `spec` (the train spec), `data` (sources, captions, fingerprints), `methods` (full,
 LoRA, textual inversion), `loop` (seeded steps, checkpoints, resume), `checkpoints`, `export`
@@ -13,23 +16,14 @@ Import-light: heavy modules load on first use.
 
 from __future__ import annotations
 
-from synthdata.generation.trained import (  # re-exported: what users of training read back
-    generator_training,
-    read_train_record,
-    resolve_from_training,
-    training_chain,
-    training_reference,
-)
 from synthdata.training.spec import TrainSpec, load_train_spec, train_json_schema
 
-__all__ = ["TrainSpec", "generator_training", "load_train_spec", "read_train_record",
-           "resolve_from_training", "run_training", "train_json_schema", "training_chain",
-           "training_reference"]
+__all__ = ["TrainSpec", "load_train_spec", "run_training", "train_json_schema"]
 
 
 def __getattr__(name: str):
     if name == "run_training":
-        from synthdata.training.run import run_training
+        from synthdata.training.run import run_training  # deferred: loads torch
 
         return run_training
     raise AttributeError(f"module 'synthdata.training' has no attribute {name!r}")

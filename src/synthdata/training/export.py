@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from synthdata.fsutil import atomic_path, sha256_file
 from synthdata.training.methods import finish_textual_inversion
+from synthdata.generation.fingerprint import FINGERPRINT_VERSION, model_files
 
 MODEL_DIR, LORA_FILE, EMBEDDING_PT, EMBEDDING_ST = "model", "lora.safetensors", "embedding.pt", "embedding.safetensors"
 
@@ -92,8 +93,6 @@ def save_outputs(trainer, root: Path) -> dict:
     for kind, rel in written.items():
         path = root / rel
         if path.is_dir():
-            from synthdata.generation.fingerprint import FINGERPRINT_VERSION, model_files
-
             files = {f: sha256_file(path / f) for f in model_files(path)}
             out[kind] = {"path": rel, "files": files, "bytes": sum((path / f).stat().st_size for f in files),
                          "fingerprint_version": FINGERPRINT_VERSION}

@@ -35,6 +35,14 @@ import yaml
 from synthdata.errors import OutputError
 from synthdata.fsutil import sha256_file, write_json_atomic, write_text_atomic
 from synthdata.training.extractor_spec import ExtractorSpec, extractor_spec_hash
+from synthdata.screening.embedders import preprocess
+from synthdata.training.data import phantom_set
+from synthdata.training.trainrecord import TRAIN_JSON
+from synthdata.training.trainrecord import write_train_record
+from synthdata.evaluation.realset import load_real_set
+from synthdata.evaluation.realset import read_images
+from synthdata.evaluation.realset import split_items
+from synthdata.screening.local_model import LocalModelEmbedder
 
 EXTRACTOR_DIR = "extractor"
 SPEC_FILE = "train-spec.yaml"
@@ -42,11 +50,8 @@ SPEC_FILE = "train-spec.yaml"
 
 def labelled_items(spec: ExtractorSpec):
     """The RealItems of the spec's data (phantom sets are made once, in the cache)."""
-    from synthdata.evaluation.realset import load_real_set
 
     if spec.data.phantoms is not None:
-        from synthdata.training.data import phantom_set
-
         return load_real_set(phantom_set(spec.data.phantoms)), "phantoms"
     return load_real_set(spec.data.real), "real"
 
@@ -99,8 +104,6 @@ def nt_xent(z1, z2, temperature: float):
 
 
 def _arrays(items, size: int) -> np.ndarray:
-    from synthdata.evaluation.realset import read_images
-    from synthdata.screening.embedders import preprocess
 
     return np.stack([preprocess(img, size) for img in read_images(items)])[:, None]
 
@@ -155,8 +158,6 @@ def train_extractor(spec: ExtractorSpec, out_dir: str | Path) -> dict:
     A folder that already holds this spec's finished training is left alone (returned with
     `already_trained`); a folder holding anything else is refused."""
     import torch
-
-    from synthdata.evaluation.realset import split_items
 
     root = Path(out_dir).resolve()
     spec_hash = extractor_spec_hash(spec)
@@ -224,7 +225,6 @@ def _source(spec: ExtractorSpec, kind: str, real_set) -> dict:
 
 def _prepare(root: Path, spec: ExtractorSpec, spec_hash: str) -> dict | None:
     """Refuse a foreign folder; return the record of a finished run of this spec."""
-    from synthdata.training.trainrecord import TRAIN_JSON
 
     spec_file = root / SPEC_FILE
     if spec_file.is_file():
@@ -246,9 +246,6 @@ def _prepare(root: Path, spec: ExtractorSpec, spec_hash: str) -> dict | None:
 def _write(root: Path, encoder, spec: ExtractorSpec, record: dict, seconds: float) -> dict:
     """extractor/ (staged, then renamed), then train.json and loss.png last."""
     import shutil
-
-    from synthdata.screening.local_model import LocalModelEmbedder
-    from synthdata.training.trainrecord import write_train_record
 
     stage = root / f".{EXTRACTOR_DIR}.tmp"
     shutil.rmtree(stage, ignore_errors=True)

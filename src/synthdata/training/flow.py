@@ -17,6 +17,7 @@ from synthdata.dataset.prepare import acquire_lock
 from synthdata.training import loop  # noqa: F401  (diffusers classes imported in the main thread)
 from synthdata.training.run import run_segment, run_training
 from synthdata.training.spec import TrainSpec, load_train_spec
+from synthdata.progress import TrainProgress
 
 
 @task(name="train-segment", cache_policy=NO_CACHE, persist_result=False,
@@ -58,7 +59,6 @@ def synthdata_train(spec_path: str, out_dir: str | None = None, stop_after: int 
 def train_in_folder(spec: TrainSpec, root: Path, stop_after: int | None = None, log=None) -> dict:
     """run_training under the folder's lock, with one Prefect task per checkpoint segment and a
     progress bar per stage on stderr."""
-    from synthdata.progress import TrainProgress
 
     lock = acquire_lock(root)
     try:

@@ -21,7 +21,7 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from synthdata.errors import ModelError
-from synthdata.plan import mix
+from synthdata.plan.seeds import mix
 from synthdata.training import checkpoints
 from synthdata.training.data import Item, TrainDataError, collect_items, decode
 from synthdata.training.methods import (
@@ -32,6 +32,10 @@ from synthdata.training.methods import (
     setup_textual_inversion,
 )
 from synthdata.training.spec import TrainSpec
+from synthdata.generation.fingerprint import model_fingerprint
+from synthdata.generation.fingerprint import model_folder
+from synthdata.spec.models import Generator
+from synthdata.training.data import captions_fingerprint, data_fingerprint
 
 diffusers_logging.disable_progress_bar()
 diffusers_logging.set_verbosity_error()
@@ -65,8 +69,6 @@ def resolve_precision(requested: str, device: str) -> str:
 
 def load_base(spec: TrainSpec, device: str) -> DiffusionPipeline:
     """The base pipeline in float32 (safetensors only, no remote code, offline when asked)."""
-    from synthdata.generation.fingerprint import model_folder
-    from synthdata.spec.models import Generator
 
     folder = model_folder(Generator(model=spec.base, revision=spec.revision))
     try:
@@ -86,9 +88,6 @@ def load_base(spec: TrainSpec, device: str) -> DiffusionPipeline:
 
 def input_fingerprints(spec: TrainSpec, items: list[Item]) -> tuple[str, str, str]:
     """(images, captions, base model) fingerprints: what a checkpoint was trained on."""
-    from synthdata.generation.fingerprint import model_fingerprint
-    from synthdata.spec.models import Generator
-    from synthdata.training.data import captions_fingerprint, data_fingerprint
 
     base = model_fingerprint(Generator(model=spec.base, revision=spec.revision)).fingerprint
     return data_fingerprint(items)[0], captions_fingerprint(items), base

@@ -23,6 +23,11 @@ from synthdata.errors import OutputError
 from synthdata.fsutil import write_text_atomic
 from synthdata.training.trainrecord import TRAIN_JSON, write_train_record
 from synthdata.training.spec import TrainSpec, train_spec_hash
+from synthdata.generation.fingerprint import model_fingerprint
+from synthdata.libraries import library_versions
+from synthdata.spec.models import Generator
+from synthdata.training.data import phantom_set
+from synthdata.training.data import source_record
 
 SPEC_FILE = "train-spec.yaml"
 SegmentRunner = Callable[["object", int], list[float]]
@@ -74,7 +79,7 @@ def run_training(spec: TrainSpec, root: str | Path, *, stop_after: int | None = 
     `stop_after`: stop at the first checkpoint after that many steps of this invocation
     (as a kill would, but cleanly); the result then has `"stopped": True` and no outputs.
     """
-    from synthdata.training.loop import Trainer
+    from synthdata.training.loop import Trainer  # deferred: loads diffusers, transformers
 
     root = Path(root)
     spec_hash = train_spec_hash(spec)
@@ -109,11 +114,7 @@ def run_training(spec: TrainSpec, root: str | Path, *, stop_after: int | None = 
 
 def finish(trainer, root: Path, seconds: float, ran: int) -> dict:
     """Write the outputs and train.json (+ loss.png); return the record."""
-    from synthdata.generation.fingerprint import model_fingerprint
-    from synthdata.libraries import library_versions
-    from synthdata.spec.models import Generator
-    from synthdata.training.data import source_record
-    from synthdata.training.export import save_outputs
+    from synthdata.training.export import save_outputs  # deferred: loads diffusers
 
     spec = trainer.spec
     outputs = save_outputs(trainer, root)
@@ -122,8 +123,6 @@ def finish(trainer, root: Path, seconds: float, ran: int) -> dict:
         if "model" in outputs else None
     source = source_record(spec.data)
     if source["kind"] == "phantoms":
-        from synthdata.training.data import phantom_set
-
         folder = phantom_set(spec.data.phantoms).resolve()
         images = [str(it.path.resolve().relative_to(folder)) for it in trainer.items]
     else:

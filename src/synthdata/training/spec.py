@@ -21,6 +21,8 @@ from synthdata.spec.checks import FieldPath, is_local_model, template_slots
 from synthdata.spec.paths import url_problems
 from synthdata.spec.models import NAME_PATTERN, StrictModel
 from synthdata.spec.yamlio import parse_yaml, read_yaml
+from synthdata.spec.models import BUILTIN_MODELS
+from synthdata.phantoms import LABELS
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+|mps)$"
 Resolution = Annotated[int, Field(ge=16, le=4096, multiple_of=8)]
@@ -246,8 +248,6 @@ def check_train_spec(spec: TrainSpec) -> list[tuple[FieldPath, str]]:
         except ValueError as exc:
             out.append((("data", "caption_template"), f"bad caption template: {exc}"))
     if data.phantoms is not None and data.phantoms.labels is not None:
-        from synthdata.phantoms import LABELS
-
         bad = [x for x in data.phantoms.labels if x not in LABELS]
         if bad or not data.phantoms.labels:
             out.append((("data", "phantoms", "labels"), f"expected labels among {list(LABELS)}, got {bad or '[]'}"))
@@ -264,8 +264,6 @@ def check_train_spec(spec: TrainSpec) -> list[tuple[FieldPath, str]]:
 def _check_base(spec: TrainSpec) -> list[tuple[FieldPath, str]]:
     base = spec.base
     if base.startswith("builtin:"):
-        from synthdata.spec.models import BUILTIN_MODELS
-
         if base.removeprefix("builtin:") not in BUILTIN_MODELS:
             return [(("base",), f"unknown built-in model {base!r}; known: "
                      f"{['builtin:' + m for m in BUILTIN_MODELS]}")]

@@ -11,6 +11,7 @@ import sys
 from synthdata.errors import SynthdataError
 from synthdata.versioning.dvc import pull_outputs, track_outputs
 from synthdata.versioning.reset import prepare_folder, reset_dataset, resolve_spec
+from synthdata.versioning.stages import stamp
 
 
 USAGE = """usage: python -m synthdata.versioning VERB ...
@@ -35,8 +36,6 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "resolve":
             print("wrote " + ", ".join(str(p) for p in resolve_spec(args[1], args[2], args[3])))
         elif verb == "stamp":
-            from synthdata.versioning.stages import stamp
-
             print(f"stamped {args[1]} -> {stamp(args[1], args[2])}")
         elif verb == "prepare":
             print(f"{args[2]}: {prepare_folder(args[1], args[2])}")

@@ -17,6 +17,11 @@ from pathlib import Path
 from synthdata.errors import SynthdataError
 from synthdata.folder import DatasetFolder
 from synthdata.versioning.dvc import DATASET_ENTRIES, VersioningError
+from synthdata.folder import journal
+from synthdata.folder.snapshot import live_pins
+from synthdata.spec import spec_hash
+from synthdata.plan.load import load_spec
+from synthdata.versioning.stages import resolve
 
 
 def _repository_root(root: Path) -> bool:
@@ -80,7 +85,7 @@ def reset_dataset(out_dir: str | Path, name: str) -> list[str]:
 
 
 def _recover(folder: DatasetFolder) -> None:
-    from synthdata.dataset.prepare import acquire_lock
+    from synthdata.dataset.prepare import acquire_lock  # deferred: loads pyarrow
 
     try:
         acquire_lock(folder.root).release()  # taking the lock finishes what was interrupted
@@ -91,9 +96,7 @@ def _recover(folder: DatasetFolder) -> None:
 def _commit_reset(folder: DatasetFolder) -> None:
     """Remove the dataset's entries as one committed change, under the run lock and, so that no
     reader pins a generation between the check and the removal, the exclusive screening lock."""
-    from synthdata.folder import journal
-    from synthdata.dataset.prepare import acquire_lock
-    from synthdata.folder.snapshot import live_pins
+    from synthdata.dataset.prepare import acquire_lock  # deferred: loads pyarrow
 
     try:
         lock = acquire_lock(folder.root)
@@ -118,7 +121,6 @@ def _commit_reset(folder: DatasetFolder) -> None:
 def resolve_spec(spec_path: str | Path, folder: str | Path,
                  params_file: str | Path | None = None) -> tuple[Path, Path]:
     """The DVC pipeline's per-stage views of a spec (see `synthdata.versioning.stages.resolve`)."""
-    from synthdata.versioning.stages import resolve
 
     return resolve(spec_path, folder, params_file)
 
@@ -131,7 +133,6 @@ def prepare_folder(spec_path: str | Path, out_dir: str | Path) -> str:
     which refuses anything but this dataset's own folder; DVC's cache keeps them) -> "reset".
     A repository root is refused either way: DVC would replace its README.md with the card.
     """
-    from synthdata.spec import load_spec, spec_hash
 
     spec = load_spec(spec_path, check_files=False)
     folder = DatasetFolder(Path(out_dir).resolve())

@@ -36,6 +36,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from synthdata.fsutil import cache_root
 from synthdata.generation.generators import BUILTIN_MODELS
+from synthdata.errors import ModelError
 
 _TINY_VERSION = "tiny-v3"  # v3: CPU-independent init (v2 drew weights with torch kernels)
 _INIT_SEED = 20261201
@@ -148,8 +149,6 @@ def shipped_phantom() -> Path:
     """The folder of `builtin:phantom`'s shipped weights (a diffusers pipeline folder)."""
     folder = PHANTOM_DIR / "model"
     if not (folder / "model_index.json").is_file():
-        from synthdata.errors import ModelError
-
         raise ModelError(f"builtin:phantom's weights are missing from {folder}; rebuild them with "
                          "`synthdata train specs/train-phantom.yaml` (see docs/training.md)")
     return folder

@@ -28,6 +28,8 @@ from synthdata.generation.generators import dtype_name
 from synthdata.generation.generators.builtin import build_tiny_pipeline  # noqa: F401  (diffusers classes load in the main thread)
 from synthdata.spec.models import Generator as GeneratorConfig
 from synthdata.spec.models import Speed
+from synthdata.fsutil import cache_root
+from synthdata.generation.fingerprint import model_folder
 
 SCHEDULER_CLASSES = {
     "ddim": DDIMScheduler, "ddpm": DDPMScheduler, "pndm": PNDMScheduler,
@@ -59,7 +61,6 @@ def model_location(cfg: GeneratorConfig) -> str:
     """The folder from_pretrained loads: the built-in cache, a local folder, or the local
     snapshot of a hub model at the commit its revision resolves to (the folder the model
     fingerprint hashes)."""
-    from synthdata.generation.fingerprint import model_folder
 
     return str(model_folder(cfg))
 
@@ -72,8 +73,6 @@ ATTENTION = {"math": "_native_math", "efficient": "_native_efficient", "flash": 
 def inductor_cache() -> str:
     """Where torch.compile keeps compiled artefacts, shared by workers and runs."""
     import os
-
-    from synthdata.fsutil import cache_root
 
     folder = cache_root() / "inductor"
     folder.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ import numpy as np
 from synthdata.plan.cohort.index import CohortIndex, CohortProblems, build_index
 from synthdata.plan.cohort.table import Table, TableError, read_table
 from synthdata.spec.models import Spec
+from synthdata.privacy import pseudonymize_many
+from synthdata.privacy import remember
 
 __all__ = ["CohortIndex", "TableError", "check_cohort", "cohort_index", "row_pseudonyms",
            "patient_pseudonyms", "remember_rows", "ROW_KIND", "PATIENT_KIND"]
@@ -87,7 +89,6 @@ def row_pseudonyms(spec: Spec, rows) -> list[str]:
     pseudonym of (table sha256, row) keyed by this machine's pseudonym key."""
     if spec.cohort.patient_column is None:
         return [str(int(r)) for r in rows]
-    from synthdata.privacy import pseudonymize_many
 
     sha = cohort_index(spec).sha256
     unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
@@ -100,7 +101,6 @@ def patient_pseudonyms(spec: Spec, rows) -> list[str | None]:
     `patient_column`)."""
     if spec.cohort.patient_column is None:
         return [None] * len(rows)
-    from synthdata.privacy import pseudonymize_many
 
     patients = cohort_index(spec).patients
     unique, inverse = np.unique(patients[np.asarray(rows, dtype=np.int64)].astype(str), return_inverse=True)
@@ -112,7 +112,6 @@ def remember_rows(spec: Spec, rows) -> None:
     """Store the map back from this plan's pseudonyms in the private folder (patient tables)."""
     if spec.cohort.patient_column is None:
         return
-    from synthdata.privacy import remember
 
     index = cohort_index(spec)
     unique = sorted({int(r) for r in rows})

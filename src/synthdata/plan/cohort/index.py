@@ -27,6 +27,7 @@ from synthdata.plan.cohort import expr
 from synthdata.plan.cohort.columns import Mapped, MappingError, map_column
 from synthdata.plan.cohort.table import Table
 from synthdata.spec.cohort import Cohort
+from synthdata.plan.seeds import SEED_MASK, apportion, mix, permute
 
 _STREAM_COHORT = 0xC0407
 FieldPath = tuple[str | int, ...]
@@ -65,7 +66,6 @@ class CohortIndex:
 
     def mirror_counts(self, total: int | None) -> list[int]:
         """Per-label counts proportional to the table's rows per label (largest remainder)."""
-        from synthdata.plan import apportion
 
         sizes = [len(r) for r in self.label_rows]
         return apportion(self.used_rows if total is None else total, sizes)
@@ -74,8 +74,6 @@ class CohortIndex:
         """(row groups, samples allocated to each) of a label with `count` samples."""
         key = (label, count)
         if key not in self._groups:
-            from synthdata.plan import apportion
-
             if self.strata_of is None:
                 groups = [self.label_rows[label]]
                 alloc = [count]
@@ -88,7 +86,6 @@ class CohortIndex:
 
     def draw(self, seed: int, label_idx: np.ndarray, rank: np.ndarray, counts: list[int]) -> np.ndarray:
         """The table row of each sample, given its label and rank within the label."""
-        from synthdata.plan import SEED_MASK, mix, permute
 
         rows = np.empty(len(rank), dtype=np.int64)
         for li in np.unique(label_idx):

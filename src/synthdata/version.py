@@ -1,0 +1,3 @@
+"""synthdata's version (bottom layer; `synthdata.__version__`)."""
+
+VERSION = "0.1.0"
