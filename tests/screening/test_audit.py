@@ -58,7 +58,8 @@ def test_audit_pngs_against_dicom_and_nifti(prefect_server, reference_dir, tmp_p
     assert all(rows[s]["decision"] == "reject" for s in copies)
     assert rows[str(synthetic / "blank.png")]["decision"] == "review"
     distinct = [s for s in rows if "phantom" in s] + [f"{tar_path}#s1"]
-    assert all(rows[s]["decision"] == "accept" for s in distinct)
+    assert all(rows[s]["decision"] == "accept" for s in distinct), \
+        {s: (rows[s]["decision"], rows[s]["similarity"], rows[s]["note"]) for s in distinct}
     assert all(r["similarity"] == r["similarity_aligned"] for r in rows.values()
                if r["note"] is None)
     assert rows[copies[0]]["nearest_group"] == rows[copies[2]]["nearest_group"]  # one patient
