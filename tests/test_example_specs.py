@@ -1,21 +1,27 @@
 """Every example spec in specs/ validates: generation specs with load_spec (files not checked:
-some name models that a documented command builds first), train specs with load_train_spec."""
+some name models that a documented command builds first), train specs with load_train_spec,
+extractor specs (an `encoder:` section) with load_extractor_spec."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from synthdata.plan.load import load_spec
 from synthdata.training import load_train_spec
+from synthdata.training.extractor_spec import load_extractor_spec
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 
 
 @pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_example_spec_validates(path):
-    if path.name.startswith("train-"):
+    if "encoder" in yaml.safe_load(path.read_text()):
+        spec = load_extractor_spec(path)
+        assert spec.name and spec.encoder.hidden_sizes
+    elif path.name.startswith("train-"):
         spec = load_train_spec(path)
         assert spec.name and spec.method in ("full", "lora", "textual_inversion")
     else:

@@ -88,6 +88,10 @@ def decide_all(result, thresholds: dict[str, float], review_band: float,
             by = deciding[mine.index(decision)]
             if decision == REVIEW and by in failed:
                 note = failed[by]
+            elif decision == REVIEW and scores[by] < thresholds[by] - review_band:
+                note = (f"{by} {scores[by]:.4f} is at or above {review_from[by]:.4f}, where "
+                        "calibration cannot tell copies from other patients within the "
+                        "false-positive budget")
         r = result.results[by]
         sim = scores[by]
         matched = note not in (BLANK, NO_SCORE)  # a blank sample matched nothing: no image to name

@@ -128,7 +128,7 @@ def file_kind(path: Path) -> str | None:
     if name.endswith((".tar", ".tar.gz", ".tgz")):
         return "tar"
     if name.endswith(".parquet"):
-        return "parquet" if _has_image_column(path) else "table"
+        return _parquet_kind(path)
     if "." not in name:
         try:
             with open(path, "rb") as f:
@@ -139,18 +139,24 @@ def file_kind(path: Path) -> str | None:
     return None
 
 
-def _has_image_column(path: Path) -> bool:
-    """True when a Parquet file has a column of image bytes (False: a metadata table; a file
-    that cannot be read counts as images, so it is reported as unreadable)."""
+NOT_A_TABLE = ("no image column (binary, or a struct with 'bytes') found, and not a metadata "
+               "table (that needs a column naming the images and a patient column)")
+
+
+def _parquet_kind(path: Path) -> str | None:
+    """`parquet` for a Parquet file with a column of image bytes (or one that cannot be read:
+    the image reader then reports it), `table` for a metadata table (two columns or more),
+    None for anything else (listed as skipped, never silently dropped)."""
     import pyarrow.parquet as pq
 
     try:
-        _parquet_column(pq.read_schema(path), None)
+        schema = pq.read_schema(path)
+        _parquet_column(schema, None)
     except ValueError:
-        return False
+        return "table" if len(schema.names) >= 2 else None
     except Exception:  # noqa: BLE001 - not readable: let the image reader report it
-        return True
-    return True
+        return "parquet"
+    return "parquet"
 
 
 def _root_names(roots: list[Path]) -> list[str]:
@@ -192,7 +198,8 @@ def _scan(paths: list[str], base_dir: str | Path | None
         for path, fid in candidates:
             kind = file_kind(path)
             if kind is None:
-                skipped.append(Skipped(fid, "unsupported file type"))
+                skipped.append(Skipped(fid, NOT_A_TABLE if path.name.lower().endswith(".parquet")
+                                        else "unsupported file type"))
                 continue
             st = path.stat()
             ref = ReferenceFile(path.resolve(), fid, kind, st.st_size, st.st_mtime_ns)
