@@ -220,7 +220,7 @@ def main() -> None:
         ref = reference_folder(home)
         spec = home / "crash96.yaml"
         spec.write_text(yaml.safe_dump({**SPEC, "memorization": {
-            "reference": [str(ref)], "embedder": "pixel", "retrievers": [], "threshold": 0.9}}))
+            "reference": [str(ref)], "matchers": "pixel", "retrievers": [], "threshold": 0.9}}))
         shards = -(-SPEC["count"] // SPEC["shards"]["size"])
         subprocess.run([sys.executable, "-m", "synthdata.cli", "generate", str(spec), "--out",
                         str(home / "scratch")], cwd=REPO, env=env, check=True, capture_output=True)

@@ -71,15 +71,15 @@ import numpy as np  # noqa: E402
 from _common import emit  # noqa: E402
 
 CONFIGS = {
-    "pixel": {"embedder": ["pixel"]},
-    "efficientnet-lite0": {"embedder": ["efficientnet-lite0"]},
-    "aligned<-efficientnet-lite0 (default)": {"embedder": ["aligned"],
+    "pixel": {"matchers": ["pixel"]},
+    "efficientnet-lite0": {"matchers": ["efficientnet-lite0"]},
+    "aligned<-efficientnet-lite0 (default)": {"matchers": ["aligned"],
                                               "retrievers": ["efficientnet-lite0"]},
-    "aligned<-pixel": {"embedder": ["aligned"], "retrievers": ["pixel"]},
-    "aligned<-pixel+efficientnet-lite0": {"embedder": ["aligned"],
+    "aligned<-pixel": {"matchers": ["aligned"], "retrievers": ["pixel"]},
+    "aligned<-pixel+efficientnet-lite0": {"matchers": ["aligned"],
                                           "retrievers": ["pixel", "efficientnet-lite0"]},
-    "any(pixel, efficientnet-lite0)": {"embedder": ["pixel", "efficientnet-lite0"]},
-    "any(aligned, efficientnet-lite0)": {"embedder": ["aligned", "efficientnet-lite0"]},
+    "any(pixel, efficientnet-lite0)": {"matchers": ["pixel", "efficientnet-lite0"]},
+    "any(aligned, efficientnet-lite0)": {"matchers": ["aligned", "efficientnet-lite0"]},
 }
 DEFAULT_CONFIG = "aligned<-efficientnet-lite0 (default)"
 

@@ -40,7 +40,7 @@ def _spec(tmp_path: Path, name: str, reference: Path) -> Path:
     data = yaml.safe_load(DEMO_SPEC.read_text())
     data.update(name=name, count=8, shards={"size": 8})
     data["generator"].update(steps=2)
-    data["memorization"] = {"reference": [str(reference)], "embedder": "pixel", "retrievers": ["pixel"],
+    data["memorization"] = {"reference": [str(reference)], "matchers": "pixel", "retrievers": ["pixel"],
                             "threshold": 0.9, "group_pattern": r"(MRN\d+)"}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -126,10 +126,10 @@ def test_top_up_regenerates_near_copies_of_real_images_so_counts_stay_exact(tmp_
     first = build_dataset(tmp_path / "first", plain, shards=(0,))
     copied = tuple(r["key"] for r in _rows(first)[2:4])
     reference = planted_reference(first, tmp_path / "real", planted=copied)
-    memorization = {"reference": [str(reference)], "embedder": "pixel", "threshold": 0.9}
+    memorization = {"reference": [str(reference)], "matchers": "pixel", "threshold": 0.9}
 
     rejected = screen_dataset(first, load_spec(plain).memorization.model_copy(
-        update={"reference": [str(reference)], "embedder": ["pixel"], "threshold": 0.9}))
+        update={"reference": [str(reference)], "matchers": ["pixel"], "threshold": 0.9}))
     assert rejected.decisions.get("reject") == 2, "the planted copies are caught without top-up"
 
     data.update(memorization=memorization, qc={"top_up": True, "max_attempts": 3})

@@ -42,7 +42,8 @@ def test_is_url():
 @pytest.mark.parametrize(("field", "value", "where"), [
     ("output.dir", "s3://bucket/demo", "output.dir"),
     ("memorization.reference", ["s3://bucket/real"], "memorization.reference.0"),
-    ("memorization.embedder", "gs://models/embedder", "memorization.embedder"),
+    ("memorization.matchers", "gs://models/embedder", "memorization.matchers"),
+    ("memorization.embedder", "gs://models/embedder", "memorization.embedder"),  # the old name
     ("generator.model", "s3://models/tiny", "generator.model"),
     ("generator.lora", [{"path": "az://c/lora.safetensors", "scale": 0.5}], "generator.lora.0.path"),
     ("cohort.table", "s3://tables/nih.csv", "cohort.table"),

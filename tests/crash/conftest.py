@@ -78,7 +78,7 @@ def world(tmp_path_factory) -> World:
         shutil.copy(Path(pydicom.__file__).parent / "data" / "test_files" / name, reference / name)
     spec = base / "crashy.yaml"
     spec.write_text(yaml.safe_dump({**TINY, "memorization": {
-        "reference": [str(reference)], "embedder": "pixel", "retrievers": [], "threshold": 0.9}}))
+        "reference": [str(reference)], "matchers": "pixel", "retrievers": [], "threshold": 0.9}}))
 
     def step(src: Path | None, name: str, op, *args) -> Path:
         out = base / name / "ds"  # every state's folder has one name, as the card shows it

@@ -76,7 +76,7 @@ def screen_with_reference(root: Path, reference: Path, threshold: float = 0.9):
     from synthdata.screening.pipeline import screen_dataset
     from synthdata.spec.models import Memorization
 
-    return screen_dataset(root, Memorization(reference=[str(reference)], embedder="pixel",
+    return screen_dataset(root, Memorization(reference=[str(reference)], matchers="pixel",
                                              threshold=threshold))
 
 

@@ -142,7 +142,7 @@ def test_local_model_as_a_retriever_with_its_own_views(tmp_path, reference_dir):
     emb = get_embedder(str(folder), device="cpu")
     assert emb.view_names()[:2] == ["identity", "identity+inverted"] and len(emb.view_names()) == 16
     setup, context = prepare_matchers(Memorization(
-        reference=[str(reference_dir / "dicom")], embedder=["aligned"], retrievers=[str(folder)],
+        reference=[str(reference_dir / "dicom")], matchers=["aligned"], retrievers=[str(folder)],
         threshold=0.9, device="cpu", calibration_images=10, calibration_copies=20,
         calibration_negatives=20))
     assert setup.names == ["local:tiny-sscd", "aligned"]

@@ -88,7 +88,7 @@ def test_a_series_of_one_patient_does_not_set_the_threshold(series_reference):
 
 
 def test_calibration_reports_recall_and_false_positives_by_patient(series_reference):
-    cfg = Memorization(reference=[str(series_reference["by-patient"])], embedder=["aligned"],
+    cfg = Memorization(reference=[str(series_reference["by-patient"])], matchers=["aligned"],
                        retrievers=["pixel"], calibration_copies=120, calibration_negatives=150)
     setup, context = prepare_matchers(cfg)
     info = context["threshold_info"]["aligned"]
@@ -105,7 +105,7 @@ def test_calibration_reports_recall_and_false_positives_by_patient(series_refere
 
 def test_copies_under_every_convention_match_their_source(series_reference):
     cfg = Memorization(reference=[str(series_reference["by-patient"])],
-                       embedder=["aligned", "pixel"], retrievers=["pixel"], threshold=0.5,
+                       matchers=["aligned", "pixel"], retrievers=["pixel"], threshold=0.5,
                        **MEASURE)
     setup, _ = prepare_matchers(cfg)
     screener = setup.screener()
@@ -125,7 +125,7 @@ def test_copies_under_every_convention_match_their_source(series_reference):
 
 
 def test_blank_images_and_missing_neighbours_go_to_review(series_reference):
-    cfg = Memorization(reference=[str(series_reference["by-patient"])], embedder=["aligned"],
+    cfg = Memorization(reference=[str(series_reference["by-patient"])], matchers=["aligned"],
                        retrievers=["pixel"], threshold=0.9, **MEASURE)
     setup, _ = prepare_matchers(cfg)
     screener = setup.screener()
@@ -149,8 +149,8 @@ def test_too_small_a_reference_is_an_error_unless_a_number_is_configured(tmp_pat
     for i in range(3):
         (tmp_path / f"r{i}.png").write_bytes(encode_png(phantom(i)))
     with pytest.raises(CalibrationError, match="3 image"):
-        prepare_matchers(Memorization(reference=[str(tmp_path)], embedder="pixel"))
-    setup, context = prepare_matchers(Memorization(reference=[str(tmp_path)], embedder="pixel",
+        prepare_matchers(Memorization(reference=[str(tmp_path)], matchers="pixel"))
+    setup, context = prepare_matchers(Memorization(reference=[str(tmp_path)], matchers="pixel",
                                                    threshold=0.9))
     assert setup.threshold("pixel") == 0.9
     assert context["threshold_info"]["pixel"]["method"] == "configured"
@@ -171,11 +171,11 @@ def test_one_tar_or_one_parquet_calibrates_by_patient_column(tmp_path):
     for path, column, groups in ((tar_path, "patient", 4), (tmp_path / "real.parquet",
                                                               "subject", 3)):
         # No patient named: each member (row) counts as its own file, and the report says so.
-        _, context = prepare_matchers(Memorization(reference=[str(path)], embedder="pixel",
+        _, context = prepare_matchers(Memorization(reference=[str(path)], matchers="pixel",
                                                    calibration_copies=60))
         assert context["reference"]["group_sources"] == {"file": 12}
         setup, context = prepare_matchers(Memorization(
-            reference=[str(path)], embedder="pixel", group_column=column,
+            reference=[str(path)], matchers="pixel", group_column=column,
             calibration_copies=60))
         assert context["reference"]["groups"] == groups
         assert context["reference"]["group_sources"] == {"column": groups}
@@ -196,7 +196,7 @@ def test_group_pattern_names_patients_from_paths(tmp_path):
 
 def test_cache_files_are_private(series_reference):
     prepare_matchers(Memorization(reference=[str(series_reference["by-patient"])],
-                                  embedder=["aligned"], retrievers=["pixel"], **MEASURE))
+                                  matchers=["aligned"], retrievers=["pixel"], **MEASURE))
     checked = 0
     for root in (screening_cache(), cache_root() / "private"):
         for dirpath, dirnames, filenames in os.walk(root):
@@ -212,10 +212,42 @@ def test_screening_section_cross_checks():
     from synthdata.spec.checks import memorization_problems
 
     assert memorization_problems(Memorization()) == []
-    bad = Memorization(embedder=["aligned", "aligned"], retrievers=[],
+    bad = Memorization(matchers=["aligned", "aligned"], retrievers=[],
                        threshold={"pixel": 0.9}, group_pattern="(")
     fields = {path[:2] for path, _ in memorization_problems(bad)}
-    assert fields == {("memorization", "embedder"), ("memorization", "retrievers"),
+    assert fields == {("memorization", "matchers"), ("memorization", "retrievers"),
                       ("memorization", "threshold"), ("memorization", "group_pattern")}
     with pytest.raises(Exception, match="'aligned' verifies the candidates"):
-        prepare_matchers(Memorization(embedder="aligned", retrievers=[]))
+        prepare_matchers(Memorization(matchers="aligned", retrievers=[]))
+
+
+def test_embedder_is_the_deprecated_old_name_of_matchers(tmp_path):
+    """`memorization.embedder` still reads as `matchers`, with a FutureWarning, and `synthdata
+    validate` names its line; giving both is an error."""
+    import warnings
+
+    from synthdata.errors import SpecError
+    from synthdata.plan.load import load_spec
+    from synthdata.spec import spec_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = Memorization(embedder=["pixel"], threshold=0.9)
+    assert old.matchers == ["pixel"] and "embedder" not in old.model_dump()
+    assert any(issubclass(w.category, FutureWarning) and "memorization.matchers" in str(w.message)
+               for w in caught)
+    with pytest.raises(ValueError, match="deprecated old name"):
+        Memorization(embedder=["pixel"], matchers=["aligned"])
+    spec = tmp_path / "old.yaml"
+    spec.write_text("name: old\ncount: 2\nlabels: {a: {prompts: [a]}}\n"
+                    "generator: {model: 'builtin:tiny'}\nmemorization:\n  embedder: pixel\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        loaded = load_spec(spec)
+        found = spec_warnings(spec, loaded)
+    assert loaded.memorization.matchers == ["pixel"]
+    assert any(p.field == "memorization.embedder" and p.line == 6 for p in found), found
+    spec.write_text(spec.read_text().replace("  embedder: pixel\n",
+                                             "  embedder: pixel\n  matchers: [aligned]\n"))
+    with pytest.raises(SpecError, match="deprecated old name"):
+        load_spec(spec)

@@ -64,7 +64,7 @@ def test_rescreen_with_new_threshold_changes_shards_without_regenerating(dataset
     out, tags = dataset
     # A threshold set by hand: pixel alone fails calibration on geometric copies (it would
     # send every sample to review; test_planted_copies.py).
-    cfg = Memorization(reference=[str(reference_dir / "dicom")], embedder="pixel", k=3,
+    cfg = Memorization(reference=[str(reference_dir / "dicom")], matchers="pixel", k=3,
                        threshold=0.9)
     first = screen_dataset(out, cfg)
     raw_before = _snapshot(out / "raw")
@@ -93,7 +93,7 @@ def test_rescreen_with_new_threshold_changes_shards_without_regenerating(dataset
 
 def test_screening_twice_writes_identical_bytes(dataset, reference_dir):
     out, _ = dataset
-    cfg = Memorization(reference=[str(reference_dir / "dicom")], embedder="pixel",
+    cfg = Memorization(reference=[str(reference_dir / "dicom")], matchers="pixel",
                        review_band=0.2)
     screen_dataset(out, cfg)
     names = ["screening.parquet", "screening_report.json", "screening_report.png"]
@@ -147,7 +147,7 @@ def test_no_reference_marks_all_not_screened_copies_raw_shards_and_flags_near_du
     """Nothing to compare with: every sample is `not-screened` (never `accept`), yet the
     consumers' shards hold them, and the report says it was not screened against real images."""
     out, tags = dataset
-    summary = screen_dataset(out, Memorization(embedder="pixel"))
+    summary = screen_dataset(out, Memorization(matchers="pixel"))
     raw = sorted((out / "raw").glob("*.tar"))
     assert [_sha(p) for p in raw] == [_sha(out / "shards" / p.name) for p in raw]
     table = pq.read_table(out / "screening.parquet").to_pylist()

@@ -41,7 +41,7 @@ def pixel_run(reference_dir, tmp_path_factory):
     images = planted_images(reference, list(range(len(reference))), n_phantoms=120)
     out = tmp_path_factory.mktemp("planted-pixel")
     tags = write_raw_dataset(out, images, shard_size=250)
-    cfg = Memorization(reference=[str(reference_dir)], embedder="pixel")
+    cfg = Memorization(reference=[str(reference_dir)], matchers="pixel")
     summary = screen_dataset(out, cfg)
     return out, tags, summary
 

@@ -28,7 +28,7 @@ def test_screens_a_worker_shard(tmp_path, reference_dir):
     generate_shard(data, str(out), 0, job_as_dict(job))
     rows = pq.read_table(out / "raw" / "shard-000000.parquet").to_pylist()
 
-    cfg = Memorization(reference=[str(reference_dir / "dicom")], embedder="pixel", threshold=0.9)
+    cfg = Memorization(reference=[str(reference_dir / "dicom")], matchers="pixel", threshold=0.9)
     summary = screen_dataset(out, cfg)
     table = pq.read_table(out / "screening.parquet").to_pylist()
     assert [r["key"] for r in table] == [r["key"] for r in rows]

@@ -60,8 +60,9 @@ def audit(synthetic: Annotated[list[Path], typer.Argument(
               "--reference", "-r", parser=local_path, help="real images: folders or files (DICOM, NIfTI, PNG, "
                                         "tars, Parquet); repeat for several")],
           out: Annotated[Path, typer.Option(parser=local_path, help="output folder: audit.parquet and the report")],
-          embedder: Annotated[Optional[list[str]], typer.Option(
-              help="deciding matcher (repeat for several): aligned, pixel, "
+          matcher: Annotated[Optional[list[str]], typer.Option(
+              "--matcher", "--embedder",
+              help="deciding matcher (repeat for several; --embedder is its old name): aligned, pixel, "
                    "efficientnet-lite0 or a model folder [default: aligned]")] = None,
           retriever: Annotated[Optional[list[str]], typer.Option(
               help="embedder proposing candidates for aligned (repeat) "
@@ -100,8 +101,8 @@ def audit(synthetic: Annotated[list[Path], typer.Argument(
     fields: dict = {"reference": [str(p) for p in reference], "threshold": _threshold(threshold),
                     "group_column": group_column, "group_pattern": group_pattern, "k": k,
                     "reference_duplicates": reference_duplicates.value}
-    if embedder:
-        fields["embedder"] = embedder
+    if matcher:
+        fields["matchers"] = matcher
     if retriever:
         fields["retrievers"] = retriever
     with user_errors(flows=True, name="audit"):

@@ -82,7 +82,7 @@ def screening_summary(out_dir: str | Path) -> dict | None:
     raw = pq.read_table(folder.screening_file)
     thresholds = set(pc.unique(raw["threshold"]).to_pylist()) - {None} if "threshold" in raw.column_names else set()
     return {
-        "embedder": info.get("embedder", mem.get("embedder")),
+        "embedder": info.get("embedder", mem.get("matchers", mem.get("embedder"))),
         "threshold": info.get("threshold", thresholds.pop() if len(thresholds) == 1 else mem.get("threshold")),
         "review_band": info.get("review_band", mem.get("review_band")),
         "k": info.get("k", mem.get("k")),

@@ -22,7 +22,7 @@ def get_embedder(name: str, *, device: str = "auto", batch_size: int | None = No
     """
     path = Path(name) if Path(name).is_absolute() else Path(base_dir or Path.cwd()) / name
     if name not in BUILTIN and not path.is_dir():
-        raise ModelError(f"memorization.embedder: {name!r} is neither a built-in embedder "
+        raise ModelError(f"memorization: matcher or retriever {name!r} is neither a built-in embedder "
                          f"({', '.join(BUILTIN)}) nor a local model folder")
     key = (name if name in BUILTIN else str(path.resolve()), device, batch_size)
     with _CACHE_LOCK:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from synthdata.errors import Problem, SpecError
 from synthdata.spec.checks import check_spec, spec_warnings as _warnings, template_slots
 from synthdata.spec.cohort import cohort_path_fields
-from synthdata.spec.models import Spec
+from synthdata.spec.models import EMBEDDER_DEPRECATED, Spec
 from synthdata.spec.paths import (
     EXTRA_PATH_FIELDS,
     location_fields,
@@ -118,6 +118,9 @@ def spec_warnings(path: str | Path, spec: Spec) -> list[Problem]:
     images), each naming the file, line and field like an error."""
     _, lines = read_yaml(path)
     out = []
+    if ("memorization", "embedder") in lines:
+        out.append(Problem(str(path), EMBEDDER_DEPRECATED, line=lines[("memorization", "embedder")],
+                           field="memorization.embedder"))
     for field, msg in _warnings(spec):  # the field's line, else its section's, if written
         line = next((lines[field[:n]] for n in range(len(field), 0, -1) if field[:n] in lines), None)
         out.append(Problem(str(path), msg, line=line, field=_dotted(field)))

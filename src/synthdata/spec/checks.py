@@ -268,16 +268,16 @@ CALIBRATION_PAIRS = 100_000
 def memorization_problems(mem: Memorization) -> list[tuple[FieldPath, str]]:
     """Cross-field checks of the screening section (also used by `synthdata audit`)."""
     out: list[tuple[FieldPath, str]] = []
-    if len(set(mem.embedder)) != len(mem.embedder):
-        out.append((("memorization", "embedder"), "each matcher may be listed once"))
-    if "aligned" in mem.embedder and not mem.candidate_embedders:
+    if len(set(mem.matchers)) != len(mem.matchers):
+        out.append((("memorization", "matchers"), "each matcher may be listed once"))
+    if "aligned" in mem.matchers and not mem.candidate_embedders:
         out.append((("memorization", "retrievers"), "'aligned' verifies the candidates of an "
-                    "embedder: list one in embedder or retrievers (e.g. efficientnet-lite0)"))
+                    "embedder: list one in matchers or retrievers (e.g. efficientnet-lite0)"))
     if isinstance(mem.threshold, dict):
         for name in mem.threshold:
-            if name not in mem.embedder:
+            if name not in mem.matchers:
                 out.append((("memorization", "threshold", name),
-                            f"not a deciding matcher (expected one of {', '.join(mem.embedder)})"))
+                            f"not a deciding matcher (expected one of {', '.join(mem.matchers)})"))
     if mem.group_pattern is not None:
         try:
             re.compile(mem.group_pattern)

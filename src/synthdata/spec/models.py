@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -9,6 +10,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    model_validator,
 )
 
 from synthdata.spec.base import StrictModel
@@ -163,6 +165,8 @@ class Shards(StrictModel):
 ThresholdValue = Literal["auto"] | Annotated[float, Field(ge=-1, le=1)]
 DEFAULT_MATCHERS = ("aligned",)
 DEFAULT_RETRIEVERS = ("efficientnet-lite0",)
+EMBEDDER_DEPRECATED = ("memorization.embedder is the deprecated old name of memorization.matchers "
+                       "(it selects the deciding matchers, and `aligned` is no embedder): rename it")
 
 
 def _as_list(value: Any) -> Any:
@@ -176,7 +180,7 @@ class Memorization(StrictModel):
         "real images: folders (searched recursively) or files of PNG/JPEG/TIFF/BMP, DICOM, "
         "NIfTI, WebDataset tars and Parquet tables; 'from-training': the images the generator's "
         "model and adapters were trained on (their train.json from `synthdata train`)"))
-    embedder: Annotated[list[str], BeforeValidator(_as_list), WithJsonSchema(
+    matchers: Annotated[list[str], BeforeValidator(_as_list), WithJsonSchema(
         {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"},
                                         "minItems": 1}]})] = Field(
         list(DEFAULT_MATCHERS), min_length=1, description=(
@@ -185,10 +189,10 @@ class Memorization(StrictModel):
             "candidates of the retrievers by aligned band-pass correlation (flips, rotations, "
             "inversion, renderings, crops); 'pixel' (32x32 thumbnails) and "
             "'efficientnet-lite0' score by cosine; a folder holds a local model. "
-            "A single name is accepted"))
+            "A single name is accepted. Formerly `embedder` (deprecated old name, still read)"))
     retrievers: list[str] = Field(list(DEFAULT_RETRIEVERS), description=(
         "embedders that only propose candidates (their k nearest real images) for 'aligned'; "
-        "their scores are recorded but do not vote. Embedders listed in `embedder` propose "
+        "their scores are recorded but do not vote. Embedders listed in `matchers` propose "
         "candidates too"))
     threshold: ThresholdValue | dict[str, ThresholdValue] = Field("auto", description=(
         "'auto' (calibrated on the reference: target_recall on synthesized copies within "
@@ -239,17 +243,25 @@ class Memorization(StrictModel):
         "images per embedder forward pass; default: the embedder's own (torch models 16 on "
         "a CPU, 64 on a GPU; pixel 256). Performance only"))
 
-    @property
-    def matchers(self) -> list[str]:
-        """The deciding matchers, in order."""
-        return list(self.embedder)
+    @model_validator(mode="before")
+    @classmethod
+    def _embedder_is_the_old_name(cls, data: Any) -> Any:
+        """`embedder` is read as `matchers` (its deprecated old name), with a warning."""
+        if not isinstance(data, dict) or "embedder" not in data:
+            return data
+        if "matchers" in data:
+            raise ValueError("give memorization.matchers only: embedder is its deprecated old name")
+        warnings.warn(EMBEDDER_DEPRECATED, FutureWarning, stacklevel=2)
+        data = dict(data)
+        data["matchers"] = data.pop("embedder")
+        return data
 
     @property
     def candidate_embedders(self) -> list[str]:
         """Embedders that search the reference: the deciding ones (not 'aligned') then the
         retrievers, each once; retrievers only when 'aligned' decides."""
-        out = [e for e in self.embedder if e != "aligned"]
-        if "aligned" in self.embedder:
+        out = [e for e in self.matchers if e != "aligned"]
+        if "aligned" in self.matchers:
             out += [r for r in self.retrievers if r not in out and r != "aligned"]
         return out
 

@@ -49,7 +49,7 @@ def location_fields(data: dict) -> Iterator[tuple[tuple[str | int, ...], object]
     mem = data.get("memorization") if isinstance(data.get("memorization"), dict) else {}
     for i, ref in enumerate(items(mem.get("reference"))):
         yield ("memorization", "reference", i), ref
-    for key in ("embedder", "retrievers"):
+    for key in ("matchers", "embedder", "retrievers"):  # embedder: the old name of matchers
         value = mem.get(key)
         if isinstance(value, list):
             yield from ((("memorization", key, i), v) for i, v in enumerate(value))
@@ -97,13 +97,14 @@ def path_fields(data: dict, base_dir: str | Path | None = None) -> Iterator[Path
     for i, ref in enumerate(mem.get("reference") or []):
         if _is_file_value(ref):
             yield ("memorization", "reference", i), ref
-    embedders = mem.get("embedder")
-    if isinstance(embedders, list):
-        for i, emb in enumerate(embedders):
+    key = "embedder" if "embedder" in mem else "matchers"  # embedder: the old name of matchers
+    matchers = mem.get(key)
+    if isinstance(matchers, list):
+        for i, emb in enumerate(matchers):
             if _is_folder_name(emb):
-                yield ("memorization", "embedder", i), emb
-    elif _is_folder_name(embedders):
-        yield ("memorization", "embedder"), embedders
+                yield ("memorization", key, i), emb
+    elif _is_folder_name(matchers):
+        yield ("memorization", key), matchers
     for i, emb in enumerate(mem.get("retrievers") or []):
         if _is_folder_name(emb):
             yield ("memorization", "retrievers", i), emb
