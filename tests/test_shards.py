@@ -69,3 +69,12 @@ def test_out_of_order_members_are_refused(tmp_path):
     samples = make_samples(2)
     with pytest.raises(ValueError, match="sorted order"):
         shards.write_tar(tmp_path / "x.tar", reversed(samples))
+
+
+def test_tar_members_split_into_sample_key_and_extension_as_webdataset_does():
+    from synthdata.folder.shards import split_member
+
+    assert split_member("demo-000000001.png") == ("demo-000000001", "png")
+    assert split_member("a/b.seg.png") == ("a/b", "seg.png")
+    assert split_member("x.v1/y.json") == ("x.v1/y", "json")  # a dot in a folder stays in the key
+    assert split_member("README") == ("README", "")

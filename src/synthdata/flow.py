@@ -33,7 +33,7 @@ from synthdata.dataset.prepare import (
 )
 from synthdata.qc.identity import classifier_fingerprints
 from synthdata.privacy import unwrap, withhold
-from synthdata.progress import ShardProgress
+from synthdata.progress import ShardProgress, artifact_key
 from synthdata.spec import Spec, with_overrides
 from synthdata.plan.load import load_spec
 from synthdata.dataset import card, records
@@ -83,12 +83,8 @@ def _progress_artifact(name: str):
     """A Prefect progress artifact for this flow run, at 0 %."""
     from prefect.artifacts import create_progress_artifact
 
-    return create_progress_artifact(progress=0.0, key=f"{_artifact_key(name)}-progress",
+    return create_progress_artifact(progress=0.0, key=f"{artifact_key(name)}-progress",
                                     description=f"{name}: shards generated in this run")
-
-
-def _artifact_key(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower())
 
 
 @flow(name="generate-shards", persist_result=False, validate_parameters=False,

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from synthdata.errors import OutputError, SynthdataError
@@ -172,3 +172,33 @@ def refuse_url(value: str | Path | None, where: str) -> None:
     """Raise a SynthdataError (exit 2) naming `where` (an option or field) when `value` is a URL."""
     if is_url(value):
         raise SynthdataError(f"{where}: {url_message(str(value))}")
+
+
+def private_dirs(path: Path, root: Path) -> Path:
+    """Create `path` and its parents below `root` (not `root` itself) as owner-only (0700)
+    folders: where real-image data and the pseudonym key are kept."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    p = path
+    while p != root and root in p.parents:
+        os.chmod(p, 0o700)
+        p = p.parent
+    return path
+
+
+def private_file(path: str | Path) -> Path:
+    """Create `path` empty if absent, readable and writable by its owner only (0600)."""
+    p = Path(path)
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    os.chmod(p, 0o600)
+    return p
+
+
+def write_private(path: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) then rename it to `path`: the file is owner-only (0600) from its creation, so
+    real-image data is never readable by others, even half-written. The caller makes the
+    folder (`private_dirs`)."""
+    with atomic_path(path) as tmp:
+        private_file(tmp)
+        write(tmp)
+        os.chmod(tmp, 0o600)

@@ -34,7 +34,7 @@ import filelock
 from pydantic import BaseModel, ConfigDict, model_serializer
 
 from synthdata.errors import SynthdataError
-from synthdata.fsutil import cache_root
+from synthdata.fsutil import cache_root, private_dirs, private_file  # noqa: F401  (private_file: part of the privacy API)
 
 KEY_ENV = "SYNTHDATA_PSEUDONYM_KEY"
 KEY_NAME = "pseudonym.key"
@@ -45,21 +45,7 @@ _LOCK = threading.Lock()
 
 def private_dir(*parts: str) -> Path:
     """A folder under $SYNTHDATA_CACHE/private, created (with its parents there) as 0700."""
-    root = cache_root() / "private"
-    path = root.joinpath(*parts)
-    for folder in [root, *[root.joinpath(*parts[:i + 1]) for i in range(len(parts))]]:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
-    return path
-
-
-def private_file(path: str | Path) -> Path:
-    """Create `path` empty if absent, readable and writable by its owner only (0600)."""
-    p = Path(path)
-    fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o600)
-    os.close(fd)
-    os.chmod(p, 0o600)
-    return p
+    return private_dirs(cache_root().joinpath("private", *parts), cache_root())
 
 
 class PseudonymKeyError(SynthdataError):

@@ -13,6 +13,11 @@ from rich.progress import (
 )
 
 
+def artifact_key(name: str) -> str:
+    """A Prefect artifact key made from a dataset name (lowercase letters, digits, dashes)."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower())
+
+
 class ShardProgress:
     """Progress bars over images, advanced one finished shard at a time."""
 

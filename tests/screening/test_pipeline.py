@@ -18,7 +18,7 @@ from screening_helpers import (
     write_raw_dataset,
 )
 
-from synthdata.screening import (
+from synthdata.screening.pipeline import (
     finalize_screening,
     prepare_screening,
     screen_dataset,

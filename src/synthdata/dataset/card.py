@@ -20,6 +20,7 @@ from synthdata.dataset import records
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_text_atomic
 from synthdata.privacy import public_path
+from synthdata.progress import artifact_key
 from synthdata.dataset.cohort_summary import cohort_section
 from synthdata.dataset.evaluation_section import evaluation_section
 
@@ -310,7 +311,7 @@ def publish_prefect_artifacts(out_dir: str | Path) -> list[str]:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     root = Path(out_dir)
-    name = "".join(c if c.isalnum() else "-" for c in records.spec_data(root)["name"].lower())
+    name = artifact_key(records.spec_data(root)["name"])
     ids = [create_table_artifact(table=label_rows(root), key=f"{name}-labels",
                                  description=f"{name}: samples per label, planned vs actual")]
     screening = screening_summary(root)

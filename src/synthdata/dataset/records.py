@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from synthdata.folder import DatasetFolder
+from synthdata.folder.shards import split_member
 from synthdata.libraries import library_versions
 from synthdata.fsutil import atomic_path, write_json_atomic
 from synthdata.spec import Spec, resolved_dict
@@ -77,7 +78,7 @@ def accepted_keys(out_dir: str | Path) -> dict[str, str] | None:
     out: dict[str, str] = {}
     for tar in folder.accepted_tars():
         for name in tar_members(tar):
-            out.setdefault(name.split(".", 1)[0], folder.relative(tar))
+            out.setdefault(split_member(name)[0], folder.relative(tar))
     return out
 
 

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from synthdata.dataset import card, records
 
 from synthdata.folder import journal
+from synthdata.folder.shards import split_member
 from synthdata.faults import fault
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path, write_json_atomic
@@ -57,7 +58,7 @@ def _sample_pngs(tars: list[Path], per_label: int) -> dict[int, list[bytes]]:
         with tarfile.open(tar_path) as tar:
             pngs, labels = {}, {}
             for member in tar:
-                key, _, ext = member.name.partition(".")
+                key, ext = split_member(member.name)
                 if ext == "png":
                     pngs[key] = tar.extractfile(member).read()
                 elif ext == "cls":

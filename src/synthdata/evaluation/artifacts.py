@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from synthdata.progress import artifact_key
 from synthdata.dataset.evaluation_section import headline_rows, markdown_table, utility_rows
 
 
@@ -13,7 +14,7 @@ def publish_artifacts(data: dict, name: str) -> list[str]:
         return []
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    key = "".join(c if c.isalnum() else "-" for c in name.lower())
+    key = artifact_key(name)
     ids = [create_table_artifact(table=headline_rows(data), key=f"{key}-fidelity",
                                  description=f"{name}: fidelity vs real ({data['extractor']['name']})")]
     text = [f"# {name}: evaluation", "", markdown_table(headline_rows(data))]

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from synthdata.evaluation.realset import RealItem, read_images
-from synthdata.fsutil import atomic_path, cache_root, sha256_file
+from synthdata.fsutil import atomic_path, cache_root, sha256_file, write_private
 from synthdata.screening.embedders import Embedder
 from synthdata.screening.embedder_factory import get_embedder
 from synthdata.screening.shardio import decode_png, read_members
 from synthdata.evaluation.extractors import resolve
+from synthdata.folder.shards import split_member
 from synthdata.privacy import private_dir
 
 DEFAULT_EXTRACTOR = "efficientnet-lite0"
@@ -100,7 +100,7 @@ def read_shard_with_vars(tar_path: str | Path):
     meta: dict[str, dict] = {}
     pngs: dict[str, bytes] = {}
     for name, data in read_members(tar_path):
-        key, _, ext = name.partition(".")
+        key, ext = split_member(name)
         if ext == "png":
             pngs[key] = data
         elif ext == "json":
@@ -160,9 +160,9 @@ def real_features(items: list[RealItem], extractor: Embedder, *, use_cache: bool
             return z["features"].astype(np.float32)
     feats = extractor.embed(list(read_images(items)), normalise=False)
     if use_cache:
-        with atomic_path(path) as tmp:
-            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
                 np.savez(f, features=np.ascontiguousarray(feats, dtype=np.float32))
-            os.chmod(tmp, 0o600)
+
+        write_private(path, save)
     return feats

@@ -28,6 +28,7 @@ import numpy as np
 from synthdata.errors import SynthdataError
 from synthdata.screening import decoders
 from synthdata.folder import DatasetFolder
+from synthdata.folder.shards import split_member
 from synthdata.folder.snapshot import hold
 from synthdata.fsutil import sha256_file
 
@@ -129,7 +130,7 @@ def _tar_items(tars: list[Path], root: Path) -> tuple[list[RealItem], list[str]]
             for member in tar:
                 if not member.isfile():
                     continue
-                key, _, ext = member.name.partition(".")
+                key, ext = split_member(member.name)
                 if ext in ("json", "cls"):
                     samples.setdefault(key, {})[ext] = tar.extractfile(member).read()  # type: ignore[union-attr]
                 elif member.name.lower().endswith(IMAGE_SUFFIXES):

@@ -29,6 +29,14 @@ FIXED_MTIME = 0
 PNG_COMPRESS_LEVEL = 6
 
 
+def split_member(name: str) -> tuple[str, str]:
+    """(sample key, extension) of a tar member name, as WebDataset groups them: the key is the
+    member's folder and its base name up to the first dot (`a/b.seg.png` -> `a/b`, `seg.png`)."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """A generated image as uint8 (float images in [0, 1], as kept for non-finite ones)."""
     if image.dtype == np.uint8:

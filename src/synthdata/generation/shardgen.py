@@ -91,7 +91,8 @@ def requests(rows: Sequence[dict]) -> list[SampleRequest]:
             for r in rows]
 
 
-def _empty_cuda_cache() -> None:
+def empty_cuda_cache() -> None:
+    """Give cached GPU memory back (after an out-of-memory split, before loading a model)."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -119,7 +120,7 @@ def generate_call(gen: ImageGenerator, call: list[dict],
             limit.size, limit.splits = (len(part) + 1) // 2, limit.splits + 1
             log.warning("CUDA out of memory on a call of %d images; retrying in calls of %d",
                         len(part), limit.size)
-            _empty_cuda_cache()
+            empty_cuda_cache()
             continue
         non_finite = getattr(gen, "last_non_finite", {})
         yield part, [non_finite.get(j, image) for j, image in enumerate(images)]

@@ -38,6 +38,7 @@ from synthdata.plan.rows import plan_batches, replay_calls  # noqa: F401  (re-ex
 from synthdata.generation.shardgen import (  # noqa: F401  (re-exported for callers)
     CallLimit,
     JobInfo,
+    empty_cuda_cache,
     device_type,
     generate_call,
     sample_metadata,
@@ -177,7 +178,7 @@ def _get_generator(spec: Spec, job: JobInfo, slot: int) -> LoadedModel:
     if loaded is not None:
         _MODELS.pop(slot, None)
         del loaded
-        _empty_cuda_cache()
+        empty_cuda_cache()
     gen = DiffusersGenerator(spec.generator, device=device, speed=spec.execution.speed)
     with _LOAD_LOCK:  # loading patches torch globally (meta-device init): one load at a time
         gen.load()
@@ -213,11 +214,6 @@ def _record(out_dir: str | Path, slot: int, loaded: LoadedModel, spec: Spec, thr
             run.setdefault("oom_splits", {})[str(done)] = limit.splits
         record["oom_splits"] = dict(run.get("oom_splits", {}))
     write_json_atomic(DatasetFolder(out_dir).worker_file(wid), record)
-
-
-def _empty_cuda_cache() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def check_worker_hardware(job: JobInfo, gen: ImageGenerator) -> None:

@@ -50,6 +50,7 @@ from synthdata.screening.matchers import MatcherSetup, prepare_matchers
 from synthdata.screening.pipeline import pseudonymous_rows, similarity_column
 from synthdata.spec.models import Memorization
 from synthdata.folder import DatasetFolder
+from synthdata.folder.shards import split_member
 from synthdata.folder.snapshot import hold
 
 AUDIT = "audit.parquet"
@@ -218,8 +219,7 @@ def read_chunk(chunk: list[Item]) -> list[tuple[str, np.ndarray | str]]:
                     if member.name not in wanted:
                         continue
                     seen += 1
-                    folder, _, base = member.name.rpartition("/")
-                    key = f"{folder}/{base.split('.', 1)[0]}" if folder else base.split(".", 1)[0]
+                    key = split_member(member.name)[0]
                     source = f"{item.path}#{key}"
                     try:
                         data = tar.extractfile(member).read()  # type: ignore[union-attr]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -42,7 +41,7 @@ from typing import Protocol
 import filelock
 import numpy as np
 
-from synthdata.fsutil import atomic_path, cache_root, sha256_file
+from synthdata.fsutil import cache_root, private_dirs, private_file, sha256_file, write_private
 from synthdata.screening.kinds import SKIPPED_KIND
 from synthdata.screening import calibrate
 from synthdata.screening import index as ix
@@ -76,13 +75,7 @@ class Store(Protocol):
 
 def _private_dirs(path: Path) -> Path:
     """Create `path` and its parents below the cache root as owner-only (0700) folders."""
-    root = cache_root()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    p = path
-    while p != root and root in p.parents:
-        os.chmod(p, 0o700)
-        p = p.parent
-    return path
+    return private_dirs(path, cache_root())
 
 
 def screening_cache() -> Path:
@@ -93,11 +86,7 @@ def screening_cache() -> Path:
 def _write_private(path: Path, write: Callable[[Path], None]) -> None:
     """write(tmp) then rename to path; the file is 0600, its folders 0700."""
     _private_dirs(path.parent)
-    with atomic_path(path) as tmp:
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        os.close(fd)
-        write(tmp)
-        os.chmod(tmp, 0o600)
+    write_private(path, write)
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
@@ -139,10 +128,7 @@ class PreparedReference:
 
 def content_hashes(files: list[ReferenceFile]) -> dict[Path, str]:
     """sha256 of each file, reusing earlier hashes when path, size and mtime are unchanged."""
-    db_path = screening_cache() / "hashes.sqlite"
-    fd = os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600)
-    os.close(fd)
-    os.chmod(db_path, 0o600)
+    db_path = private_file(screening_cache() / "hashes.sqlite")
     out: dict[Path, str] = {}
     with sqlite3.connect(db_path, timeout=60) as db:
         db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "

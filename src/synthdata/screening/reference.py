@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from synthdata.errors import ReferenceSetError, SynthdataError  # noqa: F401  (ReferenceSetError: re-exported)
+from synthdata.folder.shards import split_member
 from synthdata.screening import decoders
 from synthdata.screening import groups as grouping
 
@@ -269,8 +270,7 @@ def _tar_images(path: Path, group_column: str | None, on_skip: SkipFn) -> decode
             if not member.isfile():
                 continue
             name = member.name
-            folder, _, base = name.rpartition("/")
-            sample = f"{folder}/{base.split('.', 1)[0]}"  # WebDataset's sample key
+            sample = split_member(name)[0]  # WebDataset's sample key
             if sample != key:
                 yield from flush()
                 key, group = sample, None

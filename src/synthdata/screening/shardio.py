@@ -23,7 +23,7 @@ from PIL import Image
 
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path
-from synthdata.folder.shards import DeterministicTarWriter
+from synthdata.folder.shards import DeterministicTarWriter, split_member
 
 def complete_shards(out_dir: str | Path) -> list[int]:
     """Numbers of the raw shards that are complete (`DatasetFolder.shard_state`), sorted."""
@@ -44,8 +44,8 @@ def tar_sha256(out_dir: str | Path, shard: int) -> str:
 
 
 def member_key(name: str) -> str:
-    """The sample key of a tar member name (keys contain no dots)."""
-    return name.split(".", 1)[0]
+    """The sample key of a tar member name (`folder.shards.split_member`)."""
+    return split_member(name)[0]
 
 
 def read_members(tar_path: str | Path) -> list[tuple[str, bytes]]:

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from synthdata.errors import SynthdataError
+from synthdata.folder.shards import split_member
 from synthdata.phantoms.cache import cached_set
 from synthdata.spec.checks import template_slots
 from synthdata.training.spec import Data, PhantomSource
@@ -148,11 +149,10 @@ def _tar_items(data: Data, tar_path: Path) -> list[Item]:
             for info in tar.getmembers():
                 if not info.isfile():
                     continue
-                name = info.name.rsplit("/", 1)[-1]
-                if "." not in name:
+                key, ext = split_member(info.name)
+                if not ext:
                     continue
-                key = info.name[: len(info.name) - len(name)] + name.split(".", 1)[0]
-                groups.setdefault(key, {})[name.split(".", 1)[1].lower()] = info
+                groups.setdefault(key, {})[ext.lower()] = info
             items = []
             for key in sorted(groups):
                 members = groups[key]
