@@ -177,6 +177,25 @@ def test_with_top_up_the_memorization_section_is_part_of_the_spec_hash(tmp_path)
     prepare(out, faster)
 
 
+def test_renaming_embedder_to_matchers_moves_no_spec_hash(tmp_path):
+    """A top-up spec hashes its memorization section; the same spec written with the old name
+    `embedder` or the new `matchers` has one hash (folders made before the rename resume)."""
+    import warnings
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "r.png").write_bytes(b"")
+    top_up = {"qc": {"top_up": True}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        old = load_spec(_spec_file(tmp_path / "a", memorization={"reference": ["../real"],
+                                                                 "embedder": ["pixel"]}, **top_up))
+    new = load_spec(_spec_file(tmp_path / "b", memorization={"reference": ["../real"],
+                                                             "matchers": ["pixel"]}, **top_up))
+    other = load_spec(_spec_file(tmp_path / "c", memorization={"reference": ["../real"],
+                                                               "matchers": ["aligned"]}, **top_up))
+    assert spec_hash(old) == spec_hash(new) != spec_hash(other)
+
+
 def test_missing_planned_shards_after_generation_fail_the_run_listing_them(tmp_path):
     """Shard tasks that succeeded but whose shards this machine cannot see (workers writing
     elsewhere) fail the flow, listing the shards, instead of an empty `shards/` and 'done'."""

@@ -173,7 +173,9 @@ def data_sections(data: dict) -> dict:
     free = location_free(data)
     out = {k: v for k, v in free.items() if k not in NON_DATA_SECTIONS}
     if screens_while_generating(data):
-        out["memorization"] = {k: v for k, v in free["memorization"].items()
+        # hashed under the field's old name, so renaming `embedder` to `matchers` moved no hash
+        out["memorization"] = {("embedder" if k == "matchers" else k): v
+                               for k, v in free["memorization"].items()
                                if k not in MEMORIZATION_PERFORMANCE_ONLY}
     return out
 
