@@ -83,7 +83,8 @@ def test_a_checked_shard_is_byte_identical_when_made_again(qc_dataset, tmp_path)
 
 
 def test_samples_that_still_fail_are_kept_out_of_the_accepted_shards(tmp_path):
-    from synthdata.dataset.records import dataset_stats, manifest_table
+    from synthdata.dataset.stats import dataset_stats
+    from synthdata.dataset.manifest import manifest_table
     from synthdata.screening.pipeline import screen_dataset
     from synthdata.spec.models import Memorization
 

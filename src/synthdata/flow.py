@@ -36,7 +36,8 @@ from synthdata.privacy import unwrap, withhold
 from synthdata.progress import ShardProgress, artifact_key
 from synthdata.spec import Spec, with_overrides
 from synthdata.plan.load import load_spec
-from synthdata.dataset import card, records
+from synthdata.dataset import card
+from synthdata.dataset.run_record import write_run_record
 from synthdata.dataset.report import write_report
 from synthdata.generation.trained import resolve_from_training
 from synthdata.plan.rows import total_count
@@ -195,7 +196,7 @@ def record(folder: DatasetFolder, spec: Spec, spec_path: str, prepared, fp, exec
     artifacts, and DVC tracking when asked."""
     from prefect.runtime import flow_run
 
-    records.write_run_record(
+    write_run_record(
         folder.root, spec, spec_hash=prepared.spec_hash, plan_hash=prepared.plan_hash,
         model_fingerprint=fp, engine=execution.engine, workers=execution.workers,
         threads=execution.threads_per_worker,

@@ -12,7 +12,8 @@ import pytest
 from cohort_helpers import NIH, nih_spec_text
 from scipy.stats import chisquare
 
-from synthdata import plan, privacy
+from synthdata import privacy
+from synthdata.plan import rows as plan
 from synthdata.spec import resolved_yaml, spec_hash
 from synthdata.plan.load import load_spec_text
 from tests.conftest import DEMO_SPEC

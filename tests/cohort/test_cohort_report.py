@@ -74,7 +74,8 @@ def test_realized_counts_only_accepted_samples_once_screened(generated_cohort, t
 
     import pydicom
 
-    from synthdata.dataset import records
+
+    from synthdata.dataset.manifest import write_manifest
     from synthdata.screening.pipeline import screen_dataset
     from synthdata.spec.models import Memorization
 
@@ -90,7 +91,7 @@ def test_realized_counts_only_accepted_samples_once_screened(generated_cohort, t
     screen_dataset(copy, cfg)
     median = float(np.median(pq.read_table(copy / "screening.parquet")["similarity"].to_numpy()))
     screen_dataset(copy, cfg, threshold=median)
-    records.write_manifest(copy)
+    write_manifest(copy)
     manifest = pq.read_table(copy / "manifest.parquet").to_pandas()
     accepted = Counter(manifest[manifest["accepted"] == True]["label"])  # noqa: E712
     assert 0 < sum(accepted.values()) < 16, manifest["decision"].tolist()

@@ -29,7 +29,7 @@ def build_dataset(out: Path, spec_path: Path = DEMO_SPEC, shards: tuple[int, ...
     """Plan a spec into `out` and generate `shards` with the real worker (no Prefect); run.json."""
     from synthdata.generation.fingerprint import model_fingerprint
     from synthdata.dataset.prepare import prepare
-    from synthdata.dataset.records import write_run_record
+    from synthdata.dataset.run_record import write_run_record
     from synthdata.plan.load import load_spec
     from synthdata.generation.worker import JobInfo, generate_shard, job_as_dict
 
@@ -90,7 +90,8 @@ def copy_dataset(src: Path, dst: Path) -> Path:
 def screened_dataset(demo_dataset, tmp_path_factory) -> Path:
     """A copy of the demo dataset with screening results, accepted shards and records."""
     from synthdata.dataset.card import write_card
-    from synthdata.dataset.records import write_manifest, write_stats
+    from synthdata.dataset.manifest import write_manifest
+    from synthdata.dataset.stats import write_stats
 
     base = tmp_path_factory.mktemp("lineage-screened")
     root = copy_dataset(demo_dataset, base / "demo-cxr")

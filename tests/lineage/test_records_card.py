@@ -85,7 +85,8 @@ def test_manifest_has_one_row_per_generated_sample_with_hashes_and_screening(scr
 
 
 def test_unscreened_manifest_and_stats(demo_dataset, tmp_path):
-    from synthdata.dataset.records import dataset_stats, manifest_table
+    from synthdata.dataset.stats import dataset_stats
+    from synthdata.dataset.manifest import manifest_table
 
     table = manifest_table(demo_dataset).to_pylist()
     assert len(table) == 32 and all(r["decision"] is None and r["accepted"] is None for r in table)
@@ -95,7 +96,7 @@ def test_unscreened_manifest_and_stats(demo_dataset, tmp_path):
 
 
 def test_stats_are_deterministic_counts(screened_dataset):
-    from synthdata.dataset.records import write_stats
+    from synthdata.dataset.stats import write_stats
 
     stats = json.loads((screened_dataset / "stats.json").read_text())
     assert stats["samples"] == {"planned": 48, "generated": 32, "accepted": 29}
@@ -124,7 +125,7 @@ def test_run_record_names_the_git_commit_of_the_spec(tmp_path):
     """run.json records the commit of the repository holding the spec (a real git repository)."""
     import subprocess
 
-    from synthdata.dataset.records import git_info
+    from synthdata.dataset.run_record import git_info
 
     repo = tmp_path / "project"
     (repo / "specs").mkdir(parents=True)

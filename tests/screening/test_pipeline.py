@@ -279,14 +279,14 @@ def test_a_dead_readers_pin_holds_nothing(dataset, reference_dir):
 def test_staged_decisions_count_only_beside_their_staged_tar(dataset, reference_dir):
     """The crash window of issue 18: staged decisions beside other accepted tars (an earlier
     commit's, or none) must not be reused."""
-    from synthdata.screening.pipeline import _staged_tar
+    from synthdata.screening.staging import staged_tar
 
     out, _ = dataset
     cfg = Memorization(reference=[str(reference_dir / "dicom")], retrievers=["pixel"], threshold=0.99)
     job = prepare_screening(out, cfg)
     first = screen_shard(job, 2)  # distinct phantoms: accepted
     assert first["reused"] is False and first["accepted"] > 0
-    staged = _staged_tar(job, 2)
+    staged = staged_tar(job.staging, 2)
     good = staged.read_bytes()
     staged.write_bytes(good[:512] + bytes(len(good) - 512))  # other bytes under the staged name
     assert screen_shard(job, 2)["reused"] is False, "another tar: decided again"

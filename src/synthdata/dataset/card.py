@@ -17,6 +17,12 @@ import pyarrow.parquet as pq
 import yaml
 
 from synthdata.dataset import records
+
+from synthdata.dataset.manifest import manifest_table
+
+from synthdata.dataset.run_record import read_run_record
+
+from synthdata.dataset.stats import dataset_stats, planned_counts, value_counts
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_text_atomic
 from synthdata.privacy import public_path
@@ -47,7 +53,7 @@ def model_license(out_dir: str | Path) -> str | None:
     spec = records.spec_data(out_dir)
     if spec["generator"]["model"].startswith("builtin:"):
         return BUILTIN_LICENSE
-    run = records.read_run_record(out_dir) or {}
+    run = read_run_record(out_dir) or {}
     return (run.get("model") or {}).get("license")
 
 
@@ -72,9 +78,9 @@ def screening_summary(out_dir: str | Path) -> dict | None:
         info["embedder"] = info["embedder"].get("name", info["embedder"])
     info.update({f"threshold {k}": v for k, v in (info.get("threshold_info") or {}).items()})
     mem = records.spec_data(root).get("memorization", {})
-    manifest = records.manifest_table(root)
+    manifest = manifest_table(root)
     table = manifest.filter(pc.is_valid(manifest["decision"]))
-    decisions = records.value_counts(pc.fill_null(screened["decision"], "unknown"))
+    decisions = value_counts(pc.fill_null(screened["decision"], "unknown"))
     labels: dict[str, dict[str, int]] = {}
     for row in table.group_by(["label", "decision"]).aggregate([("key", "count")]).to_pylist():
         labels.setdefault(row["label"], {})[row["decision"]] = row["key_count"]
@@ -99,7 +105,7 @@ def screening_summary(out_dir: str | Path) -> dict | None:
 
 def label_rows(out_dir: str | Path) -> list[dict]:
     """The label table: index, planned, generated, accepted and share of accepted, per label."""
-    stats = records.dataset_stats(out_dir)
+    stats = dataset_stats(out_dir)
     names = list(records.spec_data(out_dir)["labels"])
     total_acc = sum((v["accepted"] or 0) for v in stats["labels"].values()) or None
     rows = []
@@ -132,7 +138,7 @@ def front_matter(out_dir: str | Path) -> dict:
     """The card's YAML front matter (Hugging Face dataset-card metadata)."""
     root = Path(out_dir)
     spec = records.spec_data(root)
-    stats = records.dataset_stats(root)
+    stats = dataset_stats(root)
     n = stats["samples"]["accepted"] if stats["samples"]["accepted"] is not None else stats["samples"]["generated"]
     lic = model_license(root)
     data = f"{_split(root)}/*.tar"
@@ -187,7 +193,7 @@ def _model_section(root: Path, spec: dict, run: dict) -> list[str]:
              f"- textual inversion: {tis}", f"- LoRA: {loras}",
              *_training_lines(run), "",
              "## Generation settings", "",
-             (f"- seed {spec['seed']}, {sum(records.planned_counts(root).values())} "
+             (f"- seed {spec['seed']}, {sum(planned_counts(root).values())} "
               f"samples, shards of {spec['shards']['size']}, batch size {gen['batch_size']}"),
              (f"- scheduler `{gen['scheduler']}`, {gen['steps']} steps, guidance {gen['guidance_scale']}, "
               f"{gen['width']}x{gen['height']}, dtype {gen['dtype']}"),
@@ -273,8 +279,8 @@ def card_text(out_dir: str | Path) -> str:
     """The whole dataset card as Markdown."""
     root = Path(out_dir)
     spec = records.spec_data(root)
-    run = records.read_run_record(root) or {}
-    stats = records.dataset_stats(root)
+    run = read_run_record(root) or {}
+    stats = dataset_stats(root)
     screening = screening_summary(root)
     split = _split(root)
     accepted = "-" if stats["samples"]["accepted"] is None else stats["samples"]["accepted"]

@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.tree import Tree
 
 from synthdata.dataset import records
+
+from synthdata.dataset.run_record import read_run_record
 from synthdata.errors import SynthdataError
 from synthdata.folder import DatasetFolder
 from synthdata.spec import Spec
@@ -190,7 +192,7 @@ def _lineage(folder: DatasetFolder, key: str) -> dict:
     recorded = _recorded_row(root, shard, key)
     accepted, accepted_tar = _accepted_tar(folder, shard, key)
     screening = (records.screening_results(folder, key) or {}).get(key)
-    run = records.read_run_record(root) or {}
+    run = read_run_record(root) or {}
     call = _call_of(root, spec, shard, key)
     call_keys = [r["key"] for r in call]
     worker = worker_record(root, shard) or {}

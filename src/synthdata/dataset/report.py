@@ -26,6 +26,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from synthdata.dataset import card, records
 
+from synthdata.dataset.manifest import manifest_table
+
+from synthdata.dataset.stats import dataset_stats
+
 from synthdata.folder import journal
 from synthdata.folder.shards import split_member
 from synthdata.faults import fault
@@ -118,11 +122,11 @@ def write_report(out_dir: str | Path) -> dict:
     folder = DatasetFolder(Path(os.fspath(out_dir)))
     with open_snapshot(folder) as snap:
         staged = journal.StagedFolder(folder.root, journal.stage(folder, "report"), ENTRIES)
-        table = records.manifest_table(folder.root).replace_schema_metadata(
+        table = manifest_table(folder.root).replace_schema_metadata(
             {"generation": snap.generation or "none"})
         with atomic_path(staged.manifest_file) as tmp:
             pq.write_table(table, tmp)
-        stats = records.dataset_stats(folder.root, table)
+        stats = dataset_stats(folder.root, table)
         write_json_atomic(staged.stats_file, stats)
         if folder.cohort_file.is_file():
             write_cohort_report(staged)

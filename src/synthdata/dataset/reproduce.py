@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from synthdata.dataset import records
+
+from synthdata.dataset.run_record import read_run_record
 from synthdata.errors import ModelError
 from synthdata.folder import DatasetFolder
 from synthdata.dataset.lineage import LineageError, _call_of, _index_of, folder_spec, read_member, worker_record
@@ -149,7 +150,7 @@ def reproduce(out_dir: str | Path, key: str, *, device: str | None = None, threa
         raise LineageError(f"{key!r} is not in {raw_tar}")
     recorded = pq.read_table(folder.raw_rows(shard), filters=[("key", "=", key)]).to_pylist()
     stored_ok = hashlib.sha256(stored).hexdigest() == recorded[0]["png_sha256"] if recorded else None
-    run = records.read_run_record(root) or {}
+    run = read_run_record(root) or {}
     worker = worker_record(root, shard) or {}
     threads = threads or worker.get("threads") or (run.get("execution") or {}).get("threads_per_worker") \
         or spec.execution.threads_per_worker

@@ -14,7 +14,8 @@ Layout (private: folders 0700, files 0600; nothing here is written under a datas
                                                index.faiss (approximate kinds), meta.json
                                                (written last: the completion mark)
 
-`key` hashes the store fingerprint, the reader options, the group pattern, the index settings
+Private writes and the hash database are `private_cache`; loading a built reference for the
+search is `loaded`. `key` hashes the store fingerprint, the reader options, the group pattern, the index settings
 and every (file id, content sha256). Files are decoded once for every store that lacks them.
 A reference that grows is extended from a cached index of a subset of its files; removing
 or changing files rebuilds from the per-file data without decoding images again.
@@ -29,8 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,10 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import filelock
 import numpy as np
 
-from synthdata.fsutil import cache_root, private_dirs, private_file, sha256_file, write_private
+from synthdata.screening.private_cache import (  # noqa: F401  (screening_cache: re-exported)
+    _write_private,
+    content_hashes,
+    private_lock,
+    save_array,
+    save_json,
+    screening_cache,
+)
 from synthdata.screening.kinds import SKIPPED_KIND
 from synthdata.screening import calibrate
 from synthdata.screening import index as ix
@@ -73,38 +78,6 @@ class Store(Protocol):
         """(rows, owner image index of each row) of several real images' renderings."""
 
 
-def _private_dirs(path: Path) -> Path:
-    """Create `path` and its parents below the cache root as owner-only (0700) folders."""
-    return private_dirs(path, cache_root())
-
-
-def screening_cache() -> Path:
-    """cache_root()/screening (0700): $SYNTHDATA_CACHE/screening or ~/.cache/synthdata/...."""
-    return _private_dirs(cache_root() / "screening")
-
-
-def _write_private(path: Path, write: Callable[[Path], None]) -> None:
-    """write(tmp) then rename to path; the file is 0600, its folders 0700."""
-    _private_dirs(path.parent)
-    write_private(path, write)
-
-
-def save_array(path: Path, array: np.ndarray) -> None:
-    """np.save, privately and atomically."""
-    _write_private(path, lambda tmp: np.save(open(tmp, "wb"), array))
-
-
-def save_json(path: Path, data: object) -> None:
-    """JSON (sorted, indented), privately and atomically."""
-    _write_private(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
-
-
-def private_lock(path: Path) -> filelock.FileLock:
-    """A lock file beside `path`, owner-only."""
-    _private_dirs(path.parent)
-    return filelock.FileLock(str(path) + ".lock", mode=0o600)
-
-
 @dataclass(frozen=True)
 class ReferenceHandle:
     """A built reference of one store in the cache: small and picklable, for tasks."""
@@ -124,25 +97,6 @@ class PreparedReference:
     skipped: list[Skipped]
     meta: dict
     nn_sims: np.ndarray
-
-
-def content_hashes(files: list[ReferenceFile]) -> dict[Path, str]:
-    """sha256 of each file, reusing earlier hashes when path, size and mtime are unchanged."""
-    db_path = private_file(screening_cache() / "hashes.sqlite")
-    out: dict[Path, str] = {}
-    with sqlite3.connect(db_path, timeout=60) as db:
-        db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
-                   "mtime_ns INTEGER, sha256 TEXT)")
-        for f in files:
-            row = db.execute("SELECT size, mtime_ns, sha256 FROM hashes WHERE path = ?",
-                             (str(f.path),)).fetchone()
-            if row and row[0] == f.size and row[1] == f.mtime_ns:
-                out[f.path] = row[2]
-                continue
-            out[f.path] = sha256_file(f.path)
-            db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)",
-                       (str(f.path), f.size, f.mtime_ns, out[f.path]))
-    return out
 
 
 def _file_path(store_fp: str, reader_fp: str, sha: str) -> Path:
@@ -380,45 +334,3 @@ def _unreadable_message(skipped: list) -> str:
 def prepare_reference(paths: list[str], store: Store, **kwargs) -> PreparedReference:
     """`prepare_references` for one store."""
     return prepare_references(paths, [store], **kwargs)[0]
-
-
-@dataclass
-class LoadedReference:
-    """A reference in memory: its rows (and FAISS index for vector stores), ids, groups."""
-
-    index: ix.NNIndex | None
-    data: np.ndarray
-    owners: np.ndarray
-    ids: np.ndarray
-    groups: np.ndarray
-    meta: dict
-
-
-_LOADED: dict[str, LoadedReference] = {}
-_LOADED_LOCK = threading.Lock()
-
-
-def load_reference(handle: ReferenceHandle) -> LoadedReference:
-    """The reference of a handle, loaded once per process (thread-safe)."""
-    with _LOADED_LOCK:
-        ref = _LOADED.get(handle.key)
-        if ref is None:
-            path = Path(handle.path)
-            meta = json.loads((path / "meta.json").read_text())
-            data = np.load(path / "data.npy", mmap_mode="r")
-            index = None
-            if meta["index"]["kind"] != "thumbnails":
-                p = dict(meta["index"])
-                plan = ix.IndexChoice(p.pop("kind"), p.pop("dim"), p)
-                index = ix.build_index(np.asarray(data), plan) if plan.kind == "flat" \
-                    else ix.load_index(path / "index.faiss", plan, data)
-            ref = LoadedReference(index, data, np.load(path / "owners.npy"),
-                                  np.load(path / "ids.npy"), np.load(path / "groups.npy"), meta)
-            _LOADED[handle.key] = ref
-    return ref
-
-
-def clear_loaded() -> None:
-    """Forget references loaded in this process (tests; long-lived workers)."""
-    with _LOADED_LOCK:
-        _LOADED.clear()

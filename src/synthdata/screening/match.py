@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from synthdata.screening.align import AlignedMatcher
-from synthdata.screening.cache import LoadedReference
+from synthdata.screening.loaded import LoadedReference
 from synthdata.screening.embedders import Embedder, blank_rows
 
 VERIFY_BATCH = 32  # samples whose candidates are registered together

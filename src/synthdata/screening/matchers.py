@@ -28,15 +28,9 @@ import numpy as np
 from synthdata.errors import SynthdataError
 from synthdata.screening import calibrate, duplicates
 from synthdata.screening.align import AlignedMatcher
-from synthdata.screening.cache import (
-    PreparedReference,
-    ReferenceHandle,
-    load_reference,
-    prepare_references,
-    private_lock,
-    save_json,
-    screening_cache,
-)
+from synthdata.screening.cache import PreparedReference, ReferenceHandle, prepare_references
+from synthdata.screening.loaded import load_reference
+from synthdata.screening.private_cache import private_lock, save_json, screening_cache
 from synthdata.screening.embedders import Embedder
 from synthdata.screening.embedder_factory import get_embedder
 from synthdata.screening.match import Screener

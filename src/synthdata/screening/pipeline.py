@@ -35,17 +35,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthdata.folder import generations, journal
 
 from synthdata import privacy
 from synthdata.faults import fault
 from synthdata.folder import DatasetFolder
-from synthdata.fsutil import atomic_path, sha256_file, write_json_atomic
+from synthdata.fsutil import atomic_path, write_json_atomic
 from synthdata.screening.kinds import GROUP_KIND, REAL_KIND
-from synthdata.screening import report, shardio
+from synthdata.screening import report, shardio, staging
 from synthdata.screening import index as ix
 from synthdata.screening.align import AlignedMatcher
-from synthdata.screening.cache import load_reference
+from synthdata.screening.loaded import load_reference
 from synthdata.screening.decide import (
     ACCEPT,
     NOT_SCREENED,
@@ -55,7 +54,6 @@ from synthdata.screening.decide import (
 )
 from synthdata.screening.match import MatchResult
 from synthdata.screening.matchers import MatcherSetup, prepare_matchers
-from synthdata.folder.shards import shard_name
 from synthdata.spec.models import Memorization
 from synthdata.screening.embedder_factory import get_embedder
 
@@ -213,36 +211,11 @@ def _load_query_data(job: ScreeningJob, shard: int) -> tuple[list[str], dict[str
     return keys or [], out
 
 
-def _decisions_path(job: ScreeningJob, shard: int) -> Path:
-    return job.staging / f"{shard_name(shard)}.decisions.parquet"
-
-
-def _staged_tar(job: ScreeningJob, shard: int) -> Path:
-    return job.staging / DatasetFolder.SHARDS / f"{shard_name(shard)}.tar"
-
-
-NO_TAR = "none"
-
-
-def _staged_sha(path: Path) -> str:
-    return sha256_file(path) if path.is_file() else NO_TAR
-
-
-def _reusable(job: ScreeningJob, shard: int, raw_sha: str) -> bool:
-    """Staged decisions count only for this raw tar and the accepted tar staged beside them."""
-    out = _decisions_path(job, shard)
-    if not out.is_file():
-        return False
-    meta = pq.read_schema(out).metadata or {}
-    return meta.get(b"tar_sha256") == raw_sha.encode() and \
-        meta.get(b"accepted_sha256") == _staged_sha(_staged_tar(job, shard)).encode()
-
-
 def screen_shard(job: ScreeningJob, shard: int) -> dict:
     """Search and decide one shard; stage its accepted tar and its decisions. Idempotent."""
     sha = shardio.tar_sha256(job.out_dir, shard)
-    out = _decisions_path(job, shard)
-    if _reusable(job, shard, sha):
+    out = staging.decisions_path(job.staging, shard)
+    if staging.reusable(job.staging, shard, sha):
         decisions = pq.read_table(out, columns=["decision"]).column(0).to_pylist()
         return {"shard": shard, "samples": len(decisions), "reused": True,
                 "accepted": sum(d in PUBLISHED for d in decisions)}
@@ -266,7 +239,7 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     cols["note"] = [f"qc failed: {failed_qc[k]}" if k in failed_qc else note
                     for k, note in zip(keys, cols["note"])]
     keep = {k for k, d in zip(keys, cols["decision"]) if d in PUBLISHED and k not in failed_qc}
-    staged_tar = _staged_tar(job, shard)
+    staged_tar = staging.staged_tar(job.staging, shard)
     if not keep:
         staged_tar.unlink(missing_ok=True)
     elif len(keep) == n:
@@ -278,21 +251,11 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     table = pa.table({"key": keys, "shard": [shard] * n, "label": [labels[k][0] for k in keys],
                       "label_index": [labels[k][1] for k in keys], **cols},
                      schema=decisions_schema(job.names)).replace_schema_metadata(
-        {"tar_sha256": sha, "accepted_sha256": _staged_sha(staged_tar)})
+        {"tar_sha256": sha, "accepted_sha256": staging.staged_sha(staged_tar)})
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
     fault("screening.after_shard")
     return {"shard": shard, "samples": n, "reused": False, "accepted": len(keep)}
-
-
-def _commit(job: ScreeningJob) -> str:
-    """Commit the staged screening (see the module docstring); return the generation id."""
-    folder, staging = DatasetFolder(job.out_dir), job.staging
-    tars = [t for s in job.shards if (t := _staged_tar(job, s)).is_file()]
-    tables = {n: staging / n for n in generations.TABLES if (staging / n).is_file()}
-    generation = generations.build(folder, job.token, tars, tables)
-    journal.commit(folder, "screening", generation=generation, token=job.token)
-    return generation
 
 
 def _synthetic_recall(job: ScreeningJob, name: str, vectors: np.ndarray,
@@ -327,7 +290,7 @@ def finalize_screening(job: ScreeningJob) -> ScreeningSummary:
     context = json.loads((job.staging / "context.json").read_text())
     for shard in job.shards:
         screen_shard(job, shard)
-    tables = [pq.read_table(_decisions_path(job, s)).replace_schema_metadata(None)
+    tables = [pq.read_table(staging.decisions_path(job.staging, s)).replace_schema_metadata(None)
               for s in job.shards]
     table = pa.concat_tables(tables) if tables else decisions_schema(job.names).empty_table()
     dup_name, dup_threshold = near_duplicate_threshold(job)
@@ -359,8 +322,8 @@ def finalize_screening(job: ScreeningJob) -> ScreeningSummary:
     rep = report.build_report(table, {k: v for k, v in context.items() if k != "prepare_s"})
     write_json_atomic(job.staging / DatasetFolder.SCREENING_REPORT, rep)
     report.draw_histogram(job.staging / DatasetFolder.SCREENING_PLOT, rep)
-    accepted = [s for s in job.shards if _staged_tar(job, s).is_file()]
-    _commit(job)
+    accepted = [s for s in job.shards if staging.staged_tar(job.staging, s).is_file()]
+    staging.commit(job.out_dir, job.staging, job.token, job.shards)
     ref = rep.get("reference") or {}
     thresholds = {n: float(t) for n, t in job.setup.thresholds}
     return ScreeningSummary(
