@@ -127,8 +127,12 @@ def expected_identity(spec: Spec, fingerprint: str, gpu_count: int,
                       screening_setup: str | None = None) -> GenerationIdentity:
     """What this run will generate with: model fingerprint, device type, dtype, speed knobs, QC
     classifier fingerprints and (qc.top_up) the digest of the screening setup."""
+    from synthdata.generators.procedural import is_procedural
+
     device = spec.generator.device
-    if engines.uses_gpus(device) and gpu_count:
+    if is_procedural(spec.generator.model):
+        device_kind = "cpu"  # builtin:procedural draws on the CPU whatever the machine has
+    elif engines.uses_gpus(device) and gpu_count:
         device_kind = "cuda"
     elif device == "auto":
         device_kind = "cpu"

@@ -295,6 +295,9 @@ def git_info(path: str | Path) -> dict | None:
 def _scheduler_record(spec: Spec) -> dict:
     from synthdata.fingerprint import scheduler_config
 
+    if spec.generator.model == "builtin:procedural":
+        return {"name": spec.generator.scheduler, "used": False,
+                "note": "builtin:procedural draws phantoms; no scheduler runs"}
     base = scheduler_config(spec.generator)
     record = {"name": spec.generator.scheduler, "model_default": base}
     from synthdata.generators.diffusers_gen import SCHEDULER_CLASSES

@@ -34,6 +34,7 @@ from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_json_atomic
 from synthdata.generators.base import ImageGenerator
 from synthdata.generators.diffusers_gen import DiffusersGenerator
+from synthdata.generators.procedural import ProceduralGenerator, is_procedural
 from synthdata.plan import plan_batches, replay_calls  # noqa: F401  (re-exported for callers)
 from synthdata.shardgen import (  # noqa: F401  (re-exported for callers)
     CallLimit,
@@ -175,7 +176,8 @@ def _get_generator(spec: Spec, job: JobInfo, slot: int) -> LoadedModel:
         _MODELS.pop(slot, None)
         del loaded
         _empty_cuda_cache()
-    gen = DiffusersGenerator(spec.generator, device=device, speed=spec.execution.speed)
+    make = ProceduralGenerator if is_procedural(spec.generator.model) else DiffusersGenerator
+    gen = make(spec.generator, device=device, speed=spec.execution.speed)
     with _LOAD_LOCK:  # loading patches torch globally (meta-device init): one load at a time
         gen.load()
     with _LOCK:

@@ -1,6 +1,7 @@
 """Generators: image models behind one small interface (see base.py). Import-light on purpose."""
 
-BUILTIN_MODELS = ("tiny", "phantom")
+BUILTIN_MODELS = ("tiny", "phantom")  # diffusers pipelines (also training bases)
+PROCEDURAL_MODELS = ("procedural",)  # no weights: drawn by code (generators.procedural)
 
 
 def dtype_name(requested: str, device: str) -> str:

@@ -124,7 +124,7 @@ class Generator(StrictModel):
     """Which text-to-image model generates, and how."""
 
     model: str = Field("builtin:tiny", min_length=1,
-                       description="builtin:tiny, builtin:phantom, catalog:ID, a local pipeline folder, or a hub id")
+                       description="builtin:tiny, builtin:phantom, builtin:procedural, catalog:ID, a local pipeline folder, or a hub id")
     revision: str | None = None
     scheduler: Literal[SCHEDULERS] = "ddim"  # type: ignore[valid-type]
     steps: int = Field(25, ge=1, le=1000)
