@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -266,9 +265,8 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     staged_tar = _staged_tar(job, shard)
     if not keep:
         staged_tar.unlink(missing_ok=True)
-    elif len(keep) == n:
-        with atomic_path(staged_tar) as tmp:
-            shutil.copyfile(shardio.raw_tar(job.out_dir, shard), tmp)
+    elif len(keep) == n:  # identical to the raw tar: the same file (no bytes copied)
+        shardio.link_accepted_tar(job.out_dir, shard, staged_tar)
     else:
         shardio.write_accepted_tar(shardio.read_members(shardio.raw_tar(job.out_dir, shard)),
                                    keep, staged_tar)

@@ -8,7 +8,10 @@
   decoding). The generation worker may write them too, with `save_shard_embeddings`.
 - Accepted shards are written by copying the raw tar's member bytes for the accepted keys,
   in the same order, with the same deterministic writer: never decoded or re-encoded. A
-  shard whose samples are all accepted is byte-identical to its raw tar.
+  shard whose samples are all accepted is its raw tar: a hard link to it (`link_accepted_tar`;
+  a copy only where the file system cannot link), so a fully accepted dataset costs no second
+  copy on disk. Nothing ever writes into a tar in place (every tar is written under a
+  temporary name and renamed), so sharing the file is safe.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from synthdata.folder import DatasetFolder
-from synthdata.fsutil import atomic_path
+from synthdata.fsutil import atomic_path, replace_with_link
 from synthdata.shards import DeterministicTarWriter
 
 def complete_shards(out_dir: str | Path) -> list[int]:
@@ -137,6 +140,13 @@ def write_accepted_tar(members: list[tuple[str, bytes]], keep: set[str],
                     kept, last = kept + 1, key
         writer.close()
     return kept
+
+
+def link_accepted_tar(out_dir: str | Path, shard: int, path: str | Path) -> None:
+    """Make `path` the raw tar of `shard` itself, atomically: a hard link, or a copy where the
+    file system has no hard links or `path` is on another device (`fsutil.link_or_copy`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    replace_with_link(raw_tar(out_dir, shard), path)
 
 
 def qc_failures(out_dir: str | Path, shard: int) -> dict[str, str]:
