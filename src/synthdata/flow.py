@@ -33,7 +33,7 @@ from synthdata.outputs import (
     prepare,
 )
 from synthdata.privacy import unwrap, withhold
-from synthdata.progress import ShardProgress
+from synthdata.progress import ShardProgress, phase_timing, screened_line
 from synthdata.spec import Spec, load_spec, with_overrides
 
 STEPS = ("generate", "screen", "record")
@@ -173,22 +173,35 @@ def check_generated(folder: DatasetFolder, shard_count: int, plan_hash: str,
 @task(name="screen-shard", retries=1, cache_policy=NO_CACHE, persist_result=False,
       task_run_name="screen-shard-{shard}")
 def screen_shard_task(job, shard: int) -> dict:
-    """Embed (or reuse embeddings of) one raw shard, search the reference, decide."""
+    """Embed (or reuse embeddings of) one raw shard, search the reference, decide; log a line
+    with its counts and seconds."""
     from synthdata.screening import screen_shard
 
-    return screen_shard(job, shard)
+    result = screen_shard(job, shard)
+    get_run_logger().info("%s", screened_line(result))
+    return result
 
 
 def screen(root: Path, spec: Spec) -> dict:
-    """Screening as one Prefect task per shard, then the dataset-wide step (near-duplicates, shards/)."""
+    """Screening as one Prefect task per shard, then the dataset-wide step (near-duplicates,
+    shards/); a progress bar over shards on a terminal. Its `phases` are run.json's timings of
+    reference ingestion, calibration, screening and the screening's records."""
     from synthdata.screening import finalize_screening, prepare_screening
+    from synthdata.screening.shardio import sample_count
     from synthdata.training import resolve_from_training
 
     job = prepare_screening(root, resolve_from_training(spec.memorization, spec.generator))
+    started, samples = time.perf_counter(), 0
     futures = [screen_shard_task.submit(job, s) for s in job.shards]
-    for future in futures:
-        future.result()
-    return finalize_screening(job).to_dict()
+    with ShardProgress(len(job.shards), sample_count(root, job.shards), "screen") as progress:
+        for future in as_completed(futures):
+            result = future.result()
+            samples += result["samples"]
+            progress.shard_done(result["samples"])
+    screened = phase_timing(time.perf_counter() - started, samples)
+    summary = finalize_screening(job).to_dict()
+    summary["phases"] = {**summary["phases"], "screening": screened}
+    return summary
 
 
 def record(folder: DatasetFolder, spec: Spec, spec_path: str, prepared, fp, execution,
@@ -208,8 +221,13 @@ def record(folder: DatasetFolder, spec: Spec, spec_path: str, prepared, fp, exec
         extra={"execution": execution.as_record()})
     if not report:
         return
+    started = time.perf_counter()
     write_report(folder.root)
     card.publish_prefect_artifacts(folder.root)
+    from synthdata.plan import total_count
+
+    records.add_run_phases(folder.root, {"records": phase_timing(time.perf_counter() - started,
+                                                                 total_count(spec))})
     if spec.output.dvc:
         from synthdata.versioning import track_outputs
 
@@ -292,7 +310,8 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
                 timings["reference_wait_s"], clock = time.perf_counter() - clock, time.perf_counter()
         decisions: dict = {}
         if stop_after != "generate":
-            decisions = screen(folder.root, spec)["decisions"]
+            screened = screen(folder.root, spec)
+            decisions, timings["phases"] = screened["decisions"], screened["phases"]
             timings["screen_s"], clock = time.perf_counter() - clock, time.perf_counter()
             if not spec.memorization.reference:
                 get_run_logger().warning(

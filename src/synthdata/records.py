@@ -388,6 +388,16 @@ def _public_record(record: dict, out_dir: str | Path) -> dict:
     return privacy.public_paths(record, out_dir)
 
 
+def add_run_phases(out_dir: str | Path, phases: dict) -> None:
+    """Add phase timings ({phase: progress.phase_timing}) measured after run.json was written
+    (the records' own) to its `timings.phases`; nothing else changes."""
+    run = read_run_record(out_dir)
+    if run is None:
+        return
+    run.setdefault("timings", {}).setdefault("phases", {}).update(phases)
+    write_json_atomic(DatasetFolder(out_dir).run_file, run)
+
+
 def read_run_record(out_dir: str | Path) -> dict | None:
     """DIR/run.json as data, or None when the folder has none."""
     path = DatasetFolder(out_dir).run_file

@@ -209,12 +209,18 @@ def failure(name: str, info: dict, reference: dict) -> str:
 
 
 def prepare_matchers(cfg: Memorization, *, threshold: float | None = None,
-                     base_dir: str | Path | None = None) -> tuple[MatcherSetup, dict]:
+                     base_dir: str | Path | None = None,
+                     phases: dict | None = None) -> tuple[MatcherSetup, dict]:
     """Load the embedders, build or reuse the references, settle every threshold.
 
     `threshold` overrides every configured one (`synthdata screen --threshold`).
-    Without a reference nothing is searched: the setup has no handles.
+    Without a reference nothing is searched: the setup has no handles. `phases`, when given,
+    receives the timings of `reference_ingestion` and `calibration` (`progress.phase_timing`;
+    a cached reference or calibration is fast, not skipped); they never enter the context.
     """
+    from synthdata.progress import phase_timing
+
+    phases = {} if phases is None else phases
     from synthdata.spec.checks import memorization_problems
 
     problems = memorization_problems(cfg)
@@ -235,11 +241,14 @@ def prepare_matchers(cfg: Memorization, *, threshold: float | None = None,
     reference = None
     if cfg.reference:
         stores = [*embedders, *([AlignedMatcher()] if aligned else [])]
+        started = time.perf_counter()
         prepared = prepare_references(cfg.reference, stores, options=_reader_options(cfg),
                                       exact_limit=cfg.exact_limit,
                                       memory_gb=cfg.index_memory_gb, base_dir=base)
         handles = tuple((p.handle.store, p.handle) for p in prepared)
         reference = _reference_info(prepared)
+        phases["reference_ingestion"] = phase_timing(time.perf_counter() - started,
+                                                     reference["images"])
     setup = MatcherSetup(deciding, tuple(zip(names, entries)), aligned, handles, (),
                          cfg.review_band, cfg.k, cfg.device, cfg.batch_size, base,
                          tuple((e.name, e.fingerprint) for e in embedders))
@@ -254,8 +263,13 @@ def prepare_matchers(cfg: Memorization, *, threshold: float | None = None,
                                          ", ".join(auto))
         if auto or (reference["images"] >= calibrate.MIN_IMAGES
                     and reference["groups"] >= calibrate.MIN_GROUPS):
+            started = time.perf_counter()
             calibration = calibrate_setup(cfg, setup, configured)
             reference["duplicates"] = calibration["_duplicates"]
+            sampled = next((v[1].get("sample_images") for k, v in calibration.items()
+                            if k != "_duplicates"), None)
+            phases["calibration"] = phase_timing(time.perf_counter() - started,
+                                                 int(sampled or reference["images"]))
     for d in deciding:
         given = configured[d]
         if reference is None:

@@ -33,6 +33,12 @@ def complete_shards(out_dir: str | Path) -> list[int]:
     return DatasetFolder(out_dir).complete_shards()
 
 
+def sample_count(out_dir: str | Path, shards: list[int] | tuple[int, ...]) -> int:
+    """Samples in these raw shards, as their completion markers count them (progress totals)."""
+    folder = DatasetFolder(out_dir)
+    return sum(int((folder.marker(s) or {}).get("count") or 0) for s in shards)
+
+
 def raw_tar(out_dir: str | Path, shard: int) -> Path:
     """DIR/raw/shard-NNNNNN.tar."""
     return DatasetFolder(out_dir).raw_tar(shard)
