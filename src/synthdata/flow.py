@@ -9,6 +9,7 @@ a progress artifact advances shard by shard.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -182,22 +183,40 @@ def screen_shard_task(job, shard: int) -> dict:
     return result
 
 
-def screen(root: Path, spec: Spec) -> dict:
-    """Screening as one Prefect task per shard, then the dataset-wide step (near-duplicates,
-    shards/); a progress bar over shards on a terminal. Its `phases` are run.json's timings of
-    reference ingestion, calibration, screening and the screening's records."""
-    from synthdata.screening import finalize_screening, prepare_screening
+@flow(name="screen-shards", persist_result=False, validate_parameters=False,
+      flow_run_name="screen-shards-{dataset}")
+def screen_shards(job, dataset: str = "") -> int:
+    """One screening task per shard on the subflow's task runner, a progress bar over shards on
+    a terminal; returns the samples screened. `job` is `privacy.Withheld` (its reference paths
+    never reach Prefect)."""
     from synthdata.screening.shardio import sample_count
-    from synthdata.training import resolve_from_training
 
-    job = prepare_screening(root, resolve_from_training(spec.memorization, spec.generator))
-    started, samples = time.perf_counter(), 0
+    job = unwrap(job)
+    samples = 0
     futures = [screen_shard_task.submit(job, s) for s in job.shards]
-    with ShardProgress(len(job.shards), sample_count(root, job.shards), "screen") as progress:
+    with ShardProgress(len(job.shards), sample_count(job.out_dir, job.shards), "screen") as progress:
         for future in as_completed(futures):
             result = future.result()
             samples += result["samples"]
             progress.shard_done(result["samples"])
+    return samples
+
+
+def screen(root: Path, spec: Spec, workers: int = 1) -> dict:
+    """Screening as one Prefect task per shard, at most `workers` at a time (so shards finish
+    one after another: steady progress, staged work kept, a few shards in memory; all at once
+    they finished together at the end), then the dataset-wide step (near-duplicates, shards/).
+    Its `phases` are run.json's timings of reference ingestion, calibration, screening and the
+    screening's records."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from synthdata.screening import finalize_screening, prepare_screening
+    from synthdata.training import resolve_from_training
+
+    job = prepare_screening(root, resolve_from_training(spec.memorization, spec.generator))
+    started = time.perf_counter()
+    samples = screen_shards.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(1, workers)))(
+        withhold(job, f"screening job {job.token} (local paths withheld)"), spec.name)
     screened = phase_timing(time.perf_counter() - started, samples)
     summary = finalize_screening(job).to_dict()
     summary["phases"] = {**summary["phases"], "screening": screened}
@@ -310,7 +329,7 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
                 timings["reference_wait_s"], clock = time.perf_counter() - clock, time.perf_counter()
         decisions: dict = {}
         if stop_after != "generate":
-            screened = screen(folder.root, spec)
+            screened = screen(folder.root, spec, min(execution.workers, os.cpu_count() or 1))
             decisions, timings["phases"] = screened["decisions"], screened["phases"]
             timings["screen_s"], clock = time.perf_counter() - clock, time.perf_counter()
             if not spec.memorization.reference:
