@@ -81,7 +81,8 @@ def test_flow_records_phases_in_run_json_and_nowhere_else(prefect_server, tmp_pa
     # (a handler of our own: Prefect's logging setup replaces the root handlers caplog uses)
     logger, seen = logging.getLogger("synthdata.screening.pipeline"), _Lines()
     logger.addHandler(seen)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not `.level =`: it clears the enabled-for cache
     try:
         summary = screen_dataset(a, Memorization(**_memorization(reference)))
     finally:
