@@ -9,6 +9,7 @@ a progress artifact advances shard by shard.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,16 +34,18 @@ from synthdata.dataset.prepare import (
 )
 from synthdata.qc.identity import classifier_fingerprints
 from synthdata.privacy import unwrap, withhold
-from synthdata.progress import ShardProgress, artifact_key
+from synthdata.progress import ShardProgress, artifact_key, phase_timing, screened_line
 from synthdata.spec import Spec, with_overrides
 from synthdata.plan.load import load_spec
 from synthdata.dataset import card
-from synthdata.dataset.run_record import write_run_record
+from synthdata.dataset.run_record import add_run_phases, write_run_record
 from synthdata.dataset.report import write_report
 from synthdata.generation.trained import resolve_from_training
 from synthdata.plan.rows import total_count
 from synthdata.qc.memorization import setup_identity
 from synthdata.versioning import track_outputs
+from synthdata.generation.generators.procedural import is_procedural
+from synthdata.screening.shardio import sample_count
 
 STEPS = ("generate", "screen", "record")
 
@@ -131,8 +134,11 @@ def expected_identity(spec: Spec, fingerprint: str, gpu_count: int,
                       screening_setup: str | None = None) -> GenerationIdentity:
     """What this run will generate with: model fingerprint, device type, dtype, speed knobs, QC
     classifier fingerprints and (qc.top_up) the digest of the screening setup."""
+
     device = spec.generator.device
-    if engines.uses_gpus(device) and gpu_count:
+    if is_procedural(spec.generator.model):
+        device_kind = "cpu"  # builtin:procedural draws on the CPU whatever the machine has
+    elif engines.uses_gpus(device) and gpu_count:
         device_kind = "cuda"
     elif device == "auto":
         device_kind = "cpu"
@@ -176,18 +182,47 @@ def screen_shard_task(job, shard: int) -> dict:
     """Embed (or reuse embeddings of) one raw shard, search the reference, decide."""
     from synthdata.screening.pipeline import screen_shard  # deferred: loads faiss, scipy
 
-    return screen_shard(job, shard)
+    result = screen_shard(job, shard)
+    get_run_logger().info("%s", screened_line(result))
+    return result
 
 
-def screen(root: Path, spec: Spec) -> dict:
-    """Screening as one Prefect task per shard, then the dataset-wide step (near-duplicates, shards/)."""
+@flow(name="screen-shards", persist_result=False, validate_parameters=False,
+      flow_run_name="screen-shards-{dataset}")
+def screen_shards(job, dataset: str = "") -> int:
+    """One screening task per shard on the subflow's task runner, a progress bar over shards on
+    a terminal; returns the samples screened. `job` is `privacy.Withheld` (its reference paths
+    never reach Prefect)."""
+
+    job = unwrap(job)
+    samples = 0
+    futures = [screen_shard_task.submit(job, s) for s in job.shards]
+    with ShardProgress(len(job.shards), sample_count(job.out_dir, job.shards), "screen") as progress:
+        for future in as_completed(futures):
+            result = future.result()
+            samples += result["samples"]
+            progress.shard_done(result["samples"])
+    return samples
+
+
+def screen(root: Path, spec: Spec, workers: int = 1) -> dict:
+    """Screening as one Prefect task per shard, at most `workers` at a time (so shards finish
+    one after another: steady progress, staged work kept, a few shards in memory; all at once
+    they finished together at the end), then the dataset-wide step (near-duplicates, shards/).
+    Its `phases` are run.json's timings of reference ingestion, calibration, screening and the
+    screening's records."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
     from synthdata.screening.pipeline import finalize_screening, prepare_screening  # deferred: loads faiss, scipy
 
     job = prepare_screening(root, resolve_from_training(spec.memorization, spec.generator))
-    futures = [screen_shard_task.submit(job, s) for s in job.shards]
-    for future in futures:
-        future.result()
-    return finalize_screening(job).to_dict()
+    started = time.perf_counter()
+    samples = screen_shards.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(1, workers)))(
+        withhold(job, f"screening job {job.token} (local paths withheld)"), spec.name)
+    screened = phase_timing(time.perf_counter() - started, samples)
+    summary = finalize_screening(job).to_dict()
+    summary["phases"] = {**summary["phases"], "screening": screened}
+    return summary
 
 
 def record(folder: DatasetFolder, spec: Spec, spec_path: str, prepared, fp, execution,
@@ -204,8 +239,11 @@ def record(folder: DatasetFolder, spec: Spec, spec_path: str, prepared, fp, exec
         extra={"execution": execution.as_record()})
     if not report:
         return
+    started = time.perf_counter()
     write_report(folder.root)
     card.publish_prefect_artifacts(folder.root)
+    add_run_phases(folder.root, {"records": phase_timing(time.perf_counter() - started,
+                                                         total_count(spec))})
     if spec.output.dvc:
         track_outputs(folder.root, push=True)
 
@@ -286,7 +324,8 @@ def synthdata_run(spec_path: str, out_dir: str | None = None, engine: str | None
                 timings["reference_wait_s"], clock = time.perf_counter() - clock, time.perf_counter()
         decisions: dict = {}
         if stop_after != "generate":
-            decisions = screen(folder.root, spec)["decisions"]
+            screened = screen(folder.root, spec, min(execution.workers, os.cpu_count() or 1))
+            decisions, timings["phases"] = screened["decisions"], screened["phases"]
             timings["screen_s"], clock = time.perf_counter() - clock, time.perf_counter()
             if not spec.memorization.reference:
                 get_run_logger().warning(

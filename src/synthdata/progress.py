@@ -1,4 +1,5 @@
-"""Rich progress for a generation run: shards and images done, rate and time left."""
+"""Rich progress for a run's shard phases (generation, screening): shards and images done,
+rate and time left; and the per-phase timing record that run.json keeps."""
 
 from __future__ import annotations
 
@@ -13,23 +14,40 @@ from rich.progress import (
 )
 
 
+def phase_timing(seconds: float, items: int) -> dict:
+    """One phase's timing as run.json records it: {seconds, items, items_per_s}."""
+    return {"seconds": round(float(seconds), 3), "items": int(items),
+            "items_per_s": round(items / seconds, 2) if seconds > 0 else None}
+
+
 def artifact_key(name: str) -> str:
     """A Prefect artifact key made from a dataset name (lowercase letters, digits, dashes)."""
     return "".join(c if c.isalnum() else "-" for c in name.lower())
 
 
-class ShardProgress:
-    """Progress bars over images, advanced one finished shard at a time."""
+def screened_line(result: dict) -> str:
+    """The log line of one screened shard (`screening.screen_shard`'s result): counts per
+    decision, samples published, seconds."""
+    counts = ", ".join(f"{n} {d}" for d, n in sorted(result["decisions"].items()))
+    return (f"shard {result['shard']}: screened {result['samples']} samples ({counts or 'none'}), "
+            f"{result['accepted']} published, in {result['seconds']:.2f} s"
+            f"{' (staged result reused)' if result['reused'] else ''}")
 
-    def __init__(self, shards: int, images: int):
+
+class ShardProgress:
+    """Progress bars over images, advanced one finished shard at a time; `what` prefixes the
+    bars' names (e.g. "screen" -> "screen shards", "screen images")."""
+
+    def __init__(self, shards: int, images: int, what: str = ""):
         console = Console(stderr=True)
         # live bars on a terminal only: elsewhere (logs, CI) the run's own lines say it all
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, transient=False, disable=not console.is_terminal)
-        self._shards = self._progress.add_task("shards", total=shards, rate="")
-        self._images = self._progress.add_task("images", total=images, rate="")
+        prefix = f"{what} " if what else ""
+        self._shards = self._progress.add_task(f"{prefix}shards", total=shards, rate="")
+        self._images = self._progress.add_task(f"{prefix}images", total=images, rate="")
 
     def __enter__(self) -> "ShardProgress":
         self._progress.__enter__()

@@ -253,6 +253,9 @@ def _limitations(spec: dict, state: str) -> list[str]:
     if model == "builtin:tiny":
         lines.append("- Generated with the built-in tiny random-weight model: **the images are noise**. "
                      "This dataset only exercises the pipeline.")
+    elif model == "builtin:procedural":
+        lines.append("- Generated with `builtin:procedural`: procedural chest-radiograph phantoms drawn per "
+                     "label (no model, not clinical data). For scale tests and benchmarks only.")
     elif model == "builtin:phantom":
         lines.append("- Generated with `builtin:phantom`, a tiny model trained on procedural chest-radiograph "
                      "phantoms (not clinical data): the images resemble those phantoms, not real anatomy. "

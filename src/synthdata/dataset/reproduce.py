@@ -30,6 +30,7 @@ from synthdata.folder.shards import encode_png
 from synthdata.generation.fingerprint import model_fingerprint
 from synthdata.generation.generators.base import SampleRequest
 from synthdata.spec.models import Speed
+from synthdata.generation.generators.procedural import ProceduralGenerator, is_procedural
 
 
 @dataclass
@@ -92,11 +93,9 @@ def sample_keys(out_dir: str | Path, n: int, seed: int = 0) -> list[str]:
 
 def reproduce_many(out_dir: str | Path, keys: list[str]) -> list[ReproduceResult]:
     """reproduce() for several keys with one loaded model (the recorded device and threads)."""
-    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator  # deferred: loads diffusers, torch, transformers
-
     spec = folder_spec(out_dir)
     require_model(spec)
-    generators: dict[str, DiffusersGenerator] = {}
+    generators: dict = {}
     results = []
     for key in keys:
         shard = _index_of(key, spec) // spec.shards.size
@@ -105,10 +104,18 @@ def reproduce_many(out_dir: str | Path, keys: list[str]) -> list[ReproduceResult
         which = json.dumps([device, speed.changed()], sort_keys=True)
         gen = generators.get(which)
         if gen is None:
-            gen = generators[which] = DiffusersGenerator(spec.generator, device=device, speed=speed)
+            gen = generators[which] = _generator(spec, device, speed)
             gen.load()
         results.append(reproduce(out_dir, key, generator=gen))
     return results
+
+
+def _generator(spec: Spec, device: str, speed):
+    """The generator that replays a spec's samples: diffusers, or builtin:procedural's renderer."""
+    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator  # deferred: loads diffusers, torch, transformers
+
+    make = ProceduralGenerator if is_procedural(spec.generator.model) else DiffusersGenerator
+    return make(spec.generator, device=device, speed=speed)
 
 
 def _decode(png: bytes) -> np.ndarray:
@@ -131,7 +138,6 @@ def reproduce(out_dir: str | Path, key: str, *, device: str | None = None, threa
     """
     import torch
 
-    from synthdata.generation.generators.diffusers_gen import DiffusersGenerator  # deferred: loads diffusers, torch, transformers
 
     start = time.perf_counter()
     root = Path(out_dir)
@@ -161,14 +167,14 @@ def reproduce(out_dir: str | Path, key: str, *, device: str | None = None, threa
         meta = json.loads(read_member(raw_tar, f"{key}.json") or b"{}")
         recorded_fp = (meta.get("model") or {}).get("fingerprint")
         model_ok = None if not recorded_fp else model_fingerprint(spec.generator).fingerprint == recorded_fp
-    gen = generator or DiffusersGenerator(spec.generator, device=device,
-                                              speed=recorded_speed(out_dir, shard))
+    gen = generator or _generator(spec, device, recorded_speed(out_dir, shard))
     previous = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:
         images = gen.generate([SampleRequest(key=r["key"], prompt=r["prompt"],
                                              negative_prompt=r["negative_prompt"], seed=r["seed"],
-                                             steps=r["steps"], guidance_scale=r["guidance_scale"])
+                                             steps=r["steps"], guidance_scale=r["guidance_scale"],
+                                             label=r.get("label", ""))
                                for r in call])
     finally:
         torch.set_num_threads(previous)

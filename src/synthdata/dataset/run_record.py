@@ -48,7 +48,9 @@ def git_info(path: str | Path) -> dict | None:
 
 
 def _scheduler_record(spec: Spec) -> dict:
-
+    if spec.generator.model == "builtin:procedural":
+        return {"name": spec.generator.scheduler, "used": False,
+                "note": "builtin:procedural draws phantoms; no scheduler runs"}
     base = scheduler_config(spec.generator)
     record = {"name": spec.generator.scheduler, "model_default": base}
     from synthdata.generation.generators.diffusers_gen import SCHEDULER_CLASSES  # deferred: loads diffusers, torch, transformers
@@ -135,6 +137,16 @@ def _public_record(record: dict, out_dir: str | Path) -> dict:
     if names:
         mem["reference"] = [names.get(r, r) for r in mem["reference"]]
     return privacy.public_paths(record, out_dir)
+
+
+def add_run_phases(out_dir: str | Path, phases: dict) -> None:
+    """Add phase timings ({phase: progress.phase_timing}) measured after run.json was written
+    (the records' own) to its `timings.phases`; nothing else changes."""
+    run = read_run_record(out_dir)
+    if run is None:
+        return
+    run.setdefault("timings", {}).setdefault("phases", {}).update(phases)
+    write_json_atomic(DatasetFolder(out_dir).run_file, run)
 
 
 def read_run_record(out_dir: str | Path) -> dict | None:

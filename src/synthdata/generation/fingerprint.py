@@ -7,6 +7,7 @@ multi-GB pipeline costs a few seconds once per run.
 
 Where the folder comes from:
 - `builtin:NAME`: the cached built-in pipeline (built on first use by `ensure_builtin`);
+  `builtin:procedural` has no weights: a constant and the phantom renderer's version;
 - a local folder: that folder;
 - a hub id: its local snapshot, resolved with `huggingface_hub` without the network
   (`local_files_only`); a snapshot that is not on disk is an error, never a download. The
@@ -26,6 +27,11 @@ from synthdata.errors import ModelError
 from synthdata.fsutil import sha256_file
 from synthdata.spec.checks import is_local_model
 from synthdata.spec.models import Generator as GeneratorConfig
+from synthdata.generation.generators.procedural import (
+    RENDERER_VERSION,
+    procedural_fingerprint,
+    renderer_folder,
+)
 
 FINGERPRINT_VERSION = "synthdata-model-fingerprint/v1"
 # Files that document a model rather than define it; they never enter the fingerprint.
@@ -94,6 +100,8 @@ def hub_commit(folder: str | Path) -> str | None:
 def model_folder(cfg: GeneratorConfig) -> Path:
     """The folder a generator config loads from: built-in cache, local folder or hub snapshot."""
     model = cfg.model
+    if model == "builtin:procedural":  # no weights: the phantom renderer's code
+        return renderer_folder()
     if model.startswith("builtin:"):
         from synthdata.generation.generators.builtin import ensure_builtin  # deferred: loads diffusers, torch, transformers
 
@@ -129,7 +137,11 @@ def _adapter_hash(path: str, what: str) -> str:
 
 
 def model_fingerprint(cfg: GeneratorConfig) -> ModelFingerprint:
-    """Fingerprint the model a generator config names (weights, configs, revision, adapters)."""
+    """Fingerprint the model a generator config names (weights, configs, revision, adapters);
+    builtin:procedural's is a constant and its renderer version (`generators.procedural`)."""
+    if cfg.model == "builtin:procedural":
+        return ModelFingerprint(fingerprint=procedural_fingerprint(), model=cfg.model, revision=None,
+                                folder=str(renderer_folder()), files={"renderer": RENDERER_VERSION})
     folder = model_folder(cfg)
     files = {rel: sha256_file(folder / rel) for rel in model_files(folder)}
     if not files:

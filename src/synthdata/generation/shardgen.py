@@ -87,7 +87,8 @@ class Made:
 def requests(rows: Sequence[dict]) -> list[SampleRequest]:
     """Generator requests of plan rows (their `seed` is the seed used)."""
     return [SampleRequest(key=r["key"], prompt=r["prompt"], negative_prompt=r["negative_prompt"],
-                          seed=r["seed"], steps=r["steps"], guidance_scale=r["guidance_scale"])
+                          seed=r["seed"], steps=r["steps"], guidance_scale=r["guidance_scale"],
+                          label=r.get("label", ""))
             for r in rows]
 
 

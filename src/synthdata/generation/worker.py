@@ -34,6 +34,7 @@ from synthdata.folder import DatasetFolder
 from synthdata.fsutil import write_json_atomic
 from synthdata.generation.generators.base import ImageGenerator
 from synthdata.generation.generators.diffusers_gen import DiffusersGenerator
+from synthdata.generation.generators.procedural import ProceduralGenerator, is_procedural
 from synthdata.plan.rows import plan_batches, replay_calls  # noqa: F401  (re-exported for callers)
 from synthdata.generation.shardgen import (  # noqa: F401  (re-exported for callers)
     CallLimit,
@@ -179,7 +180,8 @@ def _get_generator(spec: Spec, job: JobInfo, slot: int) -> LoadedModel:
         _MODELS.pop(slot, None)
         del loaded
         empty_cuda_cache()
-    gen = DiffusersGenerator(spec.generator, device=device, speed=spec.execution.speed)
+    make = ProceduralGenerator if is_procedural(spec.generator.model) else DiffusersGenerator
+    gen = make(spec.generator, device=device, speed=spec.execution.speed)
     with _LOAD_LOCK:  # loading patches torch globally (meta-device init): one load at a time
         gen.load()
     with _LOCK:

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthdata.plan.seeds import mix
+from synthdata.spec.models import PHANTOM_FINDINGS
 
-LABELS = ("normal", "effusion", "consolidation", "nodule", "cardiomegaly")
+LABELS = PHANTOM_FINDINGS
 SIZES = ("small", "moderate", "large")
 _STREAM_STUDIES, _STREAM_LABEL = 11, 12
 # studies per patient: 1, 2 or 3 with these probabilities

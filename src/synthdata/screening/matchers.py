@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from synthdata.errors import SynthdataError
+from synthdata.progress import phase_timing
 from synthdata.screening import calibrate, duplicates
 from synthdata.screening.align import AlignedMatcher
 from synthdata.screening.cache import PreparedReference, ReferenceHandle, prepare_references
@@ -205,13 +206,16 @@ def failure(name: str, info: dict, reference: dict) -> str:
 
 
 def prepare_matchers(cfg: Memorization, *, threshold: float | None = None,
-                     base_dir: str | Path | None = None) -> tuple[MatcherSetup, dict]:
+                     base_dir: str | Path | None = None,
+                     phases: dict | None = None) -> tuple[MatcherSetup, dict]:
     """Load the embedders, build or reuse the references, settle every threshold.
 
     `threshold` overrides every configured one (`synthdata screen --threshold`).
-    Without a reference nothing is searched: the setup has no handles.
+    Without a reference nothing is searched: the setup has no handles. `phases`, when given,
+    receives the timings of `reference_ingestion` and `calibration` (`progress.phase_timing`;
+    a cached reference or calibration is fast, not skipped); they never enter the context.
     """
-
+    phases = {} if phases is None else phases
     problems = memorization_problems(cfg)
     if problems:
         raise SynthdataError("; ".join(f"{'.'.join(map(str, path))}: {message}"
@@ -230,11 +234,14 @@ def prepare_matchers(cfg: Memorization, *, threshold: float | None = None,
     reference = None
     if cfg.reference:
         stores = [*embedders, *([AlignedMatcher()] if aligned else [])]
+        started = time.perf_counter()
         prepared = prepare_references(cfg.reference, stores, options=_reader_options(cfg),
                                       exact_limit=cfg.exact_limit,
                                       memory_gb=cfg.index_memory_gb, base_dir=base)
         handles = tuple((p.handle.store, p.handle) for p in prepared)
         reference = _reference_info(prepared)
+        phases["reference_ingestion"] = phase_timing(time.perf_counter() - started,
+                                                     reference["images"])
     setup = MatcherSetup(deciding, tuple(zip(names, entries)), aligned, handles, (),
                          cfg.review_band, cfg.k, cfg.device, cfg.batch_size, base,
                          tuple((e.name, e.fingerprint) for e in embedders))
@@ -249,8 +256,13 @@ def prepare_matchers(cfg: Memorization, *, threshold: float | None = None,
                                          ", ".join(auto))
         if auto or (reference["images"] >= calibrate.MIN_IMAGES
                     and reference["groups"] >= calibrate.MIN_GROUPS):
+            started = time.perf_counter()
             calibration = calibrate_setup(cfg, setup, configured)
             reference["duplicates"] = calibration["_duplicates"]
+            sampled = next((v[1].get("sample_images") for k, v in calibration.items()
+                            if k != "_duplicates"), None)
+            phases["calibration"] = phase_timing(time.perf_counter() - started,
+                                                 int(sampled or reference["images"]))
     for d in deciding:
         given = configured[d]
         if reference is None:

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from synthdata import privacy
 from synthdata.faults import fault
 from synthdata.folder import DatasetFolder
 from synthdata.fsutil import atomic_path, write_json_atomic
+from synthdata.progress import ShardProgress, phase_timing, screened_line
 from synthdata.screening.kinds import GROUP_KIND, REAL_KIND
 from synthdata.screening import report, shardio, staging
 from synthdata.screening import index as ix
@@ -57,6 +59,9 @@ from synthdata.screening.matchers import MatcherSetup, prepare_matchers
 from synthdata.spec.models import Memorization
 from synthdata.screening.embedder_factory import get_embedder
 
+log = logging.getLogger(__name__)
+# What the staged context.json holds that is wall-clock time: never in the report.
+TIMING_KEYS = ("prepare_s", "phases")
 NO_REFERENCE = "not screened against real images: no memorization.reference"
 # Decisions whose samples go to the accepted shards (what consumers read).
 PUBLISHED = (ACCEPT, NOT_SCREENED)
@@ -150,6 +155,7 @@ class ScreeningSummary:
     skipped_reference: list[dict]
     report: str
     timings: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, dict] = field(default_factory=dict)  # {phase: progress.phase_timing}
 
     def to_dict(self) -> dict:
         """Plain data (JSON-serialisable)."""
@@ -165,7 +171,8 @@ def prepare_screening(out_dir: str | Path, cfg: Memorization, *, threshold: floa
     Writes `DIR/.screening/<token>/context.json` for the report.
     """
     t0 = time.perf_counter()
-    setup, context = prepare_matchers(cfg, threshold=threshold, base_dir=base_dir)
+    phases: dict = {}
+    setup, context = prepare_matchers(cfg, threshold=threshold, base_dir=base_dir, phases=phases)
     notes = [] if cfg.reference else [
         "NOT SCREENED AGAINST REAL IMAGES: no memorization.reference, so no sample was compared "
         f"with real images; samples that pass QC go to shards/ with decision {NOT_SCREENED!r} "
@@ -179,7 +186,7 @@ def prepare_screening(out_dir: str | Path, cfg: Memorization, *, threshold: floa
                        tuple(shardio.complete_shards(out_dir)))
     write_json_atomic(job.staging / "context.json", {
         **report.public_context(context), "notes": notes,
-        "prepare_s": round(time.perf_counter() - t0, 3)})
+        "prepare_s": round(time.perf_counter() - t0, 3), "phases": phases})
     return job
 
 
@@ -212,13 +219,17 @@ def _load_query_data(job: ScreeningJob, shard: int) -> tuple[list[str], dict[str
 
 
 def screen_shard(job: ScreeningJob, shard: int) -> dict:
-    """Search and decide one shard; stage its accepted tar and its decisions. Idempotent."""
+    """Search and decide one shard; stage its accepted tar and its decisions. Idempotent.
+
+    Returns {shard, samples, reused, accepted, decisions: {decision: count}, seconds}."""
+    started = time.perf_counter()
     sha = shardio.tar_sha256(job.out_dir, shard)
     out = staging.decisions_path(job.staging, shard)
     if staging.reusable(job.staging, shard, sha):
         decisions = pq.read_table(out, columns=["decision"]).column(0).to_pylist()
         return {"shard": shard, "samples": len(decisions), "reused": True,
-                "accepted": sum(d in PUBLISHED for d in decisions)}
+                "accepted": sum(d in PUBLISHED for d in decisions),
+                "decisions": dict(Counter(decisions)), "seconds": time.perf_counter() - started}
     embed_shard(job, shard)
     keys, data = _load_query_data(job, shard)
     labels = shardio.shard_labels(job.out_dir, shard)
@@ -242,9 +253,8 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     staged_tar = staging.staged_tar(job.staging, shard)
     if not keep:
         staged_tar.unlink(missing_ok=True)
-    elif len(keep) == n:
-        with atomic_path(staged_tar) as tmp:
-            shutil.copyfile(shardio.raw_tar(job.out_dir, shard), tmp)
+    elif len(keep) == n:  # identical to the raw tar: the same file (no bytes copied)
+        shardio.link_accepted_tar(job.out_dir, shard, staged_tar)
     else:
         shardio.write_accepted_tar(shardio.read_members(shardio.raw_tar(job.out_dir, shard)),
                                    keep, staged_tar)
@@ -255,7 +265,8 @@ def screen_shard(job: ScreeningJob, shard: int) -> dict:
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
     fault("screening.after_shard")
-    return {"shard": shard, "samples": n, "reused": False, "accepted": len(keep)}
+    return {"shard": shard, "samples": n, "reused": False, "accepted": len(keep),
+            "decisions": dict(Counter(cols["decision"])), "seconds": time.perf_counter() - started}
 
 
 def _synthetic_recall(job: ScreeningJob, name: str, vectors: np.ndarray,
@@ -319,7 +330,7 @@ def finalize_screening(job: ScreeningJob) -> ScreeningSummary:
                                sort_keys=True)})
     with atomic_path(job.staging / DatasetFolder.SCREENING) as tmp:
         pq.write_table(table, tmp)
-    rep = report.build_report(table, {k: v for k, v in context.items() if k != "prepare_s"})
+    rep = report.build_report(table, {k: v for k, v in context.items() if k not in TIMING_KEYS})
     write_json_atomic(job.staging / DatasetFolder.SCREENING_REPORT, rep)
     report.draw_histogram(job.staging / DatasetFolder.SCREENING_PLOT, rep)
     accepted = [s for s in job.shards if staging.staged_tar(job.staging, s).is_file()]
@@ -334,7 +345,9 @@ def finalize_screening(job: ScreeningJob) -> ScreeningSummary:
         accepted_shards=accepted, skipped_reference=ref.get("skipped", []),
         report=str(DatasetFolder(job.out_dir).screening_report_file),
         timings={"prepare_s": context.get("prepare_s", 0.0),
-                 "finalize_s": round(time.perf_counter() - t0, 3)})
+                 "finalize_s": round(time.perf_counter() - t0, 3)},
+        phases={**context.get("phases", {}), "screening_records": phase_timing(
+            time.perf_counter() - t0, table.num_rows)})
 
 
 def screen_dataset(out_dir: str | Path, cfg: Memorization, *, threshold: float | None = None,
@@ -343,10 +356,17 @@ def screen_dataset(out_dir: str | Path, cfg: Memorization, *, threshold: float |
     t0 = time.perf_counter()
     job = prepare_screening(out_dir, cfg, threshold=threshold, base_dir=base_dir)
     t1 = time.perf_counter()
-    for shard in job.shards:
-        screen_shard(job, shard)
+    samples = 0
+    with ShardProgress(len(job.shards), shardio.sample_count(out_dir, job.shards),
+                       "screen") as progress:
+        for shard in job.shards:
+            result = screen_shard(job, shard)
+            log.info("%s", screened_line(result))
+            samples += result["samples"]
+            progress.shard_done(result["samples"])
     t2 = time.perf_counter()
     summary = finalize_screening(job)
     summary.timings.update({"prepare_s": round(t1 - t0, 3), "shards_s": round(t2 - t1, 3),
                             "total_s": round(time.perf_counter() - t0, 3)})
+    summary.phases["screening"] = phase_timing(t2 - t1, samples)
     return summary

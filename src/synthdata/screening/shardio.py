@@ -8,7 +8,10 @@
   decoding). The generation worker may write them too, with `save_shard_embeddings`.
 - Accepted shards are written by copying the raw tar's member bytes for the accepted keys,
   in the same order, with the same deterministic writer: never decoded or re-encoded. A
-  shard whose samples are all accepted is byte-identical to its raw tar.
+  shard whose samples are all accepted is its raw tar: a hard link to it (`link_accepted_tar`;
+  a copy only where the file system cannot link), so a fully accepted dataset costs no second
+  copy on disk. Nothing ever writes into a tar in place (every tar is written under a
+  temporary name and renamed), so sharing the file is safe.
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from synthdata.folder import DatasetFolder
-from synthdata.fsutil import atomic_path
+from synthdata.fsutil import atomic_path, replace_with_link
 from synthdata.folder.shards import DeterministicTarWriter, split_member
 
 def complete_shards(out_dir: str | Path) -> list[int]:
     """Numbers of the raw shards that are complete (`DatasetFolder.shard_state`), sorted."""
     return DatasetFolder(out_dir).complete_shards()
+
+
+def sample_count(out_dir: str | Path, shards: list[int] | tuple[int, ...]) -> int:
+    """Samples in these raw shards, as their completion markers count them (progress totals)."""
+    folder = DatasetFolder(out_dir)
+    return sum(int((folder.marker(s) or {}).get("count") or 0) for s in shards)
 
 
 def raw_tar(out_dir: str | Path, shard: int) -> Path:
@@ -137,6 +146,13 @@ def write_accepted_tar(members: list[tuple[str, bytes]], keep: set[str],
                     kept, last = kept + 1, key
         writer.close()
     return kept
+
+
+def link_accepted_tar(out_dir: str | Path, shard: int, path: str | Path) -> None:
+    """Make `path` the raw tar of `shard` itself, atomically: a hard link, or a copy where the
+    file system has no hard links or `path` is on another device (`fsutil.link_or_copy`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    replace_with_link(raw_tar(out_dir, shard), path)
 
 
 def qc_failures(out_dir: str | Path, shard: int) -> dict[str, str]:

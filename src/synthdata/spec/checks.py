@@ -6,7 +6,15 @@ import re
 import string
 from pathlib import Path
 
-from synthdata.spec.models import BUILTIN_MODELS, Categorical, IntRange, Memorization, Spec
+from synthdata.spec.models import (
+    BUILTIN_MODELS,
+    PHANTOM_FINDINGS,
+    PROCEDURAL_MODELS,
+    Categorical,
+    IntRange,
+    Memorization,
+    Spec,
+)
 from synthdata.spec.qc import read_classifier_config
 from synthdata.errors import ModelError
 from synthdata.spec.blend import is_blend, parse_blend, template_weight_slots
@@ -69,10 +77,26 @@ def _check_builtin(spec: Spec) -> list[tuple[FieldPath, str]]:
     if not model.startswith("builtin:"):
         return []
 
-    if model.removeprefix("builtin:") in BUILTIN_MODELS:
+    name = model.removeprefix("builtin:")
+    if name in PROCEDURAL_MODELS:
+        return _check_procedural(spec)
+    if name in BUILTIN_MODELS:
         return []
     return [(("generator", "model"), f"unknown built-in model {model!r}; "
-             f"known: {['builtin:' + m for m in BUILTIN_MODELS]}")]
+             f"known: {['builtin:' + m for m in BUILTIN_MODELS + PROCEDURAL_MODELS]}")]
+
+
+def _check_procedural(spec: Spec) -> list[tuple[FieldPath, str]]:
+    """builtin:procedural draws phantom findings: every label must be one, and no adapters."""
+    out: list[tuple[FieldPath, str]] = [
+        (("labels", name), f"builtin:procedural draws phantom findings only: {name!r} is not one "
+         f"(expected one of {', '.join(PHANTOM_FINDINGS)})") for name in spec.labels
+        if name not in PHANTOM_FINDINGS]
+    for part in ("textual_inversion", "lora"):
+        if getattr(spec.generator, part):
+            out.append((("generator", part), f"builtin:procedural has no text encoder or UNet to "
+                        f"adapt; remove generator.{part}"))
+    return out
 
 
 def _check_no_cohort(spec: Spec) -> list[tuple[FieldPath, str]]:
@@ -243,7 +267,8 @@ def _check_paths(spec: Spec) -> list[tuple[FieldPath, str]]:
     gen = spec.generator
     if is_local_model(gen.model) and not Path(gen.model).expanduser().is_dir():
         out.append((("generator", "model"), f"model folder {gen.model!r} does not exist "
-                    "(expected builtin:tiny, builtin:phantom, catalog:ID, a local diffusers pipeline folder, or a hub id org/name)"))
+                    "(expected builtin:tiny, builtin:phantom, builtin:procedural, catalog:ID, "
+                    "a local diffusers pipeline folder, or a hub id org/name)"))
     for i, ti in enumerate(gen.textual_inversion):
         if not Path(ti.path).expanduser().is_file():
             out.append((("generator", "textual_inversion", i, "path"), f"file {ti.path!r} does not exist"))

@@ -19,8 +19,12 @@ from synthdata.spec.qc import QC
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
-# The `builtin:NAME` models (synthdata.generation.generators.builtin builds them).
+# The `builtin:NAME` models: diffusers pipelines (synthdata.generation.generators.builtin builds
+# them; also training bases), and those drawn by code with no weights (generators.procedural).
 BUILTIN_MODELS = ("tiny", "phantom")
+PROCEDURAL_MODELS = ("procedural",)
+# The findings the procedural phantoms draw (synthdata.phantoms; builtin:procedural's labels).
+PHANTOM_FINDINGS = ("normal", "effusion", "consolidation", "nodule", "cardiomegaly")
 SCHEDULERS = ("ddim", "ddpm", "pndm", "dpm++", "euler", "euler_a", "heun", "unipc")
 
 
@@ -128,7 +132,7 @@ class Generator(StrictModel):
     """Which text-to-image model generates, and how."""
 
     model: str = Field("builtin:tiny", min_length=1,
-                       description="builtin:tiny, builtin:phantom, catalog:ID, a local pipeline folder, or a hub id")
+                       description="builtin:tiny, builtin:phantom, builtin:procedural, catalog:ID, a local pipeline folder, or a hub id")
     revision: str | None = None
     scheduler: Literal[SCHEDULERS] = "ddim"  # type: ignore[valid-type]
     steps: int = Field(25, ge=1, le=1000)

@@ -1,6 +1,6 @@
 """Generators: image models behind one small interface (see base.py). Import-light on purpose."""
 
-from synthdata.spec.models import BUILTIN_MODELS  # noqa: F401  (the names a spec may use)
+from synthdata.spec.models import BUILTIN_MODELS, PROCEDURAL_MODELS  # noqa: F401  (the names a spec may use)
 
 
 def dtype_name(requested: str, device: str) -> str:

@@ -19,6 +19,7 @@ class SampleRequest:
     seed: int
     steps: int
     guidance_scale: float
+    label: str = ""  # the plan row's label (builtin:procedural draws from it)
 
 
 class ImageGenerator(ABC):
