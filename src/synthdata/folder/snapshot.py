@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 import uuid
 import weakref
 from pathlib import Path
@@ -87,6 +88,16 @@ class Pin:
                 break  # other pins remain
 
 
+TMP_PIN_GRACE_S = 60.0
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False
+
+
 def live_pins(folder: DatasetFolder, generation: str, *, clean: bool = False) -> list[Path]:
     """The pins on `generation` whose process is alive (its lock is held). With `clean` (a
     writer, under the exclusive screening lock) stale pins are removed on the way."""
@@ -103,8 +114,10 @@ def live_pins(folder: DatasetFolder, generation: str, *, clean: bool = False) ->
             if path.suffix == ".pin":
                 live.append(path)
         else:
-            if clean:
-                path.unlink(missing_ok=True)  # its owner died: the kernel dropped the lock
+            # its owner died (the kernel dropped the lock); a pin still being made (`.tmp`,
+            # created but not yet locked) is left alone until it is clearly abandoned
+            if clean and (path.suffix == ".pin" or _older_than(path, TMP_PIN_GRACE_S)):
+                path.unlink(missing_ok=True)
         finally:
             os.close(fd)
     return live
