@@ -3,7 +3,7 @@
 - `table.py` reads CSV/Parquet into text cells (errors name file, column, row);
 - `expr.py` is the label expression language (a grammar, never `eval`);
 - `columns.py` maps columns to variables (value maps, bins, report-text cleaning);
-- `index.py` decides which rows belong to which label and draws a row per sample;
+- `rows_index.py` decides which rows belong to which label and draws a row per sample;
 - `report.py` compares requested, planned and realized joint distributions.
 
 The plan (`synthdata.plan`) calls `cohort_index(spec)`; `check_cohort` runs when a spec is
@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from synthdata.plan.cohort.index import CohortIndex, CohortProblems, build_index
+from synthdata.plan.cohort.rows_index import CohortIndex, CohortProblems, build_index
 from synthdata.plan.cohort.table import Table, TableError, read_table
 from synthdata.spec.models import Spec
 from synthdata.privacy import pseudonymize_many
