@@ -24,7 +24,7 @@ def test_fully_accepted_shard_is_a_hard_link_and_a_partly_accepted_one_is_not(re
     out = tmp_path / "ds"
     write_raw_dataset(out, images, shard_size=8)
     summary = screen_dataset(out, Memorization(reference=[str(reference_dir / "dicom")],
-                                               embedder="pixel", k=3, threshold=0.9))
+                                               matchers="pixel", k=3, threshold=0.9))
     assert summary.decisions["reject"] == 3 and summary.accepted_shards == [0, 1]
 
     raw0, raw1 = out / "raw" / "shard-000000.tar", out / "raw" / "shard-000001.tar"
@@ -38,7 +38,7 @@ def test_fully_accepted_shard_is_a_hard_link_and_a_partly_accepted_one_is_not(re
 
     # Re-screening (the same decisions) reuses the link; the raw tar is never rewritten.
     before = os.stat(raw0)
-    screen_dataset(out, Memorization(reference=[str(reference_dir / "dicom")], embedder="pixel",
+    screen_dataset(out, Memorization(reference=[str(reference_dir / "dicom")], matchers="pixel",
                                      k=3, threshold=0.9))
     after = os.stat(raw0)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

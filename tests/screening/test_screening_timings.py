@@ -24,7 +24,7 @@ def _sha(path: Path) -> str:
 
 
 def _memorization(reference: Path) -> dict:
-    return {"reference": [str(reference)], "embedder": "pixel", "retrievers": ["pixel"],
+    return {"reference": [str(reference)], "matchers": "pixel", "retrievers": ["pixel"],
             "threshold": 0.992}
 
 
