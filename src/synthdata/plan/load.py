@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthdata.catalog.expand import PREFIX, expand_catalog
-from synthdata.errors import Problem, SpecError
+from synthdata.errors import SpecError
 from synthdata.plan.cohort import check_cohort
-from synthdata.spec import Spec, dotted, line_of, validate_spec
+from synthdata.spec import Spec, line_of, problems_at, validate_spec
 from synthdata.spec.yamlio import FieldPath, parse_yaml, read_yaml
 
 
@@ -32,8 +32,7 @@ def parse_spec(data: object, lines: dict[FieldPath, int] | None = None, source: 
         return spec
     spec, found = check_cohort(spec)  # reads the table; fills in cohort.sha256
     if found:
-        raise SpecError([Problem(source, msg, line=line_of(lines, path), field=dotted(path))
-                         for path, msg in found])
+        raise SpecError(problems_at(source, lines, found))
     return spec
 
 

@@ -33,7 +33,7 @@ from PIL import Image
 from scipy import ndimage
 
 from synthdata.screening.embedders import D4, d4, d4_all
-from synthdata.screening.thumbnails import BAND, band, thumbnail
+from synthdata.screening.thumbnails import BAND, band, gaussian_kernel, thumbnail
 
 SIZE = 64
 # The schedule: (thumbnail side, Gauss-Newton iterations, start points kept per candidate
@@ -48,9 +48,7 @@ SIGMAS = (0.0, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # pre-blurs of a view before sampl
 @lru_cache(maxsize=16)
 def _zero_blur(n: int, sigma: float) -> np.ndarray:
     """n x n Gaussian blur matrix with zero outside the image (for normalised convolution)."""
-    radius = max(1, int(3 * sigma + 0.5))
-    k = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma * sigma))
-    k /= k.sum()
+    radius, k = gaussian_kernel(sigma)
     m = np.zeros((n, n), dtype=np.float32)
     idx = np.arange(n)
     for t, w in zip(range(-radius, radius + 1), k):

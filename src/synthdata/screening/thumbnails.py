@@ -13,12 +13,17 @@ from synthdata.screening.embedders import to_gray
 BAND = (1.0, 4.0)    # sigmas of the difference of Gaussians, in thumbnail pixels
 
 
+def gaussian_kernel(sigma: float) -> tuple[int, np.ndarray]:
+    """(radius, weights summing to 1) of a sampled Gaussian of `sigma` pixels, 3 sigma wide."""
+    radius = max(1, int(3 * sigma + 0.5))
+    k = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma * sigma))
+    return radius, k / k.sum()
+
+
 @lru_cache(maxsize=64)
 def _blur_matrix(n: int, sigma: float) -> np.ndarray:
     """n x n matrix of a Gaussian blur with mirrored borders (apply as B @ X @ B.T)."""
-    radius = max(1, int(3 * sigma + 0.5))
-    k = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma * sigma))
-    k /= k.sum()
+    radius, k = gaussian_kernel(sigma)
     m = np.zeros((n, n), dtype=np.float64)
     for i in range(n):
         for t, w in zip(range(-radius, radius + 1), k):

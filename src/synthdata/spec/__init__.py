@@ -25,7 +25,7 @@ from synthdata.spec.qc import CHECK_TAGS, qc_path_fields
 from synthdata.spec.yamlio import FieldPath, read_yaml
 
 __all__ = ["Spec", "NON_DATA_SECTIONS", "data_sections", "dataset_dict", "dotted", "json_schema",
-           "line_of", "problems_of", "resolved_yaml", "spec_hash", "spec_warnings", "template_slots",
+           "line_of", "problems_at", "problems_of", "resolved_yaml", "spec_hash", "spec_warnings", "template_slots",
            "validate_spec", "with_overrides"]
 
 
@@ -72,6 +72,13 @@ def problems_of(exc: ValidationError, source: str, lines: dict[FieldPath, int]) 
     return _pydantic_problems(exc, source, lines)
 
 
+def problems_at(source: str, lines: dict[FieldPath, int],
+                found: list[tuple[FieldPath, str]]) -> list[Problem]:
+    """(field path, message) pairs as Problems naming the file, the field's line and the field."""
+    return [Problem(source, msg, line=_line_for(lines, path), field=_dotted(path))
+            for path, msg in found]
+
+
 def line_of(lines: dict[FieldPath, int], path: FieldPath) -> int | None:
     """Line of a field path, or of its nearest enclosing field."""
     return _line_for(lines, path)
@@ -98,8 +105,7 @@ def validate_spec(data: object, lines: dict[FieldPath, int] | None = None, sourc
                                  f"(name, count, labels, ...), got {type(data).__name__}", line=1)])
     urls = url_problems(location_fields(data))
     if urls:  # before anything reads or resolves them as local paths
-        raise SpecError([Problem(source, msg, line=_line_for(lines, path), field=_dotted(path))
-                         for path, msg in urls])
+        raise SpecError(problems_at(source, lines, urls))
     try:
         spec = Spec.model_validate(data)
         if base_dir is not None:
@@ -108,8 +114,7 @@ def validate_spec(data: object, lines: dict[FieldPath, int] | None = None, sourc
         raise SpecError(_pydantic_problems(exc, source, lines)) from None
     found = check_spec(spec, check_files)
     if found:
-        raise SpecError([Problem(source, msg, line=_line_for(lines, path), field=_dotted(path))
-                         for path, msg in found])
+        raise SpecError(problems_at(source, lines, found))
     return spec
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from synthdata.errors import Problem, SpecError
-from synthdata.spec import line_of, problems_of
+from synthdata.spec import problems_at, problems_of
 from synthdata.spec.models import NAME_PATTERN, StrictModel
 from synthdata.spec.yamlio import parse_yaml, read_yaml
 from synthdata.training.spec import DEVICE_PATTERN, PhantomSource
@@ -138,8 +138,7 @@ def parse_extractor_spec(data: object, lines: dict | None = None, source: str = 
         if spec.output.dir is not None and not Path(spec.output.dir).expanduser().is_absolute():
             update["output"] = ExtractorOutput(dir=str(base / spec.output.dir))
         spec = spec.model_copy(update=update)
-    problems = [Problem(source, msg, line=line_of(lines, path), field=".".join(map(str, path)))
-                for path, msg in _checks(spec)]
+    problems = problems_at(source, lines, _checks(spec))
     if problems:
         raise SpecError(problems)
     return spec

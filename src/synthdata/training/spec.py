@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError
 
 from synthdata.errors import Problem, SpecError
-from synthdata.spec import line_of, problems_of
+from synthdata.spec import problems_at, problems_of
 from synthdata.spec.checks import FieldPath, is_local_model, template_slots
 from synthdata.spec.paths import url_problems
 from synthdata.spec.models import NAME_PATTERN, StrictModel
@@ -312,16 +312,14 @@ def parse_train_spec(data: object, lines: dict | None = None, source: str = "<tr
                                  f"data, training, ...), got {type(data).__name__}", line=1)])
     urls = url_problems(_locations(data))
     if urls:  # object storage is not supported yet: refused before anything is read or written
-        raise SpecError([Problem(source, msg, line=line_of(lines, path), field=".".join(map(str, path)))
-                         for path, msg in urls])
+        raise SpecError(problems_at(source, lines, urls))
     try:
         spec = TrainSpec.model_validate(data)
         if base_dir is not None:
             spec = TrainSpec.model_validate(resolve_train_paths(spec.model_dump(mode="json"), base_dir))
     except ValidationError as exc:
         raise SpecError(_problems(exc, source, lines)) from None
-    problems = [Problem(source, msg, line=line_of(lines, path), field=".".join(map(str, path)))
-                for path, msg in check_train_spec(spec)]
+    problems = problems_at(source, lines, check_train_spec(spec))
     if problems:
         raise SpecError(problems)
     return spec
